@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# run-tests.sh — the whole test suite, from a fresh Debian 12 machine.
+#
+# Installs missing Debian packages, checks the formatting (clang-format), builds with warnings
+# as errors and runs every Check suite through ctest against a private PostgreSQL cluster that
+# the harness creates and removes; then builds again with AddressSanitizer and
+# UndefinedBehaviorSanitizer and runs the suite once more.
+#
+#   ./run-tests.sh            everything (this is what CI runs)
+#   ./run-tests.sh --quick    skip the sanitizer pass
+# Extra arguments after -- go to ctest (for example: -- -R migrate).
+# Exit status: 0 when every step passed, else the first failing step's status.
+set -euo pipefail
+cd "$(dirname "$0")"
+. tests/bootstrap.sh
+
+quick=0
+ctest_args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+  --quick) quick=1 ;;
+  -h | --help)
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    exit 0
+    ;;
+  --) shift; ctest_args=("$@"); break ;;
+  *) echo "run-tests.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+cg_install_packages
+
+echo "==> checking the format of every C file (clang-format --dry-run -Werror)"
+git ls-files '*.c' '*.h' | xargs clang-format --dry-run -Werror
+
+cg_build build -DCG_WERROR=ON
+# check_summary DIR: every Check suite's own count of the tests it ran.
+check_summary() {
+  echo "==> Check suites ($1):"
+  grep -hE '^Running suite|^[0-9]+%: Checks:' "$1/Testing/Temporary/LastTest.log" | paste - - |
+    sed 's/Running suite(s): /    /'
+}
+
+echo "==> running the test suite"
+(cd build && ctest --output-on-failure "${ctest_args[@]}")
+check_summary build
+
+if [ "$quick" = 0 ]; then
+  cg_build build-asan -DCG_WERROR=ON -DCG_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+  echo "==> running the test suite under AddressSanitizer + UndefinedBehaviorSanitizer"
+  (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure "${ctest_args[@]}")
+  check_summary build-asan
+fi
+echo "==> all tests passed"

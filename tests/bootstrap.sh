@@ -1,0 +1,35 @@
+# bootstrap.sh — sourced by run-tests.sh and run-main-job.sh: install what a fresh Debian 12
+# machine lacks, and build. Nothing runs on sourcing.
+
+CG_DEBIAN_PACKAGES=(build-essential cmake pkg-config postgresql postgresql-client libpq-dev
+  libzmq3-dev libcjson-dev check libinih-dev clang clang-format)
+
+# Install the Debian packages that are missing (apt-get update first, once).
+cg_install_packages() {
+  local missing=() p
+  for p in "${CG_DEBIAN_PACKAGES[@]}" "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "==> installing Debian packages: ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+}
+
+# cg_build DIR [CMAKE_ARGS...]: configure and build the project into DIR.
+cg_build() {
+  local dir=$1
+  shift
+  echo "==> building in $dir ($*)"
+  cmake -S "$CG_ROOT" -B "$CG_ROOT/$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
+  if ! cmake --build "$CG_ROOT/$dir" -j "$(nproc)" >"$CG_ROOT/$dir/build.log" 2>&1; then
+    cat "$CG_ROOT/$dir/build.log" >&2
+    echo "build failed (log: $dir/build.log)" >&2
+    return 1
+  fi
+}
+
+CG_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

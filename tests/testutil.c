@@ -1,0 +1,192 @@
+/*
+ * testutil.c — helpers shared by the Check suites; see testutil.h.
+ *
+ * The harness (pgharness.sh, run as a ctest fixture) leaves a KEY=VALUE state file named by
+ * $CG_TEST_STATE. Every database a test creates lives in that throwaway cluster, so tests need
+ * no cleanup of their own and never touch a real repository.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "testutil.h"
+
+#define MAX_VARS 32
+
+static char *names[MAX_VARS], *values[MAX_VARS];
+static int nvars = -1;
+
+static void load_state(void)
+{
+    const char *path = getenv("CG_TEST_STATE");
+    char line[2048];
+    FILE *f;
+
+    nvars = 0;
+    if (path == NULL || (f = fopen(path, "r")) == NULL)
+        return;
+    while (nvars < MAX_VARS && fgets(line, sizeof(line), f)) {
+        char *eq = strchr(line, '='), *v;
+        size_t n;
+        if (eq == NULL)
+            continue;
+        *eq = '\0';
+        v = eq + 1;
+        n = strlen(v);
+        while (n > 0 && (v[n - 1] == '\n' || v[n - 1] == '\r'))
+            v[--n] = '\0';
+        if (n >= 2 && v[0] == '"' && v[n - 1] == '"') {
+            v[n - 1] = '\0';
+            v++;
+        }
+        names[nvars] = strdup(line);
+        values[nvars++] = strdup(v);
+    }
+    fclose(f);
+}
+
+const char *cgt_env(const char *key)
+{
+    int i;
+    if (nvars < 0)
+        load_state();
+    for (i = 0; i < nvars; i++)
+        if (strcmp(names[i], key) == 0)
+            return values[i];
+    ck_abort_msg("harness state has no %s (is CG_TEST_STATE set by ctest?)", key);
+    return NULL;
+}
+
+/* Usable outside a running test too (suites read paths in main). */
+static const char *required_env(const char *name)
+{
+    const char *s = getenv(name);
+    if (s == NULL) {
+        fprintf(stderr, "%s is not set: run the tests through ctest\n", name);
+        exit(2);
+    }
+    return s;
+}
+
+const char *cgt_source_dir(void)
+{
+    return required_env("CG_TEST_SOURCE_DIR");
+}
+
+const char *cgt_binary_dir(void)
+{
+    return required_env("CG_TEST_BINARY_DIR");
+}
+
+PGconn *cgt_connect(const char *dsn)
+{
+    PGconn *c = PQconnectdb(dsn);
+    ck_assert_msg(PQstatus(c) == CONNECTION_OK, "connect %s: %s", dsn, PQerrorMessage(c));
+    PQclear(PQexec(c, "SET client_min_messages = warning"));
+    return c;
+}
+
+char *cgt_query1(PGconn *conn, const char *sql)
+{
+    PGresult *r = PQexec(conn, sql);
+    char *v;
+    ck_assert_msg(PQresultStatus(r) == PGRES_TUPLES_OK || PQresultStatus(r) == PGRES_COMMAND_OK,
+                  "%s: %s", sql, PQerrorMessage(conn));
+    v = strdup(PQntuples(r) > 0 ? PQgetvalue(r, 0, 0) : "");
+    PQclear(r);
+    return v;
+}
+
+char *cgt_createdb(const char *prefix, int migrated)
+{
+    static int counter;
+    char sql[256], name[96], *dsn;
+    PGconn *admin = cgt_connect(cgt_env("CG_TEST_ADMIN_DSN"));
+    snprintf(name, sizeof(name), "%s_%d_%d", prefix, (int)getpid(), ++counter);
+    snprintf(sql, sizeof(sql), "CREATE DATABASE %s%s", name,
+             migrated ? " TEMPLATE cg_template" : "");
+    free(cgt_query1(admin, sql));
+    PQfinish(admin);
+    dsn = malloc(1024);
+    snprintf(dsn, 1024, "host=%s port=%s user=postgres dbname=%s", cgt_env("CG_TEST_PGHOST"),
+             cgt_env("CG_TEST_PGPORT"), name);
+    return dsn;
+}
+
+char *cgt_run(int *status, const char *fmt, ...)
+{
+    char cmd[8192], *out = NULL;
+    size_t len = 0, cap = 0;
+    va_list ap;
+    FILE *p;
+    int st;
+
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd) - 8, fmt, ap);
+    va_end(ap);
+    strcat(cmd, " 2>&1");
+    p = popen(cmd, "r");
+    ck_assert_msg(p != NULL, "popen %s", cmd);
+    for (;;) {
+        size_t n;
+        if (len + 4096 + 1 > cap) {
+            cap = cap ? cap * 2 : 8192;
+            out = realloc(out, cap);
+        }
+        n = fread(out + len, 1, cap - len - 1, p);
+        if (n == 0)
+            break;
+        len += n;
+    }
+    out[len] = '\0';
+    st = pclose(p);
+    *status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    return out;
+}
+
+void cgt_write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    ck_assert_msg(f != NULL, "cannot write %s", path);
+    fputs(text, f);
+    fclose(f);
+}
+
+static char *tmpdirs[64];
+static int ntmpdirs;
+
+static void remove_tmpdirs(void)
+{
+    char cmd[512];
+    int i;
+    for (i = 0; i < ntmpdirs; i++) {
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdirs[i]);
+        if (system(cmd) != 0)
+            fprintf(stderr, "could not remove %s\n", tmpdirs[i]);
+    }
+}
+
+char *cgt_tmpdir(void)
+{
+    char tmpl[] = "/tmp/cgtest.XXXXXX";
+    char *d = mkdtemp(tmpl);
+    ck_assert_msg(d != NULL, "mkdtemp");
+    if (ntmpdirs == 0)
+        atexit(remove_tmpdirs);
+    if (ntmpdirs < 64)
+        tmpdirs[ntmpdirs++] = strdup(d);
+    return strdup(d);
+}
+
+int cgt_run_suite(Suite *s)
+{
+    SRunner *sr = srunner_create(s);
+    int failed;
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

@@ -1,0 +1,43 @@
+/*
+ * testutil.h — what every Check suite shares: the harness's PostgreSQL, fresh databases,
+ * running programs, reading and writing files. Failures inside these helpers fail the test.
+ */
+#ifndef CG_TESTUTIL_H
+#define CG_TESTUTIL_H
+
+#include <check.h>
+#include <libpq-fe.h>
+
+/* A value from the harness's state file (CG_TEST_DSN, CG_TEST_PGHOST, ...); fails if absent. */
+const char *cgt_env(const char *key);
+
+/* Create an empty (migrated = 0) or fully migrated (1) database with a fresh name; returns its
+ * DSN in a new string the caller frees. */
+char *cgt_createdb(const char *prefix, int migrated);
+
+/* Connect or fail the test. */
+PGconn *cgt_connect(const char *dsn);
+
+/* Run a query that must succeed; returns the first value of the first row as a new string
+ * ("" when there is no row), the caller frees it. */
+char *cgt_query1(PGconn *conn, const char *sql);
+
+/* Run a shell command, capturing stdout and stderr together; *status gets the exit code.
+ * Returns the output as a new string the caller frees. */
+char *cgt_run(int *status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Write `text` to `path` (fails the test on error). */
+void cgt_write_file(const char *path, const char *text);
+
+/* A new empty temporary directory, removed when the process exits; the caller frees the
+ * string. */
+char *cgt_tmpdir(void);
+
+/* Paths of the source and build trees (from the environment ctest sets). */
+const char *cgt_source_dir(void);
+const char *cgt_binary_dir(void);
+
+/* Run a suite and return an exit status for main(). */
+int cgt_run_suite(Suite *s);
+
+#endif
