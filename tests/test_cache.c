@@ -1,0 +1,914 @@
+/*
+ * test_cache.c — the core's cache (coregroup/cache.c): hits and counters, floors and ghosts,
+ * tickets against late stale fills, CLOCK eviction within max_entries, TTL, single-flight
+ * loads, and a multi-threaded stress run that checks the monotonic-cache invariant (I4).
+ * No repository: parts are made in memory. Threads record what they saw and the main thread
+ * asserts, so a failure is reported by Check rather than lost in a worker.
+ */
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cache.h"
+#include "coregroup.h"
+#include "error.h"
+#include "part.h"
+#include "testutil.h"
+
+/* ---- helpers ------------------------------------------------------------------------------ */
+
+static cg_cache *new_cache(long max_entries, long ttl_ms)
+{
+    cg_cache_options opts = {max_entries, ttl_ms};
+    cg_cache *c = NULL;
+    ck_assert_msg(cg_cache_new(&c, &opts) == 0, "%s", cg_error_last()->message);
+    ck_assert_ptr_nonnull(c);
+    return c;
+}
+
+static cg_part *mk(int64_t handle, int kind, int64_t version)
+{
+    char body[64];
+    int n = snprintf(body, sizeof(body), "{\"h\":%lld,\"v\":%lld}", (long long)handle,
+                     (long long)version);
+    cg_part *p = cg_part__new(handle, kind, version, body, (size_t)n);
+    ck_assert_ptr_nonnull(p);
+    return p;
+}
+
+/* Fill (handle, kind, version) with the given ticket; the cache keeps its own reference. */
+static int fill_t(cg_cache *c, int64_t handle, int kind, int64_t version, uint64_t ticket)
+{
+    cg_part *p = mk(handle, kind, version);
+    int r = cg_cache_fill(c, p, ticket);
+    cg_part_free(p);
+    return r;
+}
+
+/* Fill with a ticket taken just now (a read that started now). */
+static int fill(cg_cache *c, int64_t handle, int kind, int64_t version)
+{
+    return fill_t(c, handle, kind, version, cg_cache_ticket(c, handle, kind));
+}
+
+/* The cached version, or -1 on a miss. */
+static int64_t cached(cg_cache *c, int64_t handle, int kind)
+{
+    cg_part *p = NULL;
+    int64_t v;
+    int err = cg_cache_get(c, handle, kind, &p);
+    if (err == CG_ENOTFOUND) {
+        ck_assert_ptr_null(p);
+        return -1;
+    }
+    ck_assert_int_eq(err, 0);
+    ck_assert_int_eq(cg_part_handle(p), handle);
+    ck_assert_int_eq(cg_part_kind_of(p), kind);
+    v = cg_part_version(p);
+    cg_part_free(p);
+    return v;
+}
+
+static cg_cache_stats stats(cg_cache *c)
+{
+    cg_cache_stats st;
+    cg_cache_stats_get(c, &st);
+    return st;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- basic -------------------------------------------------------------------------------- */
+
+START_TEST(hit_miss_fill_counters)
+{
+    cg_cache *c = new_cache(100, 0);
+    cg_part *p = (cg_part *)1;
+    cg_cache_stats st;
+
+    ck_assert_int_eq(cg_cache_get(c, 7, CG_PART_STATE, &p), CG_ENOTFOUND);
+    ck_assert_ptr_null(p);
+    ck_assert_int_eq(fill(c, 7, CG_PART_STATE, 1), 1);
+    ck_assert_int_eq(cg_cache_get(c, 7, CG_PART_STATE, &p), 0);
+    ck_assert_int_eq(cg_part_version(p), 1);
+    ck_assert_str_eq(cg_part_body(p), "{\"h\":7,\"v\":1}");
+    cg_part_free(p);
+    /* the other parts of the same resource are other keys */
+    ck_assert_int_eq(cached(c, 7, CG_PART_SPECIFICATION), -1);
+
+    ck_assert_int_eq(fill(c, 7, CG_PART_STATE, 1), 1); /* same version: cached */
+    ck_assert_int_eq(fill(c, 7, CG_PART_STATE, 0), 0); /* older than the entry: kept */
+    ck_assert_int_eq(cached(c, 7, CG_PART_STATE), 1);
+    ck_assert_int_eq(fill(c, 7, CG_PART_STATE, 2), 1); /* newer replaces */
+    ck_assert_int_eq(cached(c, 7, CG_PART_STATE), 2);
+    p = mk(7, CG_PART_STATE, 1);
+    ck_assert_int_eq(cg_cache_put(c, p), 0); /* put is refused below the floor too */
+    cg_part_free(p);
+    p = mk(7, CG_PART_STATE, 3);
+    ck_assert_int_eq(cg_cache_put(c, p), 1);
+    cg_part_free(p);
+    ck_assert_int_eq(cached(c, 7, CG_PART_STATE), 3);
+
+    st = stats(c);
+    ck_assert_uint_eq(st.hits, 4);
+    ck_assert_uint_eq(st.misses, 2);
+    ck_assert_uint_eq(st.fills, 4);
+    ck_assert_uint_eq(st.fills_refused, 2);
+    ck_assert_uint_eq(st.entries, 1);
+    ck_assert_uint_eq(st.evictions, 0);
+    ck_assert_uint_eq(st.loads, 0);
+    cg_cache_free(c);
+}
+END_TEST
+
+START_TEST(bad_options)
+{
+    cg_cache_options zero = {0, 0}, neg_ttl = {10, -1};
+    cg_cache *c = (cg_cache *)1;
+    ck_assert_int_eq(cg_cache_new(&c, NULL), CG_EINVALID);
+    ck_assert_ptr_null(c);
+    ck_assert_int_eq(cg_cache_new(&c, &zero), CG_EINVALID);
+    ck_assert_ptr_null(c);
+    ck_assert_msg(strstr(cg_error_last()->message, "max_entries") != NULL, "%s",
+                  cg_error_last()->message);
+    ck_assert_int_eq(cg_cache_new(&c, &neg_ttl), CG_EINVALID);
+    ck_assert_ptr_null(c);
+    cg_cache_free(NULL);
+}
+END_TEST
+
+/* ---- floors ------------------------------------------------------------------------------- */
+
+START_TEST(floor_refuses_older_fill)
+{
+    cg_cache *c = new_cache(100, 0);
+    ck_assert_int_eq(fill(c, 1, 0, 5), 1);
+    cg_cache_evict(c, 1, 0); /* the entry goes, its floor stays */
+    ck_assert_int_eq(cached(c, 1, 0), -1);
+    ck_assert_int_eq(cg_cache_newer_known(c, 1, 0, 4), 1);
+    ck_assert_int_eq(cg_cache_newer_known(c, 1, 0, 5), 0);
+    ck_assert_int_eq(fill(c, 1, 0, 4), 0);
+    ck_assert_int_eq(cached(c, 1, 0), -1);
+    ck_assert_int_eq(fill(c, 1, 0, 5), 1);
+    ck_assert_int_eq(cached(c, 1, 0), 5);
+    /* a key never seen has no floor */
+    ck_assert_int_eq(cg_cache_newer_known(c, 2, 0, 0), 0);
+    /* an absent key's floor (a ghost) only goes up, whatever order invalidations come in */
+    cg_cache_invalidate(c, 2, 0, 8);
+    cg_cache_invalidate(c, 2, 0, 5);
+    ck_assert_int_eq(cg_cache_newer_known(c, 2, 0, 7), 1);
+    ck_assert_int_eq(fill(c, 2, 0, 7), 0);
+    cg_cache_free(c);
+}
+END_TEST
+
+START_TEST(invalidate_evicts_only_lower)
+{
+    cg_cache *c = new_cache(100, 0);
+    ck_assert_int_eq(fill(c, 1, 0, 5), 1);
+    cg_cache_invalidate(c, 1, 0, 5); /* equal: kept */
+    ck_assert_int_eq(cached(c, 1, 0), 5);
+    cg_cache_invalidate(c, 1, 0, 3); /* lower: kept */
+    ck_assert_int_eq(cached(c, 1, 0), 5);
+    cg_cache_invalidate(c, 1, 0, 6); /* higher: evicted, floor 6 */
+    ck_assert_int_eq(cached(c, 1, 0), -1);
+    ck_assert_int_eq(cg_cache_newer_known(c, 1, 0, 5), 1);
+    ck_assert_int_eq(fill(c, 1, 0, 5), 0);
+    ck_assert_int_eq(fill(c, 1, 0, 6), 1);
+    ck_assert_int_eq(cached(c, 1, 0), 6);
+    cg_cache_invalidate(c, 1, 0, 2); /* a late, old invalidation changes nothing */
+    ck_assert_int_eq(cached(c, 1, 0), 6);
+    ck_assert_uint_eq(stats(c).invalidations, 4);
+    cg_cache_free(c);
+}
+END_TEST
+
+/* Reader: ticket, reads v3 | invalidation v4 arrives | reader fills v3: refused. */
+static void late_stale_fill(cg_cache *c, int64_t h)
+{
+    uint64_t t = cg_cache_ticket(c, h, CG_PART_DESCRIPTION); /* 1. reader takes a ticket */
+    cg_part *v3 = mk(h, CG_PART_DESCRIPTION, 3);             /* 2. reader reads version 3 */
+    cg_cache_invalidate(c, h, CG_PART_DESCRIPTION, 4);       /* 3. v4 committed elsewhere */
+    ck_assert_int_eq(cg_cache_newer_known(c, h, CG_PART_DESCRIPTION, 3), 1);
+    ck_assert_int_eq(cg_cache_fill(c, v3, t), 0); /* 4. the late stale fill is refused */
+    cg_part_free(v3);
+    ck_assert_int_eq(cached(c, h, CG_PART_DESCRIPTION), -1); /* 5. still a miss */
+    /* 6. a re-read with a new ticket fills v4 */
+    ck_assert_int_eq(fill(c, h, CG_PART_DESCRIPTION, 4), 1);
+    ck_assert_int_eq(cached(c, h, CG_PART_DESCRIPTION), 4);
+}
+
+START_TEST(late_stale_fill_cached_key)
+{
+    cg_cache *c = new_cache(100, 0);
+    ck_assert_int_eq(fill(c, 9, CG_PART_DESCRIPTION, 2), 1);
+    cg_cache_invalidate(c, 9, CG_PART_DESCRIPTION, 3); /* the reader's miss */
+    ck_assert_int_eq(cached(c, 9, CG_PART_DESCRIPTION), -1);
+    late_stale_fill(c, 9);
+    ck_assert_uint_eq(stats(c).fills_refused, 1);
+    cg_cache_free(c);
+}
+END_TEST
+
+START_TEST(late_stale_fill_absent_key)
+{
+    cg_cache *c = new_cache(100, 0);
+    late_stale_fill(c, 10); /* never cached: the floor is a ghost */
+    ck_assert_uint_eq(stats(c).fills_refused, 1);
+    cg_cache_free(c);
+}
+END_TEST
+
+START_TEST(evicted_and_stale_leave_floors)
+{
+    cg_cache *c = new_cache(1, 0);
+    ck_assert_int_eq(fill(c, 1, 0, 5), 1);
+    ck_assert_int_eq(fill(c, 2, 0, 1), 1); /* key 1 evicted for room */
+    ck_assert_uint_eq(stats(c).evictions, 1);
+    ck_assert_int_eq(cached(c, 1, 0), -1);
+    ck_assert_int_eq(fill(c, 1, 0, 4), 0);
+    ck_assert_int_eq(cached(c, 2, 0), 1); /* the refused fill evicted nothing */
+    ck_assert_int_eq(fill(c, 1, 0, 6), 1);
+    ck_assert_int_eq(cached(c, 1, 0), 6);
+    ck_assert_int_eq(fill(c, 2, 0, 0), 0); /* key 2's floor is 1 */
+    cg_cache_free(c);
+}
+END_TEST
+
+/* ---- tickets ------------------------------------------------------------------------------ */
+
+START_TEST(ghost_overflow_refuses_old_tickets)
+{
+    cg_cache *c = new_cache(1, 0); /* one shard: every key shares its ghost list */
+    uint64_t t;
+    int64_t k;
+
+    /* a few ghosts fit: nothing forgotten, old tickets still good */
+    t = cg_cache_ticket(c, 1, 0);
+    for (k = 1000; k < 1100; k++)
+        cg_cache_invalidate(c, k, 0, 7);
+    ck_assert_uint_eq(stats(c).floors_forgotten, 0);
+    for (k = 1000; k < 1100; k++)
+        ck_assert_int_eq(cg_cache_newer_known(c, k, 0, 6), 1);
+    ck_assert_int_eq(fill_t(c, 1, 0, 1, t), 1);
+
+    /* many more: floors are forgotten, and every ticket taken before is refused */
+    t = cg_cache_ticket(c, 2, 0);
+    for (k = 2000; k < 7000; k++)
+        cg_cache_invalidate(c, k, 0, 7);
+    ck_assert_uint_gt(stats(c).floors_forgotten, 0);
+    ck_assert_int_eq(fill_t(c, 2, 0, 1, t), 0);
+    ck_assert_int_eq(cached(c, 2, 0), -1);
+    /* the newest ghosts are still known */
+    ck_assert_int_eq(cg_cache_newer_known(c, 6999, 0, 6), 1);
+    ck_assert_int_eq(fill(c, 6999, 0, 6), 0);
+    /* a ticket taken now is good */
+    ck_assert_int_eq(fill(c, 2, 0, 1), 1);
+    ck_assert_int_eq(cached(c, 2, 0), 1);
+    cg_cache_free(c);
+}
+END_TEST
+
+START_TEST(reset_refuses_old_tickets)
+{
+    cg_cache *c = new_cache(1000, 0);
+    uint64_t t;
+    cg_cache_stats st;
+
+    ck_assert_int_eq(fill(c, 1, 0, 3), 1);
+    ck_assert_int_eq(fill(c, 2, 1, 3), 1);
+    cg_cache_invalidate(c, 3, 0, 7);
+    t = cg_cache_ticket(c, 4, 0);
+    cg_cache_reset(c);
+    st = stats(c);
+    ck_assert_uint_eq(st.resets, 1);
+    ck_assert_uint_eq(st.entries, 0);
+    ck_assert_int_eq(cached(c, 1, 0), -1);
+    ck_assert_int_eq(cached(c, 2, 1), -1);
+    ck_assert_int_eq(fill_t(c, 4, 0, 1, t), 0); /* ticket from before the reset */
+    ck_assert_int_eq(fill(c, 4, 0, 1), 1);      /* ticket from after */
+    ck_assert_int_eq(fill_t(c, 4, 0, 2, t), 0); /* the old ticket stays refused */
+    ck_assert_int_eq(cached(c, 4, 0), 1);
+    /* the reset dropped the floors too; reads that start after it are trusted */
+    ck_assert_int_eq(cg_cache_newer_known(c, 3, 0, 1), 0);
+    ck_assert_int_eq(fill(c, 3, 0, 1), 1);
+    cg_cache_free(c);
+}
+END_TEST
+
+/* ---- eviction ----------------------------------------------------------------------------- */
+
+START_TEST(max_entries_exact)
+{
+    static const long sizes[] = {1, 2, 3, 5, 10, 31, 33, 63, 64, 100, 1000, 5000};
+    size_t i;
+    for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        long max = sizes[i], k, hits = 0;
+        cg_cache *c = new_cache(max, 0);
+        cg_cache_stats st;
+        for (k = 0; k < 3 * max; k++) {
+            cg_part *p = mk(k + 1, 0, 1);
+            ck_assert_int_eq(cg_cache_put(c, p), 1);
+            cg_part_free(p);
+            if (max <= 100)
+                ck_assert_uint_le(stats(c).entries, (uint64_t)max);
+        }
+        st = stats(c);
+        ck_assert_msg(st.entries == (uint64_t)max, "max_entries %ld: %llu entries", max,
+                      (unsigned long long)st.entries);
+        ck_assert_uint_eq(st.evictions, 2 * (uint64_t)max);
+        for (k = 0; k < 3 * max; k++)
+            hits += cached(c, k + 1, 0) == 1;
+        ck_assert_int_eq(hits, max);
+        cg_cache_free(c);
+    }
+}
+END_TEST
+
+START_TEST(clock_keeps_referenced_entry)
+{
+    cg_cache *c = new_cache(2, 0);
+    ck_assert_int_eq(fill(c, 1, 0, 1), 1);
+    ck_assert_int_eq(fill(c, 2, 0, 1), 1);
+    ck_assert_int_eq(cached(c, 1, 0), 1); /* 1 is referenced, 2 is not */
+    ck_assert_int_eq(fill(c, 3, 0, 1), 1);
+    ck_assert_int_eq(cached(c, 2, 0), -1);
+    ck_assert_int_eq(cached(c, 1, 0), 1);
+    ck_assert_int_eq(cached(c, 3, 0), 1);
+    cg_cache_free(c);
+
+    c = new_cache(3, 0);
+    ck_assert_int_eq(fill(c, 1, 0, 1), 1);
+    ck_assert_int_eq(fill(c, 2, 0, 1), 1);
+    ck_assert_int_eq(fill(c, 3, 0, 1), 1);
+    ck_assert_int_eq(cached(c, 3, 0), 1);
+    ck_assert_int_eq(cached(c, 1, 0), 1);
+    ck_assert_int_eq(fill(c, 4, 0, 1), 1);
+    ck_assert_int_eq(cached(c, 2, 0), -1);
+    ck_assert_uint_eq(stats(c).entries, 3);
+    ck_assert_int_eq(cached(c, 1, 0), 1);
+    ck_assert_int_eq(cached(c, 3, 0), 1);
+    ck_assert_int_eq(cached(c, 4, 0), 1);
+    cg_cache_free(c);
+}
+END_TEST
+
+START_TEST(parts_outlive_their_entries)
+{
+    cg_cache *c = new_cache(2, 0);
+    cg_part *a, *b, *d, *e;
+    int64_t k;
+
+    ck_assert_int_eq(fill(c, 1, 0, 1), 1);
+    ck_assert_int_eq(cg_cache_get(c, 1, 0, &a), 0);
+    cg_cache_invalidate(c, 1, 0, 2); /* invalidated */
+    ck_assert_int_eq(fill(c, 2, 0, 1), 1);
+    ck_assert_int_eq(cg_cache_get(c, 2, 0, &b), 0);
+    cg_cache_reset(c); /* reset */
+    ck_assert_int_eq(fill(c, 3, 0, 1), 1);
+    ck_assert_int_eq(cg_cache_get(c, 3, 0, &d), 0);
+    for (k = 10; k < 20; k++) /* evicted for room */
+        ck_assert_int_eq(fill(c, k, 0, 1), 1);
+    ck_assert_int_eq(cached(c, 3, 0), -1);
+    ck_assert_int_eq(fill(c, 4, 0, 1), 1);
+    ck_assert_int_eq(cg_cache_get(c, 4, 0, &e), 0);
+    ck_assert_uint_eq(atomic_load(&e->refs), 2);
+    cg_cache_free(c); /* the cache itself */
+    ck_assert_uint_eq(atomic_load(&e->refs), 1);
+
+    ck_assert_str_eq(cg_part_body(a), "{\"h\":1,\"v\":1}");
+    ck_assert_str_eq(cg_part_body(b), "{\"h\":2,\"v\":1}");
+    ck_assert_str_eq(cg_part_body(d), "{\"h\":3,\"v\":1}");
+    ck_assert_str_eq(cg_part_body(e), "{\"h\":4,\"v\":1}");
+    cg_part_free(a);
+    cg_part_free(b);
+    cg_part_free(d);
+    cg_part_free(e);
+}
+END_TEST
+
+/* ---- ttl ---------------------------------------------------------------------------------- */
+
+START_TEST(ttl_expiry)
+{
+    cg_cache *c = new_cache(100, 40);
+    cg_cache_stats st;
+
+    ck_assert_int_eq(fill(c, 1, 0, 2), 1);
+    ck_assert_int_eq(cached(c, 1, 0), 2);
+    sleep_ms(150);
+    ck_assert_int_eq(cached(c, 1, 0), -1);
+    st = stats(c);
+    ck_assert_uint_eq(st.expirations, 1);
+    ck_assert_uint_eq(st.hits, 1);
+    ck_assert_uint_eq(st.misses, 1);
+    ck_assert_uint_eq(st.entries, 0);
+    /* the floor survives expiry */
+    ck_assert_int_eq(cg_cache_newer_known(c, 1, 0, 1), 1);
+    ck_assert_int_eq(fill(c, 1, 0, 1), 0);
+    ck_assert_int_eq(fill(c, 1, 0, 2), 1);
+    ck_assert_int_eq(cached(c, 1, 0), 2);
+    cg_cache_free(c);
+
+    /* without a TTL nothing expires */
+    c = new_cache(100, 0);
+    ck_assert_int_eq(fill(c, 1, 0, 2), 1);
+    sleep_ms(60);
+    ck_assert_int_eq(cached(c, 1, 0), 2);
+    ck_assert_uint_eq(stats(c).expirations, 0);
+    cg_cache_free(c);
+}
+END_TEST
+
+/* ---- single flight ------------------------------------------------------------------------ */
+
+#define NTHREADS 8
+
+typedef struct {
+    cg_cache *cache;
+    int64_t handle;
+    atomic_int calls;
+    /* what each call does: return `results[n]` (0: the part at `versions[n]`) */
+    int results[4];
+    int64_t versions[4];
+    uint64_t wait_for_waiters[4]; /* block until load_waits reaches this (0: do not) */
+    long sleep_ms;
+    int invalidate_to;   /* first call: invalidate to this version during the read */
+    int reset;           /* first call: then reset the cache */
+    int64_t put_newer;   /* first call: put this version into the cache during the read */
+    atomic_int mid_read; /* set when the first call has done the above */
+} loader_ctx;
+
+static int test_loader(cg_part **out, void *arg)
+{
+    loader_ctx *lc = arg;
+    int n = atomic_fetch_add(&lc->calls, 1);
+    double deadline = now_s() + 10;
+
+    if (n > 3)
+        n = 3;
+    if (n == 0 && lc->invalidate_to)
+        cg_cache_invalidate(lc->cache, lc->handle, 0, lc->invalidate_to);
+    if (n == 0 && lc->reset)
+        cg_cache_reset(lc->cache);
+    if (n == 0 && lc->put_newer) {
+        cg_part *p = mk(lc->handle, 0, lc->put_newer);
+        cg_cache_put(lc->cache, p);
+        cg_part_free(p);
+    }
+    if (n == 0)
+        atomic_store(&lc->mid_read, 1);
+    while (lc->wait_for_waiters[n] && stats(lc->cache).load_waits < lc->wait_for_waiters[n] &&
+           now_s() < deadline)
+        sleep_ms(1);
+    if (lc->sleep_ms)
+        sleep_ms(lc->sleep_ms);
+    if (lc->results[n] == CG_ENOTFOUND)
+        return cg_error_set(CG_ENOTFOUND, CG_ERRCLASS_REPOSITORY, "no resource %lld",
+                            (long long)lc->handle);
+    if (lc->results[n] < 0)
+        return cg_error_set(lc->results[n], CG_ERRCLASS_REPOSITORY, "connection lost");
+    *out = cg_part__new(lc->handle, 0, lc->versions[n], "{}", 2);
+    return *out ? 0 : CG_ERROR;
+}
+
+typedef struct {
+    loader_ctx *lc;
+    pthread_barrier_t *barrier;
+    int err;
+    cg_part *part;
+    char message[1024];
+} loader_thread;
+
+static void *load_thread(void *arg)
+{
+    loader_thread *t = arg;
+    pthread_barrier_wait(t->barrier);
+    t->err = cg_cache_load(t->lc->cache, t->lc->handle, 0, test_loader, t->lc, &t->part);
+    snprintf(t->message, sizeof(t->message), "%s", t->err ? cg_error_last()->message : "");
+    return NULL;
+}
+
+/* Run NTHREADS concurrent cg_cache_load calls of lc->handle. */
+static void run_loads(loader_ctx *lc, loader_thread *t)
+{
+    pthread_t tid[NTHREADS];
+    pthread_barrier_t barrier;
+    int i;
+    pthread_barrier_init(&barrier, NULL, NTHREADS);
+    for (i = 0; i < NTHREADS; i++) {
+        t[i].lc = lc;
+        t[i].barrier = &barrier;
+        t[i].part = NULL;
+        ck_assert_int_eq(pthread_create(&tid[i], NULL, load_thread, &t[i]), 0);
+    }
+    for (i = 0; i < NTHREADS; i++)
+        pthread_join(tid[i], NULL);
+    pthread_barrier_destroy(&barrier);
+}
+
+START_TEST(single_flight_one_loader)
+{
+    loader_ctx lc = {.cache = new_cache(100, 0), .handle = 42, .versions = {7}};
+    loader_thread t[NTHREADS];
+    cg_cache_stats st;
+    int i;
+
+    lc.wait_for_waiters[0] = NTHREADS - 1; /* make sure everyone missed meanwhile */
+    lc.sleep_ms = 50;
+    run_loads(&lc, t);
+    ck_assert_int_eq(atomic_load(&lc.calls), 1);
+    for (i = 0; i < NTHREADS; i++) {
+        ck_assert_msg(t[i].err == 0, "thread %d: %d %s", i, t[i].err, t[i].message);
+        ck_assert_ptr_eq(t[i].part, t[0].part); /* one part, shared */
+        ck_assert_int_eq(cg_part_version(t[i].part), 7);
+    }
+    /* each thread has its own reference, and the cache one */
+    ck_assert_uint_eq(atomic_load(&t[0].part->refs), NTHREADS + 1);
+    st = stats(lc.cache);
+    ck_assert_uint_eq(st.loads, 1);
+    ck_assert_uint_eq(st.load_waits, NTHREADS - 1);
+    ck_assert_uint_eq(st.misses, NTHREADS);
+    ck_assert_uint_eq(st.fills, 1);
+    for (i = 0; i < NTHREADS; i++)
+        cg_part_free(t[i].part);
+    ck_assert_int_eq(cached(lc.cache, 42, 0), 7);
+    cg_cache_free(lc.cache);
+}
+END_TEST
+
+START_TEST(load_hit_runs_no_loader)
+{
+    loader_ctx lc = {.cache = new_cache(100, 0), .handle = 5, .versions = {1}};
+    cg_part *p = NULL;
+    ck_assert_int_eq(fill(lc.cache, 5, 0, 3), 1);
+    ck_assert_int_eq(cg_cache_load(lc.cache, 5, 0, test_loader, &lc, &p), 0);
+    ck_assert_int_eq(cg_part_version(p), 3);
+    ck_assert_int_eq(atomic_load(&lc.calls), 0);
+    ck_assert_uint_eq(stats(lc.cache).hits, 1);
+    cg_part_free(p);
+    cg_cache_free(lc.cache);
+}
+END_TEST
+
+START_TEST(load_retried_when_newer_known)
+{
+    /* v4 is committed while the first read (of v3) is in flight */
+    loader_ctx lc = {.cache = new_cache(100, 0), .handle = 3, .versions = {3, 4}};
+    cg_part *p = NULL;
+    lc.invalidate_to = 4;
+    ck_assert_int_eq(cg_cache_load(lc.cache, 3, 0, test_loader, &lc, &p), 0);
+    ck_assert_int_eq(atomic_load(&lc.calls), 2);
+    ck_assert_int_eq(cg_part_version(p), 4);
+    cg_part_free(p);
+    ck_assert_int_eq(cached(lc.cache, 3, 0), 4);
+    ck_assert_uint_eq(stats(lc.cache).loads, 2);
+    ck_assert_uint_eq(stats(lc.cache).fills_refused, 1);
+    cg_cache_free(lc.cache);
+}
+END_TEST
+
+START_TEST(load_gives_up_after_three_runs)
+{
+    loader_ctx lc = {.cache = new_cache(100, 0), .handle = 3, .versions = {3, 3, 3, 3}};
+    cg_part *p = (cg_part *)1;
+    cg_cache_invalidate(lc.cache, 3, 0, 4); /* every read returns the older v3 */
+    ck_assert_int_eq(cg_cache_load(lc.cache, 3, 0, test_loader, &lc, &p), CG_ERETRYABLE);
+    ck_assert_ptr_null(p);
+    ck_assert_int_eq(atomic_load(&lc.calls), 3);
+    ck_assert_int_eq(cached(lc.cache, 3, 0), -1);
+    cg_cache_free(lc.cache);
+}
+END_TEST
+
+START_TEST(load_serves_newer_cached_entry)
+{
+    /* while v3 is read, this core commits and puts v5: the fill is refused, v5 is served */
+    loader_ctx lc = {.cache = new_cache(100, 0), .handle = 8, .versions = {3, 3}};
+    cg_part *p = NULL;
+    lc.put_newer = 5;
+    ck_assert_int_eq(cg_cache_load(lc.cache, 8, 0, test_loader, &lc, &p), 0);
+    ck_assert_int_eq(cg_part_version(p), 5);
+    ck_assert_int_eq(atomic_load(&lc.calls), 1);
+    cg_part_free(p);
+    cg_cache_free(lc.cache);
+}
+END_TEST
+
+static void *load_one(void *arg)
+{
+    loader_thread *t = arg;
+    t->err = cg_cache_load(t->lc->cache, t->lc->handle, 0, test_loader, t->lc, &t->part);
+    return NULL;
+}
+
+START_TEST(load_waiter_after_reset_reads_again)
+{
+    /* Leader A reads v3; meanwhile v4 is committed (invalidation) and the cache is reset,
+     * which forgets the floor 4. Then B misses and waits for A. A's fill of v3 is refused for
+     * its ticket only: A may serve its own read, but B began after v4 was known and must not
+     * get v3; it reads again. */
+    loader_ctx lc = {.cache = new_cache(100, 0), .handle = 6, .versions = {3, 4}};
+    loader_thread a = {.lc = &lc}, b = {.lc = &lc};
+    pthread_t tid;
+    double deadline = now_s() + 10;
+
+    lc.invalidate_to = 4;
+    lc.reset = 1;
+    lc.wait_for_waiters[0] = 1;
+    ck_assert_int_eq(pthread_create(&tid, NULL, load_one, &a), 0);
+    while (!atomic_load(&lc.mid_read) && now_s() < deadline)
+        sleep_ms(1);
+    load_one(&b); /* B, on this thread */
+    pthread_join(tid, NULL);
+    ck_assert_int_eq(a.err, 0);
+    ck_assert_int_eq(cg_part_version(a.part), 3);
+    ck_assert_int_eq(b.err, 0);
+    ck_assert_int_eq(cg_part_version(b.part), 4);
+    ck_assert_int_eq(atomic_load(&lc.calls), 2);
+    ck_assert_int_eq(cached(lc.cache, 6, 0), 4);
+    cg_part_free(a.part);
+    cg_part_free(b.part);
+    cg_cache_free(lc.cache);
+}
+END_TEST
+
+START_TEST(load_notfound_shared)
+{
+    loader_ctx lc = {.cache = new_cache(100, 0), .handle = 77, .results = {CG_ENOTFOUND, 0}};
+    loader_thread t[NTHREADS];
+    cg_part *p = NULL;
+    int i;
+
+    lc.wait_for_waiters[0] = NTHREADS - 1;
+    lc.versions[1] = 1;
+    run_loads(&lc, t);
+    ck_assert_int_eq(atomic_load(&lc.calls), 1);
+    for (i = 0; i < NTHREADS; i++) {
+        ck_assert_int_eq(t[i].err, CG_ENOTFOUND);
+        ck_assert_ptr_null(t[i].part);
+        /* the waiters got the leader's detail */
+        ck_assert_msg(strstr(t[i].message, "no resource 77") != NULL, "%s", t[i].message);
+    }
+    ck_assert_uint_eq(stats(lc.cache).load_waits, NTHREADS - 1);
+    /* not remembered: the next load reads again */
+    ck_assert_int_eq(cg_cache_load(lc.cache, 77, 0, test_loader, &lc, &p), 0);
+    ck_assert_int_eq(atomic_load(&lc.calls), 2);
+    cg_part_free(p);
+    cg_cache_free(lc.cache);
+}
+END_TEST
+
+START_TEST(load_other_error_not_inherited)
+{
+    loader_ctx lc = {.cache = new_cache(100, 0), .handle = 78, .results = {CG_ERETRYABLE, 0}};
+    loader_thread t[NTHREADS];
+    int i, failed = 0;
+
+    lc.versions[1] = 3;
+    lc.wait_for_waiters[0] = NTHREADS - 1;
+    /* the second leader waits until the other six wait on it again */
+    lc.wait_for_waiters[1] = 2 * (NTHREADS - 1) - 1;
+    run_loads(&lc, t);
+    ck_assert_int_eq(atomic_load(&lc.calls), 2);
+    for (i = 0; i < NTHREADS; i++) {
+        if (t[i].err == CG_ERETRYABLE) {
+            failed++;
+            ck_assert_ptr_null(t[i].part);
+            continue;
+        }
+        ck_assert_msg(t[i].err == 0, "thread %d: %d %s", i, t[i].err, t[i].message);
+        ck_assert_int_eq(cg_part_version(t[i].part), 3);
+        cg_part_free(t[i].part);
+    }
+    ck_assert_int_eq(failed, 1); /* only the first leader */
+    ck_assert_uint_eq(stats(lc.cache).load_waits, 2 * (NTHREADS - 1) - 1);
+    ck_assert_int_eq(cached(lc.cache, 78, 0), 3);
+    cg_cache_free(lc.cache);
+}
+END_TEST
+
+/* ---- stress ------------------------------------------------------------------------------- */
+
+/* A model repository: repo[k] is key k's committed version. Committers bump it and then
+ * invalidate; readers take a ticket, read it, and fill. seen[k] is the highest version any
+ * thread has observed or had applied (an accepted fill, an applied invalidation, a get): a
+ * get or load that STARTS after seen[k] = v must return at least v (I4). */
+typedef struct {
+    cg_cache *cache;
+    int nkeys;
+    atomic_llong *repo;
+    atomic_llong *seen;
+    atomic_int stop;
+    atomic_long violations;
+    atomic_long ops;
+    char first[256];
+    pthread_mutex_t first_lock;
+} stress;
+
+typedef struct {
+    stress *st;
+    int key;
+} stress_load_ctx;
+
+static void raise_to(atomic_llong *a, long long v)
+{
+    long long cur = atomic_load(a);
+    while (cur < v && !atomic_compare_exchange_weak(a, &cur, v))
+        ;
+}
+
+static int stress_loader(cg_part **out, void *arg)
+{
+    stress_load_ctx *lc = arg;
+    long long v = atomic_load(&lc->st->repo[lc->key]);
+    *out = cg_part__new(lc->key, 0, v, "{}", 2);
+    return *out ? 0 : CG_ERROR;
+}
+
+static void violation(stress *st, const char *what, int k, long long got, long long floor)
+{
+    atomic_fetch_add(&st->violations, 1);
+    pthread_mutex_lock(&st->first_lock);
+    if (st->first[0] == '\0')
+        snprintf(st->first, sizeof(st->first), "%s: key %d returned v%lld after v%lld was seen",
+                 what, k, got, floor);
+    pthread_mutex_unlock(&st->first_lock);
+}
+
+static void *stress_thread(void *arg)
+{
+    stress *st = arg;
+    uint64_t x = (uint64_t)(uintptr_t)&arg ^ 0x9e3779b97f4a7c15ULL;
+    long n = 0;
+
+    while (!atomic_load(&st->stop)) {
+        unsigned r;
+        int k;
+        long long lo;
+        cg_part *p = NULL;
+
+        x ^= x << 13; /* xorshift64 */
+        x ^= x >> 7;
+        x ^= x << 17;
+        r = (unsigned)(x >> 32) % 1000;
+        k = (int)((x >> 8) % (uint64_t)st->nkeys);
+        lo = atomic_load(&st->seen[k]);
+        n++;
+        if (r < 450) { /* get */
+            if (cg_cache_get(st->cache, k, 0, &p) == 0) {
+                if (cg_part_version(p) < lo)
+                    violation(st, "get", k, cg_part_version(p), lo);
+                raise_to(&st->seen[k], cg_part_version(p));
+                cg_part_free(p);
+            }
+        } else if (r < 650) { /* read the repository and fill */
+            uint64_t t = cg_cache_ticket(st->cache, k, 0);
+            long long v = atomic_load(&st->repo[k]);
+            if ((x & 7) == 0)
+                sched_yield(); /* widen the window for an invalidation */
+            p = cg_part__new(k, 0, v, "{}", 2);
+            if (p && cg_cache_fill(st->cache, p, t) == 1)
+                raise_to(&st->seen[k], v);
+            cg_part_free(p);
+        } else if (r < 800) { /* single-flight load */
+            stress_load_ctx lc = {st, k};
+            if (cg_cache_load(st->cache, k, 0, stress_loader, &lc, &p) == 0) {
+                if (cg_part_version(p) < lo)
+                    violation(st, "load", k, cg_part_version(p), lo);
+                raise_to(&st->seen[k], cg_part_version(p));
+                cg_part_free(p);
+            }
+        } else if (r < 980) { /* commit elsewhere: bump, then invalidate */
+            long long v = atomic_fetch_add(&st->repo[k], 1) + 1;
+            cg_cache_invalidate(st->cache, k, 0, v);
+            raise_to(&st->seen[k], v);
+        } else if (r < 999) {
+            cg_cache_evict(st->cache, k, 0);
+        } else {
+            cg_cache_reset(st->cache);
+        }
+    }
+    atomic_fetch_add(&st->ops, n);
+    return NULL;
+}
+
+static void run_stress(int nkeys, long max_entries, double seconds)
+{
+    stress st;
+    pthread_t tid[4];
+    cg_cache_stats cs;
+    int i;
+
+    memset(&st, 0, sizeof(st));
+    st.cache = new_cache(max_entries, 0);
+    st.nkeys = nkeys;
+    st.repo = calloc((size_t)nkeys, sizeof(*st.repo));
+    st.seen = calloc((size_t)nkeys, sizeof(*st.seen));
+    ck_assert_ptr_nonnull(st.repo);
+    ck_assert_ptr_nonnull(st.seen);
+    for (i = 0; i < nkeys; i++) {
+        atomic_init(&st.repo[i], 1);
+        atomic_init(&st.seen[i], 0);
+    }
+    pthread_mutex_init(&st.first_lock, NULL);
+    for (i = 0; i < 4; i++)
+        ck_assert_int_eq(pthread_create(&tid[i], NULL, stress_thread, &st), 0);
+    sleep_ms((long)(seconds * 1000));
+    atomic_store(&st.stop, 1);
+    for (i = 0; i < 4; i++)
+        pthread_join(tid[i], NULL);
+
+    ck_assert_msg(atomic_load(&st.violations) == 0, "%ld violations of I4; first: %s",
+                  atomic_load(&st.violations), st.first);
+    cs = stats(st.cache);
+    ck_assert_uint_le(cs.entries, (uint64_t)max_entries);
+    ck_assert_uint_gt(cs.hits, 0);
+    ck_assert_uint_gt(cs.fills_refused, 0);
+    /* after the run every cached entry is still at or above what was seen */
+    for (i = 0; i < nkeys; i++) {
+        int64_t v = cached(st.cache, i, 0);
+        ck_assert(v == -1 || (v >= atomic_load(&st.seen[i]) && v <= atomic_load(&st.repo[i])));
+    }
+    cg_cache_free(st.cache);
+    pthread_mutex_destroy(&st.first_lock);
+    free(st.repo);
+    free(st.seen);
+}
+
+START_TEST(stress_monotonic_small)
+{
+    run_stress(16, 8, 0.5); /* small key space: constant contention, CLOCK eviction */
+}
+END_TEST
+
+START_TEST(stress_monotonic_ghost_overflow)
+{
+    run_stress(1000, 16, 0.3); /* more keys than the ghost list holds: floors forgotten */
+}
+END_TEST
+
+static Suite *cache_suite(void)
+{
+    Suite *s = suite_create("cache");
+    TCase *tc = tcase_create("basic");
+    tcase_add_test(tc, hit_miss_fill_counters);
+    tcase_add_test(tc, bad_options);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("floors");
+    tcase_add_test(tc, floor_refuses_older_fill);
+    tcase_add_test(tc, invalidate_evicts_only_lower);
+    tcase_add_test(tc, late_stale_fill_cached_key);
+    tcase_add_test(tc, late_stale_fill_absent_key);
+    tcase_add_test(tc, evicted_and_stale_leave_floors);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("tickets");
+    tcase_add_test(tc, ghost_overflow_refuses_old_tickets);
+    tcase_add_test(tc, reset_refuses_old_tickets);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("eviction");
+    tcase_add_test(tc, max_entries_exact);
+    tcase_add_test(tc, clock_keeps_referenced_entry);
+    tcase_add_test(tc, parts_outlive_their_entries);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("ttl");
+    tcase_add_test(tc, ttl_expiry);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("single-flight");
+    tcase_add_test(tc, single_flight_one_loader);
+    tcase_add_test(tc, load_hit_runs_no_loader);
+    tcase_add_test(tc, load_retried_when_newer_known);
+    tcase_add_test(tc, load_gives_up_after_three_runs);
+    tcase_add_test(tc, load_serves_newer_cached_entry);
+    tcase_add_test(tc, load_notfound_shared);
+    tcase_add_test(tc, load_other_error_not_inherited);
+    tcase_add_test(tc, load_waiter_after_reset_reads_again);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("stress");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, stress_monotonic_small);
+    tcase_add_test(tc, stress_monotonic_ghost_overflow);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    return cgt_run_suite(cache_suite());
+}
