@@ -26,12 +26,15 @@ static void fold_newlines(char *s)
 
 static int vset(int code, int klass, const char *sqlstate, const char *fmt, va_list ap)
 {
+    char message[sizeof(tls_error.message)];
+    /* format first: an argument may be the current message itself (re-raising it) */
+    vsnprintf(message, sizeof(message), fmt, ap);
     memset(&tls_error, 0, sizeof(tls_error));
     tls_error.code = code;
     tls_error.klass = klass;
     tls_error.actual_version = -1;
     tls_error.expected_version = -1;
-    vsnprintf(tls_error.message, sizeof(tls_error.message), fmt, ap);
+    memcpy(tls_error.message, message, sizeof(message));
     fold_newlines(tls_error.message);
     if (sqlstate)
         snprintf(tls_error.sqlstate, sizeof(tls_error.sqlstate), "%s", sqlstate);

@@ -43,14 +43,13 @@ CREATE TABLE resources (
     kind          text        NOT NULL CHECK (kind ~ '^[a-z][a-z0-9_-]{0,31}$'),
     service_id    text        CHECK (service_id <> '' AND length(service_id) <= 255),
     created_at    timestamptz NOT NULL DEFAULT now(),
-    names_version bigint      NOT NULL DEFAULT 1 CHECK (names_version >= 1),
     PRIMARY KEY (group_id, handle),
     UNIQUE (group_id, handle, kind),
     CHECK (handle <> 0 OR kind = 'folder')
 );
 ALTER SEQUENCE resource_handle_seq OWNED BY resources.handle;
 CREATE INDEX resources_service_idx ON resources (group_id, service_id) WHERE service_id IS NOT NULL;
-COMMENT ON TABLE resources IS 'Registered resources of a group; handle 0 is the group''s root folder. names_version counts changes to a folder''s bindings.';
+COMMENT ON TABLE resources IS 'Registered resources of a group; handle 0 is the group''s root folder.';
 
 CREATE TABLE resource_parts (
     group_id   text   NOT NULL,

@@ -64,6 +64,13 @@ int cg_pg_exec(PGconn *conn, const char *sql)
     return err;
 }
 
+/* Library code never prints: the server's notices and warnings are not for our stderr. */
+static void quiet_notices(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
 int cg_pg_connect(PGconn **out, const char *dsn, const char *application_name, int keepalive_idle_s)
 {
     /* Settings we add unless the DSN says otherwise: keepalives, so a dead peer is noticed
@@ -108,6 +115,7 @@ int cg_pg_connect(PGconn **out, const char *dsn, const char *application_name, i
     conn = PQconnectdbParams(keys, vals, 1);
     if (conn == NULL)
         return cg_error_nomem();
+    PQsetNoticeProcessor(conn, quiet_notices, NULL);
     if (PQstatus(conn) != CONNECTION_OK) {
         const char *msg = PQerrorMessage(conn);
         /* Authentication and bad options will not cure themselves; everything else might. */

@@ -13,6 +13,7 @@
 --   name_bindings   names in folders; never across groups
 --   invalidations   the transactional outbox, numbered by core_groups.event_seq
 --   schema_migrations  what cg-migrate applied, with checksums
+-- Row-level security on every table keeps a session to its coregroup.group (0002).
 
 CREATE TABLE schema_migrations (
     version     integer     PRIMARY KEY CHECK (version > 0),
@@ -53,14 +54,13 @@ CREATE TABLE resources (
     kind          text        NOT NULL CHECK (kind ~ '^[a-z][a-z0-9_-]{0,31}$'),
     service_id    text        CHECK (service_id <> '' AND length(service_id) <= 255),
     created_at    timestamptz NOT NULL DEFAULT now(),
-    names_version bigint      NOT NULL DEFAULT 1 CHECK (names_version >= 1),
     PRIMARY KEY (group_id, handle),
     UNIQUE (group_id, handle, kind),
     CHECK (handle <> 0 OR kind = 'folder')
 );
 ALTER SEQUENCE resource_handle_seq OWNED BY resources.handle;
 CREATE INDEX resources_service_idx ON resources (group_id, service_id) WHERE service_id IS NOT NULL;
-COMMENT ON TABLE resources IS 'Registered resources of a group; handle 0 is the group''s root folder. names_version counts changes to a folder''s bindings.';
+COMMENT ON TABLE resources IS 'Registered resources of a group; handle 0 is the group''s root folder.';
 
 CREATE TABLE resource_parts (
     group_id   text   NOT NULL,
@@ -111,3 +111,79 @@ END
 $$;
 CREATE TRIGGER core_groups_root AFTER INSERT ON core_groups
     FOR EACH ROW EXECUTE FUNCTION core_groups_make_root();
+
+-- ---- 0002_group_fence: row-level security and the fenced outbox append ----
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'coregroup_app') THEN
+        CREATE ROLE coregroup_app NOLOGIN;
+    END IF;
+END
+$$;
+
+GRANT SELECT, INSERT, UPDATE, DELETE
+    ON core_groups, cores, resources, resource_parts, name_bindings, invalidations
+    TO coregroup_app;
+GRANT USAGE ON SEQUENCE resource_handle_seq TO coregroup_app;
+GRANT SELECT ON schema_migrations TO coregroup_app;
+
+ALTER TABLE core_groups    ENABLE ROW LEVEL SECURITY;
+ALTER TABLE cores          ENABLE ROW LEVEL SECURITY;
+ALTER TABLE resources      ENABLE ROW LEVEL SECURITY;
+ALTER TABLE resource_parts ENABLE ROW LEVEL SECURITY;
+ALTER TABLE name_bindings  ENABLE ROW LEVEL SECURITY;
+ALTER TABLE invalidations  ENABLE ROW LEVEL SECURITY;
+ALTER TABLE core_groups    FORCE ROW LEVEL SECURITY;
+ALTER TABLE cores          FORCE ROW LEVEL SECURITY;
+ALTER TABLE resources      FORCE ROW LEVEL SECURITY;
+ALTER TABLE resource_parts FORCE ROW LEVEL SECURITY;
+ALTER TABLE name_bindings  FORCE ROW LEVEL SECURITY;
+ALTER TABLE invalidations  FORCE ROW LEVEL SECURITY;
+
+CREATE POLICY group_fence ON core_groups
+    USING (group_id = current_setting('coregroup.group'))
+    WITH CHECK (group_id = current_setting('coregroup.group'));
+CREATE POLICY group_fence ON cores
+    USING (group_id = current_setting('coregroup.group'))
+    WITH CHECK (group_id = current_setting('coregroup.group'));
+CREATE POLICY group_fence ON resources
+    USING (group_id = current_setting('coregroup.group'))
+    WITH CHECK (group_id = current_setting('coregroup.group'));
+CREATE POLICY group_fence ON resource_parts
+    USING (group_id = current_setting('coregroup.group'))
+    WITH CHECK (group_id = current_setting('coregroup.group'));
+CREATE POLICY group_fence ON name_bindings
+    USING (group_id = current_setting('coregroup.group'))
+    WITH CHECK (group_id = current_setting('coregroup.group'));
+CREATE POLICY group_fence ON invalidations
+    USING (group_id = current_setting('coregroup.group'))
+    WITH CHECK (group_id = current_setting('coregroup.group'));
+
+-- The last statement of every call that changed something: check that the calling core's
+-- incarnation is still current (FOR SHARE, so a concurrent fencing update waits for this
+-- transaction or this one sees its result), take the group's next event number (the row lock
+-- on core_groups is held only from here to COMMIT, so numbers are gap-free and in commit
+-- order), and write the outbox row. A fenced core gets SQLSTATE CGF01 and its transaction
+-- is aborted: nothing it did is committed.
+CREATE FUNCTION cg_outbox_append(p_group text, p_core text, p_incarnation bigint, p_items jsonb,
+                                 OUT seq bigint, OUT committed_us bigint)
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM 1 FROM cores
+     WHERE group_id = p_group AND core_name = p_core AND incarnation = p_incarnation
+       AND state NOT IN ('failed', 'left')
+       FOR SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'core "%" incarnation % of group "%" is fenced', p_core, p_incarnation, p_group
+            USING ERRCODE = 'CGF01';
+    END IF;
+    UPDATE core_groups SET event_seq = event_seq + 1 WHERE group_id = p_group
+        RETURNING event_seq INTO seq;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'group "%" does not exist', p_group USING ERRCODE = 'CGF02';
+    END IF;
+    committed_us := (extract(epoch FROM clock_timestamp()) * 1000000)::bigint;
+    INSERT INTO invalidations (group_id, seq, origin_core, origin_incarnation, items, committed_at)
+    VALUES (p_group, seq, p_core, p_incarnation, p_items, to_timestamp(committed_us / 1000000.0));
+END
+$$;

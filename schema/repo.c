@@ -1,0 +1,824 @@
+/*
+ * repo.c — every SQL statement a core runs, in one place.
+ *
+ * Design:
+ *  - One table of statements (`statements` below), prepared on every connection when it
+ *    connects, so a call pays no parse or plan per statement. All are parameterised; the
+ *    group is always $1 and every statement filters on it (row-level security, set up by
+ *    migration 0002, is the second fence: each connection sets coregroup.group once).
+ *  - Round trips are the cost that matters (DESIGN.md). The first statement of a transaction
+ *    goes out in one pipeline with BEGIN, and the end of a changing call sends the outbox
+ *    append and COMMIT in one pipeline, so a one-part update call costs two round trips.
+ *  - The conditional update is the optimistic-concurrency check of e-Speak §2.7.3: zero rows
+ *    means the caller's version is stale; the actual version is then read (an extra round trip
+ *    on the failure path only) so the error can name it.
+ * This file does not know about the cache, calls or retries: it turns libpq results into
+ * values and CG_* codes and tracks whether a transaction is open.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../coregroup/error.h"
+#include "../coregroup/part.h"
+#include "pg.h"
+#include "repo.h"
+
+enum {
+    ST_PART_GET,
+    ST_PART_LOCK,
+    ST_PART_VERSION,
+    ST_PART_UPDATE,
+    ST_RES_CREATE,
+    ST_RES_GET,
+    ST_RES_DELETE,
+    ST_RES_FIND,
+    ST_NAME_BIND,
+    ST_NAME_UNBIND,
+    ST_NAME_LOOKUP,
+    ST_NAME_LIST,
+    ST_OUTBOX,
+    ST_GROUP_ENSURE,
+    ST_CORE_REGISTER,
+    ST_CORE_LEAVE,
+    ST_EVENT_SEQ,
+    ST_BEGIN,
+    ST_COMMIT,
+    ST_COUNT
+};
+
+static const struct {
+    const char *name;
+    const char *sql;
+} statements[ST_COUNT] = {
+    [ST_PART_GET] = {"cg_part_get", "SELECT version, body::text FROM resource_parts "
+                                    "WHERE group_id = $1 AND handle = $2 AND part = $3"},
+    [ST_PART_LOCK] = {"cg_part_lock", "SELECT version, body::text FROM resource_parts "
+                                      "WHERE group_id = $1 AND handle = $2 AND part = $3 "
+                                      "FOR UPDATE"},
+    [ST_PART_VERSION] = {"cg_part_version", "SELECT version FROM resource_parts "
+                                            "WHERE group_id = $1 AND handle = $2 AND part = $3"},
+    [ST_PART_UPDATE] = {"cg_part_update",
+                        "UPDATE resource_parts SET body = $5::jsonb, version = version + 1 "
+                        "WHERE group_id = $1 AND handle = $2 AND part = $3 AND version = $4 "
+                        "RETURNING version"},
+    [ST_RES_CREATE] = {"cg_res_create",
+                       "WITH r AS (INSERT INTO resources (group_id, kind, service_id) "
+                       "           VALUES ($1, $2, $3) RETURNING handle), "
+                       "     p AS (INSERT INTO resource_parts (group_id, handle, part, body) "
+                       "           SELECT $1, r.handle, x.part, x.body FROM r, "
+                       "           (VALUES ('specification', $4::jsonb), "
+                       "                   ('description', $5::jsonb), "
+                       "                   ('state', $6::jsonb)) AS x (part, body)) "
+                       "SELECT handle FROM r"},
+    [ST_RES_GET] = {"cg_res_get", "SELECT kind, coalesce(service_id, '') FROM resources "
+                                  "WHERE group_id = $1 AND handle = $2"},
+    [ST_RES_DELETE] = {"cg_res_delete",
+                       "WITH p AS (SELECT part, version FROM resource_parts "
+                       "           WHERE group_id = $1 AND handle = $2 FOR UPDATE), "
+                       "     d AS (DELETE FROM resources WHERE group_id = $1 AND handle = $2 "
+                       "           RETURNING handle) "
+                       "SELECT d.handle, p.part, p.version FROM d LEFT JOIN p ON true"},
+    [ST_RES_FIND] = {"cg_res_find", "SELECT handle FROM resources "
+                                    "WHERE group_id = $1 AND service_id = $2 ORDER BY handle"},
+    /* Inserting with ON CONFLICT DO NOTHING waits for a concurrent binder of the same name and
+     * then reports "not inserted" instead of failing the transaction, so the call can go on. */
+    [ST_NAME_BIND] = {"cg_name_bind",
+                      "WITH f AS (SELECT kind FROM resources WHERE group_id = $1 AND handle = $2), "
+                      "     t AS (SELECT 1 FROM resources WHERE group_id = $1 AND handle = $4), "
+                      "     i AS (INSERT INTO name_bindings (group_id, folder_handle, name, "
+                      "                                      target_handle) "
+                      "           SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM t) "
+                      "           AND EXISTS (SELECT 1 FROM f WHERE kind = 'folder') "
+                      "           ON CONFLICT DO NOTHING RETURNING 1) "
+                      "SELECT (SELECT kind FROM f), EXISTS (SELECT 1 FROM t), "
+                      "       EXISTS (SELECT 1 FROM i)"},
+    [ST_NAME_UNBIND] = {"cg_name_unbind",
+                        "DELETE FROM name_bindings "
+                        "WHERE group_id = $1 AND folder_handle = $2 AND name = $3 "
+                        "RETURNING target_handle"},
+    [ST_NAME_LOOKUP] = {"cg_name_lookup",
+                        "SELECT target_handle FROM name_bindings "
+                        "WHERE group_id = $1 AND folder_handle = $2 AND name = $3"},
+    [ST_NAME_LIST] = {"cg_name_list",
+                      "SELECT r.kind, b.name, b.target_handle FROM resources r "
+                      "LEFT JOIN name_bindings b "
+                      "       ON b.group_id = r.group_id AND b.folder_handle = r.handle "
+                      "WHERE r.group_id = $1 AND r.handle = $2 ORDER BY b.name"},
+    [ST_OUTBOX] = {"cg_outbox", "SELECT seq, committed_us FROM cg_outbox_append($1, $2, $3, "
+                                "$4::jsonb)"},
+    [ST_GROUP_ENSURE] = {"cg_group_ensure", "INSERT INTO core_groups (group_id) VALUES ($1) "
+                                            "ON CONFLICT DO NOTHING"},
+    [ST_CORE_REGISTER] = {"cg_core_register",
+                          "INSERT INTO cores (group_id, core_name, host, pid, state) "
+                          "VALUES ($1, $2, $3, $4, 'alive') "
+                          "ON CONFLICT (group_id, core_name) DO UPDATE "
+                          "SET incarnation = cores.incarnation + 1, host = EXCLUDED.host, "
+                          "    pid = EXCLUDED.pid, started_at = now(), heartbeat_at = now(), "
+                          "    state = 'alive' "
+                          "RETURNING incarnation"},
+    [ST_CORE_LEAVE] = {"cg_core_leave", "UPDATE cores SET state = 'left', heartbeat_at = now() "
+                                        "WHERE group_id = $1 AND core_name = $2 "
+                                        "AND incarnation = $3"},
+    [ST_EVENT_SEQ] = {"cg_event_seq", "SELECT event_seq FROM core_groups WHERE group_id = $1"},
+    /* prepared too: in a pipeline, parsing them per call costs as much as the SELECT */
+    [ST_BEGIN] = {"cg_begin", "BEGIN"},
+    [ST_COMMIT] = {"cg_commit", "COMMIT"},
+};
+
+/* ---- connections ---------------------------------------------------------------------- */
+
+static int prepare_all(cg_conn *c, const cg_config *cfg)
+{
+    const char *vals[1] = {cfg->group_id};
+    PGresult *r;
+    int i, err = 0;
+
+    /* the row-level security fence: this session belongs to one group */
+    r = PQexecParams(c->pg, "SELECT set_config('coregroup.group', $1, false)", 1, NULL, vals, NULL,
+                     NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        err = cg_pg_error(c->pg, r, "set coregroup.group");
+    PQclear(r);
+    for (i = 0; err == 0 && i < ST_COUNT; i++) {
+        r = PQprepare(c->pg, statements[i].name, statements[i].sql, 0, NULL);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            char what[128];
+            snprintf(what, sizeof(what), "prepare %s (is the schema migrated?)",
+                     statements[i].name);
+            err = cg_pg_error(c->pg, r, what);
+        }
+        PQclear(r);
+    }
+    return err;
+}
+
+int cg_repo_reconnect(cg_conn *c, const cg_config *cfg, const char *application_name)
+{
+    int err;
+    PQfinish(c->pg);
+    c->pg = NULL;
+    c->in_tx = c->wrote = c->pending = 0;
+    if ((err = cg_pg_connect(&c->pg, cfg->dsn, application_name, cfg->keepalive_idle_s)) < 0)
+        return err;
+    return prepare_all(c, cfg);
+}
+
+int cg_repo_connect(cg_conn **out, const cg_config *cfg, const char *application_name)
+{
+    cg_conn *c = calloc(1, sizeof(*c));
+    int err;
+
+    *out = NULL;
+    if (c == NULL)
+        return cg_error_nomem();
+    if ((err = cg_repo_reconnect(c, cfg, application_name)) < 0) {
+        cg_repo_close(c);
+        return err;
+    }
+    *out = c;
+    return 0;
+}
+
+void cg_repo_close(cg_conn *c)
+{
+    if (c == NULL)
+        return;
+    PQfinish(c->pg);
+    free(c);
+}
+
+int cg_repo_usable(const cg_conn *c)
+{
+    return c && c->pg && PQstatus(c->pg) == CONNECTION_OK;
+}
+
+int cg_repo_reusable(const cg_conn *c)
+{
+    return cg_repo_usable(c) && (c->pending || PQtransactionStatus(c->pg) == PQTRANS_IDLE);
+}
+
+static void lost(cg_conn *c)
+{
+    PQfinish(c->pg);
+    c->pg = NULL;
+    c->in_tx = c->wrote = c->pending = 0;
+}
+
+/* Read the result of a deferred read-only COMMIT, if one is outstanding. Its outcome does not
+ * matter (a read-only transaction has nothing to lose); a broken connection does. */
+static int drain(cg_conn *c)
+{
+    PGresult *r;
+    int err;
+    if (!c->pending)
+        return 0;
+    c->pending = 0;
+    if ((r = PQgetResult(c->pg)) == NULL) /* the COMMIT's result */
+        goto broken;
+    PQclear(r);
+    while ((r = PQgetResult(c->pg)) != NULL) /* up to the command's end marker */
+        PQclear(r);
+    r = PQgetResult(c->pg); /* the sync point */
+    if (r == NULL || PQresultStatus(r) != PGRES_PIPELINE_SYNC) {
+        PQclear(r);
+        goto broken;
+    }
+    PQclear(r);
+    if (PQexitPipelineMode(c->pg) == 1)
+        return 0;
+broken:
+    err = cg_pg_error(c->pg, NULL, "repository connection lost");
+    if (err != CG_ERETRYABLE)
+        err = cg_error_set(CG_ERETRYABLE, CG_ERRCLASS_REPOSITORY, "%s", cg_error_last()->message);
+    lost(c);
+    return err;
+}
+
+/* ---- sending statements --------------------------------------------------------------- */
+
+typedef struct {
+    const char *name; /* a prepared statement, or NULL for `sql` */
+    const char *sql;
+    int nparams;
+    const char *const *vals;
+} command;
+
+static int send_command(PGconn *pg, const command *cmd)
+{
+    if (cmd->name)
+        return PQsendQueryPrepared(pg, cmd->name, cmd->nparams, cmd->vals, NULL, NULL, 0);
+    return PQsendQueryParams(pg, cmd->sql, cmd->nparams, NULL, cmd->vals, NULL, NULL, 0);
+}
+
+/*
+ * Send `n` commands in one round trip (libpq pipeline mode) and collect one result per
+ * command into res[] (the caller clears them). A command after a failed one comes back as
+ * PGRES_PIPELINE_ABORTED. Returns 0, or CG_ERETRYABLE when the connection broke (res[] then
+ * holds what arrived, NULLs for the rest).
+ */
+static int pipeline(cg_conn *c, const command *cmds, int n, PGresult **res)
+{
+    PGresult *r;
+    int i, err = 0;
+
+    for (i = 0; i < n; i++)
+        res[i] = NULL;
+    if ((err = drain(c)) < 0)
+        return err;
+    if (PQenterPipelineMode(c->pg) != 1)
+        return cg_pg_error(c->pg, NULL, "enter pipeline mode");
+    for (i = 0; i < n; i++)
+        if (send_command(c->pg, &cmds[i]) != 1)
+            goto broken;
+    if (PQpipelineSync(c->pg) != 1)
+        goto broken;
+    for (i = 0; i < n; i++) {
+        if ((res[i] = PQgetResult(c->pg)) == NULL)
+            goto broken;
+        while ((r = PQgetResult(c->pg)) != NULL) /* up to the command's end marker */
+            PQclear(r);
+    }
+    r = PQgetResult(c->pg); /* the sync point */
+    if (r == NULL || PQresultStatus(r) != PGRES_PIPELINE_SYNC) {
+        PQclear(r);
+        goto broken;
+    }
+    PQclear(r);
+    if (PQexitPipelineMode(c->pg) != 1)
+        goto broken;
+    return 0;
+broken:
+    err = cg_pg_error(c->pg, NULL, "repository connection lost");
+    if (err != CG_ERETRYABLE) /* the connection may look fine, but the protocol state is not */
+        err = cg_error_set(CG_ERETRYABLE, CG_ERRCLASS_REPOSITORY, "%s", cg_error_last()->message);
+    lost(c);
+    return err;
+}
+
+/*
+ * Run prepared statement `st` inside the current call's transaction, opening it (BEGIN in
+ * the same round trip) when none is open. Returns the result when its status is `want`;
+ * else NULL with the error raised, and the transaction (if any) is failed.
+ */
+static PGresult *run(cg_conn *c, int st, int nparams, const char *const *vals, ExecStatusType want,
+                     const char *what)
+{
+    PGresult *r;
+
+    if (!cg_repo_usable(c)) {
+        cg_error_set(CG_ERETRYABLE, CG_ERRCLASS_REPOSITORY, "%s: no repository connection", what);
+        return NULL;
+    }
+    if (!c->in_tx) {
+        command cmds[2] = {{statements[ST_BEGIN].name, NULL, 0, NULL},
+                           {statements[st].name, NULL, nparams, vals}};
+        PGresult *res[2];
+        if (pipeline(c, cmds, 2, res) < 0) {
+            PQclear(res[0]);
+            PQclear(res[1]);
+            return NULL;
+        }
+        if (PQresultStatus(res[0]) != PGRES_COMMAND_OK) {
+            cg_pg_error(c->pg, res[0], "BEGIN");
+            PQclear(res[0]);
+            PQclear(res[1]);
+            return NULL;
+        }
+        PQclear(res[0]);
+        c->in_tx = 1;
+        r = res[1];
+    } else {
+        r = PQexecPrepared(c->pg, statements[st].name, nparams, vals, NULL, NULL, 0);
+    }
+    if (PQresultStatus(r) != want) {
+        cg_pg_error(c->pg, r, what);
+        PQclear(r);
+        if (!cg_repo_usable(c))
+            c->in_tx = c->wrote = 0;
+        return NULL;
+    }
+    if (st != ST_PART_GET && st != ST_PART_VERSION && st != ST_RES_GET && st != ST_RES_FIND &&
+        st != ST_NAME_LOOKUP && st != ST_NAME_LIST)
+        c->wrote = 1; /* changes or locks: its COMMIT must be confirmed */
+    return r;
+}
+
+/* Run a statement outside any call (autocommit). */
+static PGresult *run_auto(cg_conn *c, int st, int nparams, const char *const *vals,
+                          ExecStatusType want, const char *what)
+{
+    PGresult *r;
+    if (drain(c) < 0)
+        return NULL;
+    r = PQexecPrepared(c->pg, statements[st].name, nparams, vals, NULL, NULL, 0);
+    if (PQresultStatus(r) != want) {
+        cg_pg_error(c->pg, r, what);
+        PQclear(r);
+        return NULL;
+    }
+    return r;
+}
+
+#define I64(buf, v) (snprintf(buf, sizeof(buf), "%" PRId64, (int64_t)(v)), (const char *)buf)
+
+static int64_t get_i64(const PGresult *r, int row, int col)
+{
+    return strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+
+/* ---- outside calls -------------------------------------------------------------------- */
+
+int cg_repo_group_ensure(cg_conn *c, const char *group)
+{
+    const char *vals[1] = {group};
+    PGresult *r = run_auto(c, ST_GROUP_ENSURE, 1, vals, PGRES_COMMAND_OK, "create the group");
+    if (r == NULL)
+        return cg_error_last()->code;
+    PQclear(r);
+    return 0;
+}
+
+int cg_repo_core_register(int64_t *incarnation, cg_conn *c, const char *group, const char *core,
+                          const char *host, int pid)
+{
+    char b_pid[24];
+    const char *vals[4] = {group, core, host, I64(b_pid, pid)};
+    PGresult *r = run_auto(c, ST_CORE_REGISTER, 4, vals, PGRES_TUPLES_OK, "register the core");
+    if (r == NULL)
+        return cg_error_last()->code;
+    *incarnation = get_i64(r, 0, 0);
+    PQclear(r);
+    return 0;
+}
+
+int cg_repo_core_leave(cg_conn *c, const char *group, const char *core, int64_t incarnation)
+{
+    char b_inc[24];
+    const char *vals[3] = {group, core, I64(b_inc, incarnation)};
+    PGresult *r = run_auto(c, ST_CORE_LEAVE, 3, vals, PGRES_COMMAND_OK, "leave the group");
+    if (r == NULL)
+        return cg_error_last()->code;
+    PQclear(r);
+    return 0;
+}
+
+int cg_repo_event_seq(int64_t *seq, cg_conn *c, const char *group)
+{
+    const char *vals[1] = {group};
+    PGresult *r = run_auto(c, ST_EVENT_SEQ, 1, vals, PGRES_TUPLES_OK, "read the event sequence");
+    int err = 0;
+    if (r == NULL)
+        return cg_error_last()->code;
+    if (PQntuples(r) == 0)
+        err = cg_error_set(CG_ENOTFOUND, CG_ERRCLASS_REPOSITORY, "group \"%s\" does not exist",
+                           group);
+    else
+        *seq = get_i64(r, 0, 0);
+    PQclear(r);
+    return err;
+}
+
+/* ---- resources ------------------------------------------------------------------------ */
+
+int cg_repo_resource_create(int64_t *handle, cg_conn *c, const char *group, const char *kind,
+                            const char *service_id, const char *const bodies[CG_PART_COUNT])
+{
+    const char *vals[6] = {group, kind, service_id, bodies[0], bodies[1], bodies[2]};
+    PGresult *r = run(c, ST_RES_CREATE, 6, vals, PGRES_TUPLES_OK, "create a resource");
+    if (r == NULL)
+        return cg_error_last()->code;
+    *handle = get_i64(r, 0, 0);
+    PQclear(r);
+    return 0;
+}
+
+int cg_repo_resource_get(cg_resource *out, cg_conn *c, const char *group, int64_t handle)
+{
+    char b_h[24];
+    const char *vals[2] = {group, I64(b_h, handle)};
+    PGresult *r = run(c, ST_RES_GET, 2, vals, PGRES_TUPLES_OK, "read a resource");
+    int err = 0;
+    if (r == NULL)
+        return cg_error_last()->code;
+    if (PQntuples(r) == 0) {
+        err = cg_error_set(CG_ENOTFOUND, CG_ERRCLASS_REPOSITORY,
+                           "resource %" PRId64 " does not exist in group \"%s\"", handle, group);
+    } else {
+        out->handle = handle;
+        snprintf(out->kind, sizeof(out->kind), "%s", PQgetvalue(r, 0, 0));
+        snprintf(out->service_id, sizeof(out->service_id), "%s", PQgetvalue(r, 0, 1));
+    }
+    PQclear(r);
+    return err;
+}
+
+int cg_repo_resource_delete(int64_t versions[CG_PART_COUNT], cg_conn *c, const char *group,
+                            int64_t handle)
+{
+    char b_h[24];
+    const char *vals[2] = {group, I64(b_h, handle)};
+    PGresult *r = run(c, ST_RES_DELETE, 2, vals, PGRES_TUPLES_OK, "delete a resource");
+    int i, err = 0;
+    if (r == NULL)
+        return cg_error_last()->code;
+    for (i = 0; i < CG_PART_COUNT; i++)
+        versions[i] = 0;
+    if (PQntuples(r) == 0)
+        err = cg_error_set(CG_ENOTFOUND, CG_ERRCLASS_REPOSITORY,
+                           "resource %" PRId64 " does not exist in group \"%s\"", handle, group);
+    for (i = 0; i < PQntuples(r); i++) {
+        cg_part_kind k;
+        if (!PQgetisnull(r, i, 1) && cg_part_kind_parse(&k, PQgetvalue(r, i, 1)) == 0)
+            versions[k] = get_i64(r, i, 2);
+    }
+    PQclear(r);
+    return err;
+}
+
+int cg_repo_resource_find(cg_handle_list *out, cg_conn *c, const char *group,
+                          const char *service_id)
+{
+    const char *vals[2] = {group, service_id};
+    PGresult *r = run(c, ST_RES_FIND, 2, vals, PGRES_TUPLES_OK, "find resources");
+    int i, n, err = 0;
+
+    out->handles = NULL;
+    out->n = 0;
+    if (r == NULL)
+        return cg_error_last()->code;
+    n = PQntuples(r);
+    if (n > 0 && (out->handles = malloc((size_t)n * sizeof(int64_t))) == NULL) {
+        err = cg_error_nomem();
+        goto done;
+    }
+    for (i = 0; i < n; i++)
+        out->handles[i] = get_i64(r, i, 0);
+    out->n = (size_t)n;
+done:
+    PQclear(r);
+    return err;
+}
+
+/* ---- parts ---------------------------------------------------------------------------- */
+
+static int part_not_found(const char *group, int64_t handle)
+{
+    return cg_error_set(CG_ENOTFOUND, CG_ERRCLASS_REPOSITORY,
+                        "resource %" PRId64 " does not exist in group \"%s\"", handle, group);
+}
+
+int cg_repo_part_get(cg_part **out, cg_conn *c, const char *group, int64_t handle, int kind,
+                     int lock)
+{
+    char b_h[24];
+    const char *vals[3] = {group, I64(b_h, handle), cg_part_kind_name(kind)};
+    PGresult *r = run(c, lock ? ST_PART_LOCK : ST_PART_GET, 3, vals, PGRES_TUPLES_OK,
+                      lock ? "lock a part" : "read a part");
+    int err = 0;
+
+    *out = NULL;
+    if (r == NULL)
+        return cg_error_last()->code;
+    if (PQntuples(r) == 0)
+        err = part_not_found(group, handle);
+    else if ((*out = cg_part__new(handle, kind, get_i64(r, 0, 0), PQgetvalue(r, 0, 1),
+                                  (size_t)PQgetlength(r, 0, 1))) == NULL)
+        err = CG_ERROR;
+    PQclear(r);
+    return err;
+}
+
+int cg_repo_part_read_once(cg_part **out, cg_conn *c, const char *group, int64_t handle, int kind)
+{
+    char b_h[24];
+    const char *vals[3] = {group, I64(b_h, handle), cg_part_kind_name(kind)};
+    command cmds[3] = {{statements[ST_BEGIN].name, NULL, 0, NULL},
+                       {statements[ST_PART_GET].name, NULL, 3, vals},
+                       {statements[ST_COMMIT].name, NULL, 0, NULL}};
+    PGresult *res[3];
+    int i, err;
+
+    *out = NULL;
+    if (!cg_repo_usable(c))
+        return cg_error_set(CG_ERETRYABLE, CG_ERRCLASS_REPOSITORY, "read a part: no connection");
+    if ((err = pipeline(c, cmds, 3, res)) < 0)
+        goto done;
+    for (i = 0; i < 3; i++)
+        if (PQresultStatus(res[i]) != (i == 1 ? PGRES_TUPLES_OK : PGRES_COMMAND_OK)) {
+            err = cg_pg_error(c->pg, res[i], "read a part");
+            cg_repo_rollback(c);
+            goto done;
+        }
+    if (PQntuples(res[1]) == 0)
+        err = part_not_found(group, handle);
+    else if ((*out = cg_part__new(handle, kind, get_i64(res[1], 0, 0), PQgetvalue(res[1], 0, 1),
+                                  (size_t)PQgetlength(res[1], 0, 1))) == NULL)
+        err = CG_ERROR;
+done:
+    for (i = 0; i < 3; i++)
+        PQclear(res[i]);
+    return err;
+}
+
+int cg_repo_part_version(int64_t *version, cg_conn *c, const char *group, int64_t handle, int kind)
+{
+    char b_h[24];
+    const char *vals[3] = {group, I64(b_h, handle), cg_part_kind_name(kind)};
+    PGresult *r = run(c, ST_PART_VERSION, 3, vals, PGRES_TUPLES_OK, "check a part's version");
+    int err = 0;
+    if (r == NULL)
+        return cg_error_last()->code;
+    if (PQntuples(r) == 0)
+        err = part_not_found(group, handle);
+    else
+        *version = get_i64(r, 0, 0);
+    PQclear(r);
+    return err;
+}
+
+int cg_repo_part_update(int64_t *new_version, cg_conn *c, const char *group, int64_t handle,
+                        int kind, int64_t expected, const char *body)
+{
+    char b_h[24], b_v[24];
+    const char *vals[5] = {group, I64(b_h, handle), cg_part_kind_name(kind), I64(b_v, expected),
+                           body};
+    PGresult *r = run(c, ST_PART_UPDATE, 5, vals, PGRES_TUPLES_OK, "update a part");
+    int64_t actual = -1;
+    int err;
+    cg_error *e;
+
+    if (r == NULL)
+        return cg_error_last()->code;
+    if (PQntuples(r) == 1) {
+        *new_version = get_i64(r, 0, 0);
+        PQclear(r);
+        return 0;
+    }
+    PQclear(r);
+    /* Zero rows: stale, or gone. Read what is there now, to name it. */
+    if ((err = cg_repo_part_version(&actual, c, group, handle, kind)) == CG_ENOTFOUND)
+        return err;
+    if (err < 0)
+        return err;
+    cg_error_set(CG_ESTALE, CG_ERRCLASS_REPOSITORY,
+                 "stale update of resource %" PRId64 " part %s: expected version %" PRId64
+                 ", the repository has %" PRId64,
+                 handle, cg_part_kind_name(kind), expected, actual);
+    e = cg_error__mut();
+    e->handle = handle;
+    e->part = kind;
+    e->expected_version = expected;
+    e->actual_version = actual;
+    return CG_ESTALE;
+}
+
+/* ---- names ---------------------------------------------------------------------------- */
+
+int cg_repo_name_bind(cg_conn *c, const char *group, int64_t folder, const char *name,
+                      int64_t target)
+{
+    char b_f[24], b_t[24];
+    const char *vals[4] = {group, I64(b_f, folder), name, I64(b_t, target)};
+    PGresult *r = run(c, ST_NAME_BIND, 4, vals, PGRES_TUPLES_OK, "bind a name");
+    int err = 0;
+    if (r == NULL)
+        return cg_error_last()->code;
+    if (PQgetisnull(r, 0, 0))
+        err = cg_error_set(CG_ENOTFOUND, CG_ERRCLASS_REPOSITORY,
+                           "folder %" PRId64 " does not exist in group \"%s\"", folder, group);
+    else if (strcmp(PQgetvalue(r, 0, 0), "folder") != 0)
+        err =
+            cg_error_set(CG_EINVALID, CG_ERRCLASS_INPUT,
+                         "resource %" PRId64 " is a %s, not a folder", folder, PQgetvalue(r, 0, 0));
+    else if (strcmp(PQgetvalue(r, 0, 1), "t") != 0)
+        err = cg_error_set(CG_ENOTFOUND, CG_ERRCLASS_REPOSITORY,
+                           "target resource %" PRId64 " does not exist in group \"%s\"", target,
+                           group);
+    else if (strcmp(PQgetvalue(r, 0, 2), "t") != 0)
+        err = cg_error_set(CG_EEXISTS, CG_ERRCLASS_REPOSITORY,
+                           "name \"%s\" is already bound in folder %" PRId64, name, folder);
+    PQclear(r);
+    return err;
+}
+
+int cg_repo_name_unbind(cg_conn *c, const char *group, int64_t folder, const char *name)
+{
+    char b_f[24];
+    const char *vals[3] = {group, I64(b_f, folder), name};
+    PGresult *r = run(c, ST_NAME_UNBIND, 3, vals, PGRES_TUPLES_OK, "unbind a name");
+    int err = 0;
+    if (r == NULL)
+        return cg_error_last()->code;
+    if (PQntuples(r) == 0)
+        err = cg_error_set(CG_ENOTFOUND, CG_ERRCLASS_REPOSITORY,
+                           "name \"%s\" is not bound in folder %" PRId64, name, folder);
+    PQclear(r);
+    return err;
+}
+
+int cg_repo_name_lookup(int64_t *target, cg_conn *c, const char *group, int64_t folder,
+                        const char *name)
+{
+    char b_f[24];
+    const char *vals[3] = {group, I64(b_f, folder), name};
+    PGresult *r = run(c, ST_NAME_LOOKUP, 3, vals, PGRES_TUPLES_OK, "look up a name");
+    int err = 0;
+    if (r == NULL)
+        return cg_error_last()->code;
+    if (PQntuples(r) == 0)
+        err = cg_error_set(CG_ENOTFOUND, CG_ERRCLASS_REPOSITORY,
+                           "name \"%s\" is not bound in folder %" PRId64, name, folder);
+    else
+        *target = get_i64(r, 0, 0);
+    PQclear(r);
+    return err;
+}
+
+int cg_repo_name_list(cg_name_list *out, cg_conn *c, const char *group, int64_t folder)
+{
+    char b_f[24];
+    const char *vals[2] = {group, I64(b_f, folder)};
+    PGresult *r = run(c, ST_NAME_LIST, 2, vals, PGRES_TUPLES_OK, "list a folder");
+    int i, n, err = 0;
+
+    out->entries = NULL;
+    out->n = 0;
+    if (r == NULL)
+        return cg_error_last()->code;
+    n = PQntuples(r);
+    if (n == 0) {
+        err = cg_error_set(CG_ENOTFOUND, CG_ERRCLASS_REPOSITORY,
+                           "folder %" PRId64 " does not exist in group \"%s\"", folder, group);
+        goto done;
+    }
+    if (strcmp(PQgetvalue(r, 0, 0), "folder") != 0) {
+        err =
+            cg_error_set(CG_EINVALID, CG_ERRCLASS_INPUT,
+                         "resource %" PRId64 " is a %s, not a folder", folder, PQgetvalue(r, 0, 0));
+        goto done;
+    }
+    if (PQgetisnull(r, 0, 1))
+        goto done; /* an empty folder: one row with no binding */
+    if ((out->entries = calloc((size_t)n, sizeof(*out->entries))) == NULL) {
+        err = cg_error_nomem();
+        goto done;
+    }
+    for (i = 0; i < n; i++) {
+        if ((out->entries[i].name = strdup(PQgetvalue(r, i, 1))) == NULL) {
+            err = cg_error_nomem();
+            cg_name_list_dispose(out);
+            goto done;
+        }
+        out->entries[i].target = get_i64(r, i, 2);
+        out->n = (size_t)i + 1;
+    }
+done:
+    PQclear(r);
+    return err;
+}
+
+/* ---- the end of a call ---------------------------------------------------------------- */
+
+/* The outbox's item list as JSON: [{"h":12,"p":"state","v":7}, ...] (the bus's item shape). */
+static char *items_json(const cg_inval_item *items, size_t n)
+{
+    size_t cap = 2 + n * 64, len = 0, i;
+    char *buf = malloc(cap);
+    if (buf == NULL)
+        return NULL;
+    buf[len++] = '[';
+    for (i = 0; i < n; i++)
+        len += (size_t)snprintf(
+            buf + len, cap - len, "%s{\"h\":%" PRId64 ",\"p\":\"%s\",\"v\":%" PRId64 "}",
+            i ? "," : "", items[i].handle, cg_part_kind_name(items[i].kind), items[i].version);
+    buf[len++] = ']';
+    buf[len] = '\0';
+    return buf;
+}
+
+void cg_repo_rollback(cg_conn *c)
+{
+    if (c == NULL)
+        return;
+    if (cg_repo_usable(c) && drain(c) == 0 && PQtransactionStatus(c->pg) != PQTRANS_IDLE)
+        PQclear(PQexec(c->pg, "ROLLBACK"));
+    c->in_tx = c->wrote = 0;
+}
+
+/* Send COMMIT of a read-only transaction without waiting for its result (see repo.h). */
+static int commit_deferred(cg_conn *c)
+{
+    if (PQenterPipelineMode(c->pg) != 1 ||
+        PQsendQueryPrepared(c->pg, statements[ST_COMMIT].name, 0, NULL, NULL, NULL, 0) != 1 ||
+        PQpipelineSync(c->pg) != 1) {
+        int err = cg_pg_error(c->pg, NULL, "COMMIT");
+        lost(c);
+        return err == CG_ERETRYABLE ? err : CG_ERETRYABLE;
+    }
+    c->pending = 1;
+    c->in_tx = c->wrote = 0;
+    return 0;
+}
+
+int cg_repo_commit(int64_t *seq, int64_t *committed_us, cg_conn *c, const char *group,
+                   const char *core, int64_t incarnation, const cg_inval_item *items, size_t n)
+{
+    char b_inc[24], *json = NULL;
+    const char *vals[4];
+    command cmds[2];
+    PGresult *res[2] = {NULL, NULL};
+    int err = 0, ncmds = 0;
+
+    *seq = 0;
+    *committed_us = 0;
+    if (!c->in_tx)
+        return 0; /* nothing was sent: nothing to commit */
+    if (n == 0 && !c->wrote)
+        return commit_deferred(c);
+    if (n > 0) {
+        if ((json = items_json(items, n)) == NULL) {
+            err = cg_error_nomem();
+            goto fail;
+        }
+        vals[0] = group;
+        vals[1] = core;
+        vals[2] = I64(b_inc, incarnation);
+        vals[3] = json;
+        cmds[ncmds++] = (command){statements[ST_OUTBOX].name, NULL, 4, vals};
+    }
+    cmds[ncmds++] = (command){statements[ST_COMMIT].name, NULL, 0, NULL};
+    if ((err = pipeline(c, cmds, ncmds, res)) < 0)
+        goto fail;
+    if (n > 0 && PQresultStatus(res[0]) != PGRES_TUPLES_OK) {
+        const char *state = PQresultErrorField(res[0], PG_DIAG_SQLSTATE);
+        err = cg_pg_error(c->pg, res[0], "append to the outbox");
+        if (state && strcmp(state, "CGF01") == 0)
+            err = cg_error_set_sqlstate(CG_EFENCED, state, "%s", cg_error_last()->message);
+        goto fail;
+    }
+    if (PQresultStatus(res[ncmds - 1]) != PGRES_COMMAND_OK) {
+        err = cg_pg_error(c->pg, res[ncmds - 1], "COMMIT");
+        goto fail;
+    }
+    if (strcmp(PQcmdStatus(res[ncmds - 1]), "COMMIT") != 0) {
+        /* the server answers COMMIT of a failed transaction with ROLLBACK */
+        err = cg_error_set(CG_ERETRYABLE, CG_ERRCLASS_REPOSITORY,
+                           "COMMIT: the transaction had failed and was rolled back");
+        goto fail;
+    }
+    if (n > 0) {
+        *seq = get_i64(res[0], 0, 0);
+        *committed_us = get_i64(res[0], 0, 1);
+    }
+    c->in_tx = c->wrote = 0;
+    goto done;
+fail:
+    cg_repo_rollback(c);
+done:
+    PQclear(res[0]);
+    PQclear(res[1]);
+    free(json);
+    return err;
+}

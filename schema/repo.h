@@ -1,0 +1,97 @@
+/*
+ * repo.h — the repository access layer: every SQL statement a core runs (private).
+ *
+ * A cg_conn is one libpq connection bound to one core group: it sets coregroup.group (the
+ * row-level security fence) and prepares every statement once when it connects. Each
+ * function here is one round trip; the first statement of a transaction carries BEGIN in
+ * the same round trip (libpq pipeline mode), and commit sends the outbox append and COMMIT
+ * together. Every statement filters on the group, passed as $1.
+ *
+ * Errors come back as CG_* codes with cg_error_last() set (see pg.h for the mapping). After
+ * an error inside a transaction, the transaction is failed: call cg_repo_rollback().
+ */
+#ifndef CG_REPO_H
+#define CG_REPO_H
+
+#include <libpq-fe.h>
+
+#include "coregroup/config.h"
+#include "coregroup/core.h"
+
+typedef struct cg_conn {
+    PGconn *pg;
+    int in_tx;   /* a transaction is open (BEGIN was sent and succeeded) */
+    int wrote;   /* the current transaction changed or locked something */
+    int pending; /* a read-only COMMIT was sent and its result not yet read */
+} cg_conn;
+
+/* One (handle, part, version) a committed call changed. */
+typedef struct cg_inval_item {
+    int64_t handle;
+    int kind;
+    int64_t version;
+} cg_inval_item;
+
+/* Connect, set the group and prepare the statements. *out is freed with cg_repo_close(). */
+int cg_repo_connect(cg_conn **out, const cg_config *cfg, const char *application_name);
+/* Reconnect a broken connection in place (same settings). */
+int cg_repo_reconnect(cg_conn *conn, const cg_config *cfg, const char *application_name);
+void cg_repo_close(cg_conn *conn);
+/* 1 when libpq still considers the connection usable. */
+int cg_repo_usable(const cg_conn *conn);
+/* 1 when the connection can go back to the pool: usable and outside any transaction (a
+ * deferred read-only COMMIT counts as outside). */
+int cg_repo_reusable(const cg_conn *conn);
+
+/* ---- outside calls (autocommit) ---- */
+int cg_repo_group_ensure(cg_conn *c, const char *group);
+int cg_repo_core_register(int64_t *incarnation, cg_conn *c, const char *group, const char *core,
+                          const char *host, int pid);
+int cg_repo_core_leave(cg_conn *c, const char *group, const char *core, int64_t incarnation);
+int cg_repo_event_seq(int64_t *seq, cg_conn *c, const char *group);
+
+/* ---- inside a call (BEGIN is sent with the first statement) ---- */
+int cg_repo_resource_create(int64_t *handle, cg_conn *c, const char *group, const char *kind,
+                            const char *service_id, const char *const bodies[CG_PART_COUNT]);
+int cg_repo_resource_get(cg_resource *out, cg_conn *c, const char *group, int64_t handle);
+/* Delete; versions[k] gets the version each part had (for the invalidation). */
+int cg_repo_resource_delete(int64_t versions[CG_PART_COUNT], cg_conn *c, const char *group,
+                            int64_t handle);
+int cg_repo_resource_find(cg_handle_list *out, cg_conn *c, const char *group,
+                          const char *service_id);
+
+/* Read a part (lock: SELECT ... FOR UPDATE). *out is a new part. CG_ENOTFOUND if absent. */
+int cg_repo_part_get(cg_part **out, cg_conn *c, const char *group, int64_t handle, int kind,
+                     int lock);
+/* A whole read-only transaction reading one part: BEGIN, SELECT and COMMIT in one round
+ * trip. Only outside a transaction. */
+int cg_repo_part_read_once(cg_part **out, cg_conn *c, const char *group, int64_t handle, int kind);
+/* The part's current version only (the version-check cache strategy). */
+int cg_repo_part_version(int64_t *version, cg_conn *c, const char *group, int64_t handle, int kind);
+/* Conditional update. CG_ESTALE (cg_error_last() carries expected and actual versions) when
+ * the version moved on, CG_ENOTFOUND when the resource does not exist. */
+int cg_repo_part_update(int64_t *new_version, cg_conn *c, const char *group, int64_t handle,
+                        int kind, int64_t expected, const char *body);
+
+int cg_repo_name_bind(cg_conn *c, const char *group, int64_t folder, const char *name,
+                      int64_t target);
+int cg_repo_name_unbind(cg_conn *c, const char *group, int64_t folder, const char *name);
+int cg_repo_name_lookup(int64_t *target, cg_conn *c, const char *group, int64_t folder,
+                        const char *name);
+int cg_repo_name_list(cg_name_list *out, cg_conn *c, const char *group, int64_t folder);
+
+/*
+ * End the transaction. With items (n > 0): append the outbox row through cg_outbox_append()
+ * (fenced: CG_EFENCED when this core's incarnation is no longer current) and COMMIT in one
+ * round trip; *seq and *committed_us get the event number and commit time. Without items,
+ * a transaction that wrote or locked something gets a plain COMMIT; a read-only one gets a
+ * DEFERRED COMMIT: sent now, its result read on the connection's next use, so a read-only
+ * call costs no round trip for ending it (nothing it did can be lost if that COMMIT fails).
+ * On any failure the transaction is rolled back.
+ */
+int cg_repo_commit(int64_t *seq, int64_t *committed_us, cg_conn *c, const char *group,
+                   const char *core, int64_t incarnation, const cg_inval_item *items, size_t n);
+/* Roll back whatever is open; harmless when nothing is. */
+void cg_repo_rollback(cg_conn *c);
+
+#endif
