@@ -10,5 +10,6 @@
 #include "coregroup/common.h"
 #include "coregroup/errors.h"
 #include "coregroup/config.h"
+#include "coregroup/core.h"
 
 #endif

@@ -8,9 +8,10 @@
 # start: initdb into a fresh temporary directory, listen on a free port on 127.0.0.1 and on
 # its own socket directory, create the database "coregroup" migrated by cg-migrate and a
 # template "cg_template" of it, and write the connection settings to STATE_FILE as KEY=VALUE
-# lines (CG_TEST_DSN, CG_TEST_PGHOST, CG_TEST_PGPORT, ...). ctest runs start as a fixture
-# setup and stop as its cleanup, so the cluster goes away even when tests fail; a start first
-# stops whatever cluster a killed earlier run left behind.
+# lines (CG_TEST_DSN, CG_TEST_PGHOST, CG_TEST_PGPORT, ...); cores connect as the role
+# cg_core, a member of coregroup_app, so that row-level security applies to them. ctest runs
+# start as a fixture setup and stop as its cleanup, so the cluster goes away even when tests
+# fail; a start first stops whatever cluster a killed earlier run left behind.
 set -euo pipefail
 
 cmd=${1:?usage: pgharness.sh start|restart|stop STATE_FILE}
@@ -90,7 +91,9 @@ ST
     -c "CREATE DATABASE coregroup"
   if [ -n "$migrations" ]; then
     "$cgmigrate" -q -m "$migrations" -d "host=$root/sock port=$port user=postgres dbname=coregroup" up
-    psql -d postgres -c "CREATE DATABASE cg_template TEMPLATE coregroup"
+    # cores log in as a member of coregroup_app, so row-level security applies to them
+    psql -d postgres -c "CREATE ROLE cg_core LOGIN IN ROLE coregroup_app" \
+      -c "CREATE DATABASE cg_template TEMPLATE coregroup"
   fi
   log "PostgreSQL $("$PGC_BIN/postgres" --version | awk '{print $3}') on port $port, socket $root/sock${migrations:+, migrated}"
   ;;

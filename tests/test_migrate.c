@@ -96,7 +96,7 @@ START_TEST(status_up_status)
 
     c = cgt_connect(dsn);
     out = cgt_query1(c, "SELECT count(*) || ':' || min(length(checksum)) FROM schema_migrations");
-    ck_assert_str_eq(out, "1:64");
+    ck_assert_str_eq(out, "2:64");
     free(out);
     PQfinish(c);
     free(dsn);
@@ -126,31 +126,61 @@ START_TEST(migrations_equal_schema_file)
 }
 END_TEST
 
+/* The versions of the shipped migrations, ascending; returns how many. */
+static int shipped_versions(int *out, int max)
+{
+    int rc, n = 0;
+    char *list =
+             cgt_run(&rc, "ls '%s' | sed -n 's/^\\([0-9]\\{4\\}\\)_.*\\.up\\.sql$/\\1/p' | sort",
+                     migrations),
+         *p = list;
+    ck_assert_int_eq(rc, 0);
+    while (n < max && *p) {
+        out[n++] = atoi(p);
+        p = strchr(p, '\n');
+        if (p == NULL)
+            break;
+        p++;
+    }
+    free(list);
+    return n;
+}
+
 START_TEST(down_then_up_round_trips)
 {
-    int rc;
-    char *dsn = cgt_createdb("round", 0), *out, *full, *empty, *again;
+    /* Up one migration at a time, remembering each schema; then down one at a time, checking
+     * that each step back gives exactly the schema of the step before; then up again. */
+    int rc, versions[64], n = shipped_versions(versions, 64), i;
+    char *dsn = cgt_createdb("round", 0), *out, *schemas[65], *again, args[32];
 
-    empty = dump(dsn);
+    ck_assert_int_ge(n, 2);
+    schemas[0] = dump(dsn);
+    for (i = 0; i < n; i++) {
+        snprintf(args, sizeof(args), "-q up %d", versions[i]);
+        free(migrate(&rc, dsn, migrations, args));
+        ck_assert_int_eq(rc, 0);
+        schemas[i + 1] = dump(dsn);
+        ck_assert_msg(strcmp(schemas[i + 1], schemas[i]) != 0, "migration %d changed nothing",
+                      versions[i]);
+    }
+    for (i = n - 1; i >= 0; i--) {
+        snprintf(args, sizeof(args), "down %d", i > 0 ? versions[i - 1] : 0);
+        out = migrate(&rc, dsn, migrations, args);
+        ck_assert_msg(rc == 0 && strstr(out, "reverted"), "%s", out);
+        free(out);
+        again = dump(dsn);
+        ck_assert_msg(strcmp(again, schemas[i]) == 0,
+                      "down from %d does not give back the schema before it:\n%s", versions[i],
+                      again);
+        free(again);
+    }
     free(migrate(&rc, dsn, migrations, "-q up"));
     ck_assert_int_eq(rc, 0);
-    full = dump(dsn);
-
-    out = migrate(&rc, dsn, migrations, "down 0");
-    ck_assert_msg(rc == 0, "%s", out);
-    ck_assert_msg(strstr(out, "reverted 0001_initial"), "%s", out);
-    free(out);
     again = dump(dsn);
-    ck_assert_msg(strcmp(again, empty) == 0, "down 0 left objects behind:\n%s", again);
+    ck_assert_msg(strcmp(again, schemas[n]) == 0, "up after down differs from the first up");
     free(again);
-
-    free(migrate(&rc, dsn, migrations, "-q up"));
-    ck_assert_int_eq(rc, 0);
-    again = dump(dsn);
-    ck_assert_msg(strcmp(again, full) == 0, "up after down differs from the first up");
-    free(again);
-    free(full);
-    free(empty);
+    for (i = 0; i <= n; i++)
+        free(schemas[i]);
     free(dsn);
 }
 END_TEST
@@ -204,18 +234,18 @@ START_TEST(failing_migration_keeps_previous_version)
     char *dsn = cgt_createdb("failing", 0), *dir = copy_migrations(), *out, *v, path[1100];
     PGconn *c;
 
-    snprintf(path, sizeof(path), "%s/0002_broken.up.sql", dir);
+    snprintf(path, sizeof(path), "%s/0099_broken.up.sql", dir);
     cgt_write_file(path, "-- creates a table, then fails\n"
                          "CREATE TABLE half_done (x int);\n"
                          "\n"
                          "INSERT INTO half_done\n"
                          "  SELECT no_such_column FROM core_groups;\n");
-    snprintf(path, sizeof(path), "%s/0002_broken.down.sql", dir);
+    snprintf(path, sizeof(path), "%s/0099_broken.down.sql", dir);
     cgt_write_file(path, "DROP TABLE half_done;\n");
 
     out = migrate(&rc, dsn, dir, "up");
     ck_assert_int_eq(rc, 1);
-    ck_assert_msg(strstr(out, "0002_broken.up.sql:5: statement 2 of 2") &&
+    ck_assert_msg(strstr(out, "0099_broken.up.sql:5: statement 2 of 2") &&
                       strstr(out, "no_such_column") && strstr(out, "SQLSTATE 42703"),
                   "%s", out);
     ck_assert_msg(strstr(out, "applied 0001_initial"), "0001 should have applied: %s", out);
@@ -223,7 +253,7 @@ START_TEST(failing_migration_keeps_previous_version)
 
     c = cgt_connect(dsn);
     v = cgt_query1(c, "SELECT max(version) FROM schema_migrations");
-    ck_assert_str_eq(v, "1");
+    ck_assert_str_eq(v, "2"); /* every migration before the broken one */
     free(v);
     v = cgt_query1(c, "SELECT to_regclass('half_done') IS NULL");
     ck_assert_str_eq(v, "t");
@@ -239,20 +269,21 @@ START_TEST(bad_files)
     int rc;
     char *dsn = cgt_createdb("badfiles", 0), *dir = copy_migrations(), *out, path[1100];
 
-    snprintf(path, sizeof(path), "%s/0002_lonely.up.sql", dir);
+    snprintf(path, sizeof(path), "%s/0099_lonely.up.sql", dir);
     cgt_write_file(path, "SELECT 1;\n");
     out = migrate(&rc, dsn, dir, "up");
     ck_assert_int_eq(rc, 2);
-    ck_assert_msg(strstr(out, "0002_lonely.down.sql is missing"), "%s", out);
+    ck_assert_msg(strstr(out, "0099_lonely.down.sql is missing"), "%s", out);
     free(out);
 
-    snprintf(path, sizeof(path), "%s/0002_lonely.down.sql", dir);
+    snprintf(path, sizeof(path), "%s/0099_lonely.down.sql", dir);
     cgt_write_file(path, "SELECT 'unterminated;\n");
     out = migrate(&rc, dsn, dir, "up");
     ck_assert_int_eq(rc, 2);
-    ck_assert_msg(strstr(out, "0002_lonely.down.sql:1: unterminated string"), "%s", out);
+    ck_assert_msg(strstr(out, "0099_lonely.down.sql:1: unterminated string"), "%s", out);
     free(out);
 
+    free(cgt_run(&rc, "rm '%s'/0099_lonely.*", dir));
     snprintf(path, sizeof(path), "%s/3_badname.sql", dir);
     cgt_write_file(path, "SELECT 1;\n");
     out = migrate(&rc, dsn, dir, "status");
@@ -384,8 +415,8 @@ START_TEST(concurrent_runs_wait_on_the_lock)
     free(out);
     PQfinish(c);
     c = cgt_connect(dsn);
-    v = cgt_query1(c, "SELECT count(*) FROM schema_migrations");
-    ck_assert_str_eq(v, "1");
+    v = cgt_query1(c, "SELECT count(*) || '/' || count(DISTINCT version) FROM schema_migrations");
+    ck_assert_str_eq(v, "2/2");
     free(v);
     PQfinish(c);
     PQfinish(holder);

@@ -190,3 +190,39 @@ int cgt_run_suite(Suite *s)
     srunner_free(sr);
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
+
+char *cgt_core_dsn(const char *dsn)
+{
+    size_t n = strlen(dsn) + 32;
+    char *s = malloc(n);
+    snprintf(s, n, "%s user=cg_core", dsn); /* libpq: a repeated keyword's last value wins */
+    return s;
+}
+
+cg_config *cgt_core_config(const char *dsn, const char *name, const char *group)
+{
+    cg_config *cfg = NULL;
+    char *core_dsn = cgt_core_dsn(dsn);
+    ck_assert_int_eq(cg_config_new(&cfg), 0);
+    ck_assert_int_eq(cg_config_set_string(&cfg->dsn, core_dsn), 0);
+    ck_assert_int_eq(cg_config_set_string(&cfg->core_name, name), 0);
+    if (group)
+        ck_assert_int_eq(cg_config_set_string(&cfg->group_id, group), 0);
+    cfg->retry_interval_ms = 100;
+    free(core_dsn);
+    return cfg;
+}
+
+cg_core *cgt_core_open_cfg(cg_config *cfg)
+{
+    cg_core *core = NULL;
+    int err = cg_core_open_config(&core, cfg);
+    ck_assert_msg(err == 0, "open core %s: %s", cfg->core_name, cg_error_last()->message);
+    cg_config_free(cfg);
+    return core;
+}
+
+cg_core *cgt_core_open(const char *dsn, const char *name, const char *group)
+{
+    return cgt_core_open_cfg(cgt_core_config(dsn, name, group));
+}

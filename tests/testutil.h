@@ -41,3 +41,27 @@ const char *cgt_binary_dir(void);
 int cgt_run_suite(Suite *s);
 
 #endif
+
+#include "coregroup.h"
+
+/* The DSN `dsn` with the core's login role (cg_core, subject to row-level security). The
+ * caller frees it. */
+char *cgt_core_dsn(const char *dsn);
+
+/* Open a core of `group` (NULL: a private group) named `name` on the database of `dsn` (a
+ * superuser DSN from cgt_createdb; the core logs in as cg_core). Fails the test on error. */
+cg_core *cgt_core_open(const char *dsn, const char *name, const char *group);
+
+/* As cgt_core_open with a prepared configuration to adjust: fill *cfg, change it, then call
+ * cgt_core_open_cfg. */
+cg_config *cgt_core_config(const char *dsn, const char *name, const char *group);
+cg_core *cgt_core_open_cfg(cg_config *cfg);
+
+/* Assert that `expr` returns `code`, printing cg_error_last() on mismatch. */
+#define CGT_EXPECT(code, expr)                                                                     \
+    do {                                                                                           \
+        int got_ = (expr);                                                                         \
+        ck_assert_msg(got_ == (code), "%s: expected %s, got %s (%s)", #expr, cg_error_name(code),  \
+                      cg_error_name(got_), cg_error_last()->message);                              \
+    } while (0)
+#define CGT_OK(expr) CGT_EXPECT(0, expr)

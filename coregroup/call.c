@@ -1,0 +1,730 @@
+/*
+ * call.c — calls: one transaction each, and the cache kept in step with it.
+ *
+ * The rules (DESIGN.md "One call, end to end"; invariants I3, I4, I6):
+ *  - A call opens its transaction lazily, with its first repository statement; a call served
+ *    entirely from the cache costs no round trip.
+ *  - Writes are STAGED in the call: the cache does not change until COMMIT has succeeded. The
+ *    call reads its own staged writes back.
+ *  - A stale conditional update evicts the stale entry at once (and raises its floor to the
+ *    version the repository holds), then ends the call: rollback, staged changes dropped.
+ *  - Any error that fails the transaction (a lost connection, an SQL error, stale, fenced)
+ *    ends the call the same way: the repository rolls back, staged changes are dropped and
+ *    every entry the call wrote or locked is evicted ("when unsure, invalidate more").
+ *    Errors that leave the transaction healthy (not found, exists, bad arguments checked
+ *    before sending) leave the call usable.
+ *  - COMMIT writes one outbox row listing every (handle, part, new version) the call changed,
+ *    numbered by the group's event sequence, in the same round trip as COMMIT; only after it
+ *    succeeded are the staged changes applied to the cache and the list handed to the
+ *    publisher. An aborted call publishes nothing.
+ *  - Retries: a retryable failure of the FIRST statement of a call (a connection that died
+ *    while idle, the repository restarting) is retried per [retry] after reconnecting; once a
+ *    statement of the call has succeeded, a retryable failure ends the call with
+ *    CG_ERETRYABLE and nothing half-applied. cg_call_run() retries whole calls.
+ */
+#include <assert.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+
+#include "core_internal.h"
+#include "error.h"
+
+typedef struct {
+    int64_t handle;
+    int kind;
+    int64_t version;
+    cg_part *part; /* the new body; NULL for a deleted resource's part */
+} staged_write;
+
+typedef struct {
+    int64_t handle;
+    int kind;
+} touched_key;
+
+struct cg_call {
+    cg_core *core;
+    cg_conn *conn;  /* NULL until the call needs the repository */
+    int statements; /* repository statements of this call that succeeded */
+    int one_read;   /* cg_part_read(): the call is exactly one read */
+    int failed;     /* the code that ended the call's transaction; 0 while usable */
+    cg_error failure;
+    staged_write *writes;
+    size_t n_writes, cap_writes;
+    touched_key *touched;
+    size_t n_touched, cap_touched;
+};
+
+/* ---- bookkeeping ---------------------------------------------------------------------- */
+
+static int touch(cg_call *call, int64_t handle, int kind)
+{
+    size_t i;
+    for (i = 0; i < call->n_touched; i++)
+        if (call->touched[i].handle == handle && call->touched[i].kind == kind)
+            return 0;
+    if (call->n_touched == call->cap_touched) {
+        size_t cap = call->cap_touched ? call->cap_touched * 2 : 8;
+        touched_key *t = realloc(call->touched, cap * sizeof(*t));
+        if (t == NULL)
+            return cg_error_nomem();
+        call->touched = t;
+        call->cap_touched = cap;
+    }
+    call->touched[call->n_touched].handle = handle;
+    call->touched[call->n_touched].kind = kind;
+    call->n_touched++;
+    return 0;
+}
+
+/* Stage a write; takes ownership of part (may be NULL for a deletion). */
+static int stage(cg_call *call, int64_t handle, int kind, int64_t version, cg_part *part)
+{
+    int err;
+    if ((err = touch(call, handle, kind)) < 0)
+        goto fail;
+    if (call->n_writes == call->cap_writes) {
+        size_t cap = call->cap_writes ? call->cap_writes * 2 : 8;
+        staged_write *w = realloc(call->writes, cap * sizeof(*w));
+        if (w == NULL) {
+            err = cg_error_nomem();
+            goto fail;
+        }
+        call->writes = w;
+        call->cap_writes = cap;
+    }
+    call->writes[call->n_writes++] = (staged_write){handle, kind, version, part};
+    return 0;
+fail:
+    cg_part_free(part);
+    return err;
+}
+
+/* The call's own newest staged write of a key, or NULL. */
+static const staged_write *staged(const cg_call *call, int64_t handle, int kind)
+{
+    size_t i = call->n_writes;
+    while (i-- > 0)
+        if (call->writes[i].handle == handle && call->writes[i].kind == kind)
+            return &call->writes[i];
+    return NULL;
+}
+
+static void drop_staged(cg_call *call)
+{
+    size_t i;
+    for (i = 0; i < call->n_writes; i++)
+        cg_part_free(call->writes[i].part);
+    call->n_writes = 0;
+}
+
+/* End the transaction of a call that failed: roll back, drop staged writes, evict every key
+ * the call wrote or locked. Keeps `err` and its detail for later operations on the call. */
+static int end_failed(cg_call *call, int err)
+{
+    size_t i;
+    call->failure = *cg_error_last();
+    call->failed = err;
+    if (call->conn)
+        cg_repo_rollback(call->conn);
+    drop_staged(call);
+    for (i = 0; i < call->n_touched; i++)
+        cg_cache_evict(call->core->cache, call->touched[i].handle, call->touched[i].kind);
+    call->n_touched = 0;
+    if (err == CG_ESTALE)
+        atomic_fetch_add(&call->core->stale_errors, 1);
+    *cg_error__mut() = call->failure;
+    return err;
+}
+
+/* An operation on a call that already failed returns that failure again. */
+static int check_usable(cg_call *call)
+{
+    assert(call != NULL);
+    if (call->failed) {
+        *cg_error__mut() = call->failure;
+        return call->failed;
+    }
+    return 0;
+}
+
+/* After a repository operation: an error that left the transaction failed ends the call. */
+static int after_repo(cg_call *call, int err)
+{
+    if (err == 0)
+        return 0;
+    cg_core__retryable(call->core, &err);
+    if (err == CG_ESTALE || err == CG_EFENCED || !cg_repo_usable(call->conn) ||
+        PQtransactionStatus(call->conn->pg) == PQTRANS_INERROR)
+        return end_failed(call, err);
+    return err;
+}
+
+static int ensure_conn(cg_call *call)
+{
+    if (call->conn)
+        return 0;
+    return cg_core__conn_acquire(call->core, &call->conn);
+}
+
+/*
+ * Whether to retry the statement that just failed with `err`: only a retryable failure of the
+ * call's first statement, at most [retry] attempts times; reconnects before saying yes.
+ */
+static int retry_at_start(cg_call *call, int err, int *attempt)
+{
+    cg_conn *c = call->conn;
+    if (err == 0 || c == NULL || !cg_core__retryable(call->core, &err) || call->statements > 0 ||
+        *attempt >= call->core->cfg->retry_attempts)
+        return 0;
+    if (cg_repo_usable(c)) {
+        cg_repo_rollback(c); /* e.g. a serialization failure: the connection is fine */
+    } else {
+        if (cg_core__reconnect(call->core, c, *attempt) < 0)
+            return 0;
+    }
+    (*attempt)++;
+    return 1;
+}
+
+/* Run a repository operation (an expression using call->conn) with the start-of-call retry. */
+#define REPO(call, err, expr)                                                                      \
+    do {                                                                                           \
+        int attempt_ = 0;                                                                          \
+        if (((err) = ensure_conn(call)) < 0)                                                       \
+            break;                                                                                 \
+        do {                                                                                       \
+            (err) = (expr);                                                                        \
+        } while (retry_at_start(call, err, &attempt_));                                            \
+        if ((err) == 0)                                                                            \
+            (call)->statements++;                                                                  \
+        (err) = after_repo(call, err);                                                             \
+    } while (0)
+
+/* ---- input checks --------------------------------------------------------------------- */
+
+static int bad_input(const char *what, const char *detail)
+{
+    return cg_error_set(CG_EINVALID, CG_ERRCLASS_INPUT, "%s: %s", what, detail);
+}
+
+static int check_kind(int kind)
+{
+    if (kind < 0 || kind >= CG_PART_COUNT)
+        return cg_error_set(CG_EINVALID, CG_ERRCLASS_INPUT,
+                            "part %d is not specification (0), description (1) or state (2)", kind);
+    return 0;
+}
+
+static int check_handle(int64_t handle)
+{
+    if (handle < 0)
+        return cg_error_set(CG_EINVALID, CG_ERRCLASS_INPUT,
+                            "handle %" PRId64 " is negative; handles are 0 or more", handle);
+    return 0;
+}
+
+static int check_json(const char *what, const char *json)
+{
+    cJSON *j;
+    if (json == NULL)
+        return bad_input(what, "NULL body (pass \"{}\" for an empty one)");
+    if (strlen(json) > 16u << 20)
+        return bad_input(what, "body larger than 16 MiB");
+    if ((j = cJSON_Parse(json)) == NULL) {
+        const char *at = cJSON_GetErrorPtr();
+        return cg_error_set(CG_EINVALID, CG_ERRCLASS_INPUT,
+                            "%s: body is not valid JSON (at byte %td)", what,
+                            at && at >= json ? at - json : (ptrdiff_t)0);
+    }
+    cJSON_Delete(j);
+    return 0;
+}
+
+/* A name in a folder: 1 to 255 bytes, no '/' and no control characters. */
+static int check_name(const char *name)
+{
+    size_t i, n;
+    if (name == NULL || (n = strlen(name)) == 0)
+        return bad_input("name", "empty or NULL");
+    if (n > 255)
+        return cg_error_set(CG_EINVALID, CG_ERRCLASS_INPUT,
+                            "name: %zu bytes long; at most 255 are allowed", n);
+    for (i = 0; i < n; i++)
+        if (name[i] == '/' || (unsigned char)name[i] < 0x20 || name[i] == 0x7f)
+            return cg_error_set(CG_EINVALID, CG_ERRCLASS_INPUT,
+                                "name: byte %zu is '/' or a control character", i);
+    return 0;
+}
+
+static int check_resource_kind(const char *kind)
+{
+    size_t i, n = strlen(kind);
+    if (n == 0 || n > 32 || kind[0] < 'a' || kind[0] > 'z')
+        return bad_input("kind", "must be 1 to 32 of a-z 0-9 _ -, starting with a letter");
+    for (i = 0; i < n; i++)
+        if (!((kind[i] >= 'a' && kind[i] <= 'z') || (kind[i] >= '0' && kind[i] <= '9') ||
+              kind[i] == '_' || kind[i] == '-'))
+            return bad_input("kind", "must be 1 to 32 of a-z 0-9 _ -, starting with a letter");
+    return 0;
+}
+
+static int check_service_id(const char *sid)
+{
+    if (sid && (sid[0] == '\0' || strlen(sid) > 255))
+        return bad_input("service_id", "must be 1 to 255 bytes (or NULL for none)");
+    return 0;
+}
+
+/* ---- begin, commit, abort ------------------------------------------------------------- */
+
+int cg_call_begin(cg_call **out, cg_core *core)
+{
+    cg_call *call;
+    assert(out != NULL && core != NULL);
+    *out = NULL;
+    if ((call = calloc(1, sizeof(*call))) == NULL)
+        return cg_error_nomem();
+    call->core = core;
+    *out = call;
+    return 0;
+}
+
+static void call_free(cg_call *call)
+{
+    cg_core__conn_release(call->core, call->conn);
+    drop_staged(call);
+    free(call->writes);
+    free(call->touched);
+    free(call);
+}
+
+void cg_call_abort(cg_call *call)
+{
+    if (call == NULL)
+        return;
+    if (!call->failed) {
+        cg_error saved = *cg_error_last();
+        end_failed(call, CG_ERROR);
+        *cg_error__mut() = saved;
+    }
+    atomic_fetch_add(&call->core->calls_aborted, 1);
+    call_free(call);
+}
+
+/* The changes to publish: the newest staged version of every key the call wrote. */
+static int collect_items(cg_call *call, cg_inval_item **out, size_t *n)
+{
+    size_t i, j, k = 0;
+    *out = NULL;
+    *n = 0;
+    if (call->n_writes == 0)
+        return 0;
+    if ((*out = malloc(call->n_writes * sizeof(**out))) == NULL)
+        return cg_error_nomem();
+    for (i = 0; i < call->n_writes; i++) {
+        const staged_write *w = &call->writes[i];
+        for (j = 0; j < k; j++)
+            if ((*out)[j].handle == w->handle && (*out)[j].kind == w->kind)
+                break;
+        if (j == k)
+            k++;
+        (*out)[j] = (cg_inval_item){w->handle, w->kind, w->version};
+    }
+    *n = k;
+    return 0;
+}
+
+int cg_call_commit(cg_call *call)
+{
+    cg_core *core;
+    cg_inval_item *items = NULL;
+    size_t n = 0, i;
+    int64_t seq = 0, committed_us = 0;
+    int err;
+
+    assert(call != NULL);
+    core = call->core;
+    if ((err = check_usable(call)) < 0)
+        goto done;
+    if ((err = collect_items(call, &items, &n)) < 0) {
+        end_failed(call, err);
+        goto done;
+    }
+    if (call->conn && call->conn->in_tx) {
+        err = cg_repo_commit(&seq, &committed_us, call->conn, core->cfg->group_id,
+                             core->cfg->core_name, core->incarnation, items, n);
+        if (err < 0) {
+            cg_core__retryable(core, &err);
+            end_failed(call, err);
+            goto done;
+        }
+    }
+    /* Committed. Only now does the cache learn about the call's writes. */
+    for (i = 0; i < call->n_writes; i++) {
+        staged_write *w = &call->writes[i];
+        if (w->part && core->cfg->strategy != CG_CACHE_NONE)
+            cg_cache_put(core->cache, w->part);
+        else
+            cg_cache_invalidate(core->cache, w->handle, w->kind, w->version);
+    }
+    if (n > 0 && core->publish) {
+        cg_inval_batch batch = {core->cfg->group_id,
+                                seq,
+                                core->cfg->core_name,
+                                core->incarnation,
+                                committed_us,
+                                items,
+                                n};
+        core->publish(core->publish_ctx, &batch);
+    }
+done:
+    if (err == 0)
+        atomic_fetch_add(&core->calls_committed, 1);
+    else
+        atomic_fetch_add(&core->calls_aborted, 1);
+    free(items);
+    call_free(call);
+    return err;
+}
+
+/* Full-jitter backoff: a random time up to min(max, base * 2^attempt). */
+static void backoff(const cg_retry_options *o, int attempt, unsigned int *seed)
+{
+    long cap = o->base_delay_ms > 0 ? (long)o->base_delay_ms << (attempt < 20 ? attempt : 20) : 0;
+    struct timespec ts;
+    long us;
+    if (cap > o->max_delay_ms)
+        cap = o->max_delay_ms;
+    if (cap <= 0)
+        return;
+    us = (long)(rand_r(seed) % (unsigned)(cap * 1000 + 1));
+    ts.tv_sec = us / 1000000;
+    ts.tv_nsec = (us % 1000000) * 1000;
+    nanosleep(&ts, NULL);
+}
+
+int cg_call_run(cg_core *core, cg_call_fn fn, void *arg, const cg_retry_options *opts,
+                int *attempts)
+{
+    cg_retry_options defaults = CG_RETRY_OPTIONS_INIT;
+    const cg_retry_options *o = opts ? opts : &defaults;
+    unsigned int seed = (unsigned int)time(NULL) ^ (unsigned int)(uintptr_t)&seed;
+    int attempt, err = 0;
+
+    assert(core != NULL && fn != NULL);
+    for (attempt = 0; attempt < (o->max_attempts > 0 ? o->max_attempts : 1); attempt++) {
+        cg_call *call;
+        if (attempt > 0)
+            backoff(o, attempt - 1, &seed);
+        if ((err = cg_call_begin(&call, core)) < 0)
+            break;
+        if ((err = fn(call, arg)) == 0) {
+            err = cg_call_commit(call);
+        } else {
+            int keep = err;
+            cg_error saved = *cg_error_last();
+            cg_call_abort(call);
+            *cg_error__mut() = saved;
+            err = keep;
+        }
+        if (err != CG_ESTALE && err != CG_ERETRYABLE)
+            break;
+    }
+    if (attempts)
+        *attempts = attempt < (o->max_attempts > 0 ? o->max_attempts : 1) ? attempt + 1 : attempt;
+    return err;
+}
+
+/* ---- parts ---------------------------------------------------------------------------- */
+
+typedef struct {
+    cg_call *call;
+    int64_t handle;
+    int kind;
+} load_ctx;
+
+/* The cache's loader: read one part through the call's own transaction. */
+static int load_part(cg_part **out, void *arg)
+{
+    load_ctx *lc = arg;
+    cg_call *call = lc->call;
+    int err;
+    atomic_fetch_add(&call->core->repository_reads, 1);
+    if (call->one_read && !(call->conn && call->conn->in_tx)) /* all in one round trip */
+        REPO(call, err,
+             cg_repo_part_read_once(out, call->conn, call->core->cfg->group_id, lc->handle,
+                                    lc->kind));
+    else
+        REPO(call, err,
+             cg_repo_part_get(out, call->conn, call->core->cfg->group_id, lc->handle, lc->kind, 0));
+    return err;
+}
+
+int cg_part_get(cg_part **out, cg_call *call, int64_t handle, cg_part_kind kind)
+{
+    cg_core *core;
+    const staged_write *w;
+    load_ctx lc = {call, handle, kind};
+    int err;
+
+    assert(out != NULL);
+    *out = NULL;
+    if ((err = check_usable(call)) < 0 || (err = check_kind(kind)) < 0 ||
+        (err = check_handle(handle)) < 0)
+        return err;
+    core = call->core;
+    if ((w = staged(call, handle, kind)) != NULL) {
+        if (w->part == NULL)
+            return cg_error_set(CG_ENOTFOUND, CG_ERRCLASS_INPUT,
+                                "resource %" PRId64 " was deleted by this call", handle);
+        *out = cg_part__ref(w->part);
+        return 0;
+    }
+    if (core->cfg->strategy == CG_CACHE_NONE || atomic_load(&core->degraded))
+        return load_part(out, &lc);
+    if (core->cfg->strategy == CG_CACHE_VERSION_CHECK &&
+        cg_cache_get(core->cache, handle, kind, out) == 0) {
+        int64_t current = 0;
+        REPO(call, err,
+             cg_repo_part_version(&current, call->conn, core->cfg->group_id, handle, kind));
+        if (err == 0 && current == cg_part_version(*out))
+            return 0;
+        cg_part_free(*out);
+        *out = NULL;
+        if (err < 0)
+            return err;
+        cg_cache_invalidate(core->cache, handle, kind, current);
+    }
+    return cg_cache_load(core->cache, handle, kind, load_part, &lc, out);
+}
+
+int cg_part_read(cg_part **out, cg_core *core, int64_t handle, cg_part_kind kind)
+{
+    cg_call *call;
+    int err;
+    assert(out != NULL);
+    *out = NULL;
+    if ((err = cg_call_begin(&call, core)) < 0)
+        return err;
+    call->one_read = 1;
+    if ((err = cg_part_get(out, call, handle, kind)) < 0) {
+        cg_error saved = *cg_error_last();
+        cg_call_abort(call);
+        *cg_error__mut() = saved;
+        return err;
+    }
+    if ((err = cg_call_commit(call)) < 0) {
+        cg_part_free(*out);
+        *out = NULL;
+    }
+    return err;
+}
+
+int cg_part_lock(cg_part **out, cg_call *call, int64_t handle, cg_part_kind kind)
+{
+    cg_core *core;
+    int err;
+
+    assert(out != NULL);
+    *out = NULL;
+    if ((err = check_usable(call)) < 0 || (err = check_kind(kind)) < 0 ||
+        (err = check_handle(handle)) < 0)
+        return err;
+    core = call->core;
+    if ((err = touch(call, handle, kind)) < 0)
+        return err;
+    atomic_fetch_add(&core->repository_reads, 1);
+    REPO(call, err, cg_repo_part_get(out, call->conn, core->cfg->group_id, handle, kind, 1));
+    if (err == 0 && core->cfg->strategy != CG_CACHE_NONE && !staged(call, handle, kind))
+        cg_cache_put(core->cache, *out); /* the row is locked: this is the newest version */
+    return err;
+}
+
+int cg_part_update(int64_t *new_version, cg_call *call, int64_t handle, cg_part_kind kind,
+                   int64_t expected_version, const char *json)
+{
+    cg_core *core;
+    cg_part *fresh = NULL;
+    int64_t v = 0;
+    int err;
+
+    if ((err = check_usable(call)) < 0 || (err = check_kind(kind)) < 0 ||
+        (err = check_handle(handle)) < 0 || (err = check_json("update", json)) < 0)
+        return err;
+    if (expected_version < 1)
+        return cg_error_set(CG_EINVALID, CG_ERRCLASS_INPUT,
+                            "expected version %" PRId64 " is not a version (versions start at 1)",
+                            expected_version);
+    core = call->core;
+    REPO(call, err,
+         cg_repo_part_update(&v, call->conn, core->cfg->group_id, handle, kind, expected_version,
+                             json));
+    if (err == CG_ESTALE) {
+        /* evict the stale copy now and never accept anything older than the repository's */
+        cg_cache_invalidate(core->cache, handle, kind, cg_error_last()->actual_version);
+        return err;
+    }
+    if (err < 0)
+        return err;
+    if ((fresh = cg_part__new(handle, kind, v, json, strlen(json))) == NULL ||
+        (err = stage(call, handle, kind, v, fresh)) < 0)
+        return end_failed(call, fresh ? err : CG_ERROR);
+    if (new_version)
+        *new_version = v;
+    return 0;
+}
+
+int cg_part_update_json(int64_t *new_version, cg_call *call, int64_t handle, cg_part_kind kind,
+                        int64_t expected_version, const cJSON *body)
+{
+    char *text;
+    int err;
+    if (body == NULL)
+        return bad_input("update", "NULL body");
+    if ((text = cJSON_PrintUnformatted(body)) == NULL)
+        return cg_error_nomem();
+    err = cg_part_update(new_version, call, handle, kind, expected_version, text);
+    cJSON_free(text);
+    return err;
+}
+
+/* ---- resources ------------------------------------------------------------------------ */
+
+int cg_resource_create(int64_t *handle, cg_call *call, const cg_resource_options *opts)
+{
+    cg_resource_options defaults = CG_RESOURCE_OPTIONS_INIT;
+    const char *bodies[CG_PART_COUNT];
+    const char *kind;
+    int err, k;
+
+    assert(handle != NULL);
+    if (opts == NULL)
+        opts = &defaults;
+    kind = opts->kind ? opts->kind : "service";
+    bodies[0] = opts->specification ? opts->specification : "{}";
+    bodies[1] = opts->description ? opts->description : "{}";
+    bodies[2] = opts->state ? opts->state : "{}";
+    if ((err = check_usable(call)) < 0 || (err = check_resource_kind(kind)) < 0 ||
+        (err = check_service_id(opts->service_id)) < 0)
+        return err;
+    for (k = 0; k < CG_PART_COUNT; k++)
+        if ((err = check_json(cg_part_kind_name(k), bodies[k])) < 0)
+            return err;
+    REPO(call, err,
+         cg_repo_resource_create(handle, call->conn, call->core->cfg->group_id, kind,
+                                 opts->service_id, bodies));
+    return err;
+}
+
+int cg_resource_get(cg_resource *out, cg_call *call, int64_t handle)
+{
+    int err;
+    if ((err = check_usable(call)) < 0 || (err = check_handle(handle)) < 0)
+        return err;
+    REPO(call, err, cg_repo_resource_get(out, call->conn, call->core->cfg->group_id, handle));
+    return err;
+}
+
+int cg_resource_delete(cg_call *call, int64_t handle)
+{
+    int64_t versions[CG_PART_COUNT];
+    int err, k;
+
+    if ((err = check_usable(call)) < 0 || (err = check_handle(handle)) < 0)
+        return err;
+    if (handle == CG_ROOT_FOLDER)
+        return bad_input("delete", "the root folder cannot be deleted");
+    REPO(call, err,
+         cg_repo_resource_delete(versions, call->conn, call->core->cfg->group_id, handle));
+    if (err < 0)
+        return err;
+    /* each part is invalidated at one past the version it had: no copy may survive */
+    for (k = 0; k < CG_PART_COUNT; k++)
+        if (versions[k] > 0 && (err = stage(call, handle, k, versions[k] + 1, NULL)) < 0)
+            return end_failed(call, err);
+    return 0;
+}
+
+int cg_resource_find(cg_handle_list *out, cg_call *call, const char *service_id)
+{
+    int err;
+    out->handles = NULL;
+    out->n = 0;
+    if ((err = check_usable(call)) < 0)
+        return err;
+    if (service_id == NULL)
+        return bad_input("find", "NULL service_id");
+    if ((err = check_service_id(service_id)) < 0)
+        return err;
+    REPO(call, err, cg_repo_resource_find(out, call->conn, call->core->cfg->group_id, service_id));
+    return err;
+}
+
+void cg_handle_list_dispose(cg_handle_list *list)
+{
+    if (list == NULL)
+        return;
+    free(list->handles);
+    list->handles = NULL;
+    list->n = 0;
+}
+
+/* ---- names ---------------------------------------------------------------------------- */
+
+int cg_name_bind(cg_call *call, int64_t folder, const char *name, int64_t target)
+{
+    int err;
+    if ((err = check_usable(call)) < 0 || (err = check_handle(folder)) < 0 ||
+        (err = check_handle(target)) < 0 || (err = check_name(name)) < 0)
+        return err;
+    REPO(call, err, cg_repo_name_bind(call->conn, call->core->cfg->group_id, folder, name, target));
+    return err;
+}
+
+int cg_name_unbind(cg_call *call, int64_t folder, const char *name)
+{
+    int err;
+    if ((err = check_usable(call)) < 0 || (err = check_handle(folder)) < 0 ||
+        (err = check_name(name)) < 0)
+        return err;
+    REPO(call, err, cg_repo_name_unbind(call->conn, call->core->cfg->group_id, folder, name));
+    return err;
+}
+
+int cg_name_lookup(int64_t *target, cg_call *call, int64_t folder, const char *name)
+{
+    int err;
+    if ((err = check_usable(call)) < 0 || (err = check_handle(folder)) < 0 ||
+        (err = check_name(name)) < 0)
+        return err;
+    REPO(call, err,
+         cg_repo_name_lookup(target, call->conn, call->core->cfg->group_id, folder, name));
+    return err;
+}
+
+int cg_name_list_get(cg_name_list *out, cg_call *call, int64_t folder)
+{
+    int err;
+    out->entries = NULL;
+    out->n = 0;
+    if ((err = check_usable(call)) < 0 || (err = check_handle(folder)) < 0)
+        return err;
+    REPO(call, err, cg_repo_name_list(out, call->conn, call->core->cfg->group_id, folder));
+    return err;
+}
+
+void cg_name_list_dispose(cg_name_list *list)
+{
+    size_t i;
+    if (list == NULL)
+        return;
+    for (i = 0; i < list->n; i++)
+        free(list->entries[i].name);
+    free(list->entries);
+    list->entries = NULL;
+    list->n = 0;
+}

@@ -1,0 +1,275 @@
+/*
+ * core.c — opening and closing a core, its connection pool, and the cache-side interface
+ * the bus uses.
+ *
+ * Opening registers the core in its group: the group row (and with it the root folder) is
+ * created on first use, and the membership row gets a new incarnation every time, so a
+ * restarted core fences its former self (writes carry the incarnation; see
+ * cg_outbox_append in migration 0002). A core without a configured group uses
+ * "private.<name>" (config.c), which keeps its data its own across restarts.
+ *
+ * The pool holds at most [repository] pool_size connections, opened on demand. Broken
+ * connections are closed when returned and replaced on the next demand; connecting retries
+ * [retry] attempts times, [retry] interval_ms apart, while the failure is retryable
+ * (e-Speak design §1.2.4.2).
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core_internal.h"
+#include "error.h"
+#include "pg.h"
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (ms > 0 && nanosleep(&ts, &ts) != 0)
+        ;
+}
+
+int cg_core__retryable(cg_core *core, int *err)
+{
+    const char *state = cg_error_last()->sqlstate;
+    if (*err == CG_ERETRYABLE)
+        return 1;
+    if (*err < 0 && *err != CG_ESTALE && *err != CG_EFENCED && state[0] &&
+        cg_pg_sqlstate_in(state, (const char(*)[6])core->cfg->sqlstates, core->cfg->n_sqlstates)) {
+        cg_error__mut()->code = CG_ERETRYABLE;
+        *err = CG_ERETRYABLE;
+        return 1;
+    }
+    return 0;
+}
+
+/* Connect a new pool connection, retrying per [retry]. */
+static int connect_retry(cg_core *core, cg_conn **out)
+{
+    int attempt, err = 0;
+    for (attempt = 0;; attempt++) {
+        if ((err = cg_repo_connect(out, core->cfg, core->cfg->core_name)) == 0)
+            return 0;
+        if (!cg_core__retryable(core, &err) || attempt >= core->cfg->retry_attempts)
+            return err;
+        sleep_ms(core->cfg->retry_interval_ms);
+    }
+}
+
+int cg_core__reconnect(cg_core *core, cg_conn *conn, int first_attempt)
+{
+    int attempt, err = 0;
+    for (attempt = first_attempt;; attempt++) {
+        if ((err = cg_repo_reconnect(conn, core->cfg, core->cfg->core_name)) == 0) {
+            atomic_fetch_add(&core->repository_reconnects, 1);
+            return 0;
+        }
+        if (!cg_core__retryable(core, &err) || attempt >= core->cfg->retry_attempts)
+            return err;
+        sleep_ms(core->cfg->retry_interval_ms);
+    }
+}
+
+int cg_core__conn_acquire(cg_core *core, cg_conn **out)
+{
+    int err;
+    *out = NULL;
+    pthread_mutex_lock(&core->pool_mu);
+    while (core->n_idle == 0 && core->n_open >= core->cfg->pool_size)
+        pthread_cond_wait(&core->pool_cv, &core->pool_mu);
+    if (core->n_idle > 0) {
+        *out = core->idle[--core->n_idle];
+        pthread_mutex_unlock(&core->pool_mu);
+        return 0;
+    }
+    core->n_open++; /* reserve the slot, connect outside the lock */
+    pthread_mutex_unlock(&core->pool_mu);
+    if ((err = connect_retry(core, out)) < 0) {
+        pthread_mutex_lock(&core->pool_mu);
+        core->n_open--;
+        pthread_cond_signal(&core->pool_cv);
+        pthread_mutex_unlock(&core->pool_mu);
+    }
+    return err;
+}
+
+void cg_core__conn_release(cg_core *core, cg_conn *conn)
+{
+    if (conn == NULL)
+        return;
+    pthread_mutex_lock(&core->pool_mu);
+    if (cg_repo_reusable(conn)) {
+        core->idle[core->n_idle++] = conn;
+    } else {
+        /* broken (or left mid-transaction): close it; the next demand opens a new one */
+        core->n_open--;
+        cg_repo_close(conn);
+        atomic_fetch_add(&core->repository_reconnects, 1);
+    }
+    pthread_cond_signal(&core->pool_cv);
+    pthread_mutex_unlock(&core->pool_mu);
+}
+
+int cg_core_open_config(cg_core **out, const cg_config *given)
+{
+    cg_core *core = NULL;
+    cg_conn *conn = NULL;
+    cg_cache_options copts;
+    size_t i;
+    int err;
+
+    *out = NULL;
+    if (given == NULL)
+        return cg_error_set(CG_EINVALID, CG_ERRCLASS_INPUT, "no configuration given");
+    if ((core = calloc(1, sizeof(*core))) == NULL)
+        return cg_error_nomem();
+    pthread_mutex_init(&core->pool_mu, NULL);
+    pthread_cond_init(&core->pool_cv, NULL);
+
+    /* a deep copy: the caller keeps its configuration */
+    if ((err = cg_config_new(&core->cfg)) < 0)
+        goto fail;
+    {
+        cg_config *c = core->cfg;
+        char *src = c->source;
+        *c = *given;
+        c->source = src;
+        c->dsn = c->core_name = c->group_id = NULL;
+        memset(c->publish, 0, sizeof(c->publish));
+        memset(c->subscribe, 0, sizeof(c->subscribe));
+        if ((err = cg_config_set_string(&c->source, given->source)) < 0 ||
+            (err = cg_config_set_string(&c->dsn, given->dsn)) < 0 ||
+            (err = cg_config_set_string(&c->core_name, given->core_name)) < 0 ||
+            (err = cg_config_set_string(&c->group_id, given->group_id)) < 0)
+            goto fail;
+        for (i = 0; i < given->n_publish; i++)
+            if ((err = cg_config_set_string(&c->publish[i], given->publish[i])) < 0)
+                goto fail;
+        for (i = 0; i < given->n_subscribe; i++)
+            if ((err = cg_config_set_string(&c->subscribe[i], given->subscribe[i])) < 0)
+                goto fail;
+        if ((err = cg_config_validate(c)) < 0)
+            goto fail;
+    }
+    if ((core->idle = calloc((size_t)core->cfg->pool_size, sizeof(cg_conn *))) == NULL) {
+        err = cg_error_nomem();
+        goto fail;
+    }
+    copts.max_entries = core->cfg->max_entries;
+    copts.ttl_ms = core->cfg->ttl_ms;
+    if ((err = cg_cache_new(&core->cache, &copts)) < 0)
+        goto fail;
+    if (gethostname(core->host, sizeof(core->host) - 1) != 0)
+        strcpy(core->host, "unknown");
+
+    if ((err = cg_core__conn_acquire(core, &conn)) < 0)
+        goto fail;
+    if ((err = cg_repo_group_ensure(conn, core->cfg->group_id)) < 0 ||
+        (err = cg_repo_core_register(&core->incarnation, conn, core->cfg->group_id,
+                                     core->cfg->core_name, core->host, (int)getpid())) < 0)
+        goto fail;
+    cg_core__conn_release(core, conn);
+    *out = core;
+    return 0;
+fail:
+    if (conn)
+        cg_core__conn_release(core, conn);
+    cg_core_close(core);
+    return err;
+}
+
+int cg_core_open(cg_core **out, const char *ini_path)
+{
+    cg_config *cfg = NULL;
+    int err;
+    *out = NULL;
+    if ((err = cg_config_load(&cfg, ini_path)) < 0)
+        return err;
+    err = cg_core_open_config(out, cfg);
+    cg_config_free(cfg);
+    return err;
+}
+
+void cg_core_close(cg_core *core)
+{
+    int i;
+    if (core == NULL)
+        return;
+    if (core->incarnation > 0 && core->n_idle > 0) {
+        cg_error saved = *cg_error_last();
+        cg_repo_core_leave(core->idle[core->n_idle - 1], core->cfg->group_id, core->cfg->core_name,
+                           core->incarnation);
+        *cg_error__mut() = saved; /* closing must not clobber the caller's last error */
+    }
+    for (i = 0; i < core->n_idle; i++)
+        cg_repo_close(core->idle[i]);
+    free(core->idle);
+    cg_cache_free(core->cache);
+    cg_config_free(core->cfg);
+    pthread_mutex_destroy(&core->pool_mu);
+    pthread_cond_destroy(&core->pool_cv);
+    free(core);
+}
+
+const char *cg_core_name(const cg_core *core)
+{
+    return core->cfg->core_name;
+}
+
+const char *cg_core_group(const cg_core *core)
+{
+    return core->cfg->group_id;
+}
+
+int64_t cg_core_incarnation(const cg_core *core)
+{
+    return core->incarnation;
+}
+
+void cg_core_stats_get(const cg_core *core, cg_core_stats *out)
+{
+    cg_cache_stats cs;
+    cg_core *c = (cg_core *)core; /* the counters are atomics; reading them does not modify */
+
+    cg_cache_stats_get(c->cache, &cs);
+    memset(out, 0, sizeof(*out));
+    out->calls_committed = atomic_load(&c->calls_committed);
+    out->calls_aborted = atomic_load(&c->calls_aborted);
+    out->cache_hits = cs.hits;
+    out->cache_misses = cs.misses;
+    out->cache_fills = cs.fills;
+    out->cache_fills_refused = cs.fills_refused;
+    out->cache_evictions = cs.evictions;
+    out->cache_expirations = cs.expirations;
+    out->cache_entries = cs.entries;
+    out->stale_errors = atomic_load(&c->stale_errors);
+    out->invalidations_applied = atomic_load(&c->invalidations_applied);
+    out->cache_resets = atomic_load(&c->cache_resets);
+    out->repository_reads = atomic_load(&c->repository_reads);
+    out->repository_reconnects = atomic_load(&c->repository_reconnects);
+}
+
+void cg_core__set_publisher(cg_core *core, cg_publish_fn fn, void *ctx)
+{
+    core->publish = fn;
+    core->publish_ctx = ctx;
+}
+
+void cg_core__invalidate(cg_core *core, const cg_inval_item *items, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++)
+        cg_cache_invalidate(core->cache, items[i].handle, items[i].kind, items[i].version);
+    atomic_fetch_add(&core->invalidations_applied, n);
+}
+
+void cg_core__reset(cg_core *core)
+{
+    cg_cache_reset(core->cache);
+    atomic_fetch_add(&core->cache_resets, 1);
+}
+
+void cg_core__set_degraded(cg_core *core, int on)
+{
+    atomic_store(&core->degraded, on ? 1 : 0);
+}

@@ -1,0 +1,260 @@
+/**
+ * @file coregroup/core.h
+ * @brief A core: its repository connection pool, its cache, and calls.
+ *
+ * A core belongs to exactly one core group (from repository.ini). Everything it reads or
+ * writes is a row of that group. Work is done in calls:
+ *
+ *     cg_call *call;
+ *     if ((err = cg_call_begin(&call, core)) < 0) ...
+ *     err = cg_part_update(&v, call, handle, CG_PART_STATE, expected, "{\"n\":1}");
+ *     ...
+ *     err = cg_call_commit(call);        // ends the call whatever the outcome
+ *
+ * Each call is exactly one database transaction (e-Speak design §2.7.3). The transaction is
+ * opened lazily: a call whose reads are all served by the cache never touches the repository.
+ *
+ * Errors inside a call. CG_ENOTFOUND, CG_EEXISTS and CG_EINVALID for bad arguments leave the
+ * call usable. Every other error (CG_ESTALE, CG_ERETRYABLE, CG_EFENCED, ...) ends the call's
+ * transaction at once: the repository rolls back, the call's staged cache changes are
+ * dropped and every entry it wrote or locked is evicted. Later operations on such a call
+ * return the same code, and the call must still be ended with cg_call_abort() or
+ * cg_call_commit() (which then returns that code).
+ *
+ * Thread safety: a cg_core is shared by any number of threads; a cg_call belongs to one
+ * thread at a time.
+ */
+#ifndef COREGROUP_CORE_H
+#define COREGROUP_CORE_H
+
+#include "common.h"
+#include "config.h"
+
+typedef struct cJSON cJSON;
+
+/** A core: one process's view of its group. */
+typedef struct cg_core cg_core;
+/** One call: one transaction. */
+typedef struct cg_call cg_call;
+/** An immutable, reference-counted snapshot of one metadata part (body + version). */
+typedef struct cg_part cg_part;
+
+/** The three separately versioned metadata parts of a resource. */
+typedef enum {
+    CG_PART_SPECIFICATION = 0,
+    CG_PART_DESCRIPTION = 1,
+    CG_PART_STATE = 2,
+} cg_part_kind;
+#define CG_PART_COUNT 3
+
+/** The handle of every group's root folder. */
+#define CG_ROOT_FOLDER ((int64_t)0)
+
+/** "specification", "description" or "state"; "?" for anything else. */
+CG_EXTERN(const char *) cg_part_kind_name(int kind);
+/** Parse a part name. 0, or CG_EINVALID for an unknown name. */
+CG_EXTERN(int) cg_part_kind_parse(cg_part_kind *out, const char *name);
+
+/* ---- opening a core ------------------------------------------------------------------- */
+
+/**
+ * Open a core from a repository.ini path: parse it, connect the pool, create the group row on
+ * first use, and register the core in its group with a new incarnation.
+ * On success *out is a core the caller closes with cg_core_close(). Returns CG_EINVALID (bad
+ * file), CG_ERETRYABLE (repository unreachable after the configured attempts), or another code.
+ */
+CG_EXTERN(int) cg_core_open(cg_core **out, const char *ini_path);
+
+/** As cg_core_open(), from a configuration struct (copied; the caller keeps ownership). */
+CG_EXTERN(int) cg_core_open_config(cg_core **out, const cg_config *cfg);
+
+/** Mark the core as having left its group, close every connection and free the core.
+ *  Calls still open on other threads must have ended. Accepts NULL. */
+CG_EXTERN(void) cg_core_close(cg_core *core);
+
+CG_EXTERN(const char *) cg_core_name(const cg_core *core);
+CG_EXTERN(const char *) cg_core_group(const cg_core *core);
+/** The incarnation this core registered with (its fencing token). */
+CG_EXTERN(int64_t) cg_core_incarnation(const cg_core *core);
+
+/** Counters of a core. */
+typedef struct cg_core_stats {
+    uint64_t calls_committed, calls_aborted;
+    uint64_t cache_hits, cache_misses;
+    uint64_t cache_fills, cache_fills_refused;
+    uint64_t cache_evictions, cache_expirations, cache_entries;
+    uint64_t stale_errors;
+    uint64_t invalidations_applied, cache_resets;
+    uint64_t repository_reads;      /**< parts read from the repository */
+    uint64_t repository_reconnects; /**< connections found broken and replaced */
+} cg_core_stats;
+
+/** Read the core's counters (a consistent-enough snapshot; counters only grow). */
+CG_EXTERN(void) cg_core_stats_get(const cg_core *core, cg_core_stats *out);
+
+/* ---- calls ---------------------------------------------------------------------------- */
+
+/**
+ * Begin a call. Cheap: no repository round trip happens until the call needs one.
+ * *out is the call; end it with cg_call_commit() or cg_call_abort(). Returns 0 or
+ * CG_EDEGRADED (the core cannot currently trust its cache and cannot reach the repository).
+ */
+CG_EXTERN(int) cg_call_begin(cg_call **out, cg_core *core);
+
+/**
+ * Commit: write the outbox row for everything the call changed (numbered by the group's event
+ * sequence), COMMIT, then apply the call's staged cache changes and hand the change list to
+ * the publisher. Always ends and frees the call. Returns 0, or the error that ended the call
+ * (then nothing was committed, nothing published, and the touched cache entries are gone).
+ */
+CG_EXTERN(int) cg_call_commit(cg_call *call);
+
+/** Roll back and free the call: nothing it did is kept, touched cache entries are evicted,
+ *  nothing is published. Accepts NULL. */
+CG_EXTERN(void) cg_call_abort(cg_call *call);
+
+/** A function run as one call by cg_call_run(). Return 0 to commit, < 0 to abort. */
+typedef int (*cg_call_fn)(cg_call *call, void *arg);
+
+typedef struct cg_retry_options {
+    unsigned int version;
+    int max_attempts;  /**< including the first; default 8 */
+    int base_delay_ms; /**< first backoff; doubles per attempt; default 2 */
+    int max_delay_ms;  /**< cap of one backoff; default 200 */
+} cg_retry_options;
+#define CG_RETRY_OPTIONS_VERSION 1
+#define CG_RETRY_OPTIONS_INIT                                                                      \
+    {                                                                                              \
+        CG_RETRY_OPTIONS_VERSION, 8, 2, 200                                                        \
+    }
+
+/**
+ * Run fn as a call, committing when it returns 0, and run it again as a new call when the
+ * call fails with CG_ESTALE or CG_ERETRYABLE — up to max_attempts in all, sleeping a random
+ * ("full jitter") time up to min(max_delay, base_delay * 2^attempt) between attempts.
+ * Returns 0 or the last error; *attempts (may be NULL) gets the number of calls made.
+ */
+CG_EXTERN(int)
+cg_call_run(cg_core *core, cg_call_fn fn, void *arg, const cg_retry_options *opts, int *attempts);
+
+/* ---- resources ------------------------------------------------------------------------ */
+
+typedef struct cg_resource_options {
+    unsigned int version;
+    const char *kind;          /**< [a-z][a-z0-9_-]{0,31}; default "service"; "folder" makes
+                                    a folder names can be bound in */
+    const char *service_id;    /**< optional; replicas share it (Locator, e-Speak §2.8) */
+    const char *specification; /**< JSON text of each part; NULL means {} */
+    const char *description;
+    const char *state;
+} cg_resource_options;
+#define CG_RESOURCE_OPTIONS_VERSION 1
+#define CG_RESOURCE_OPTIONS_INIT                                                                   \
+    {                                                                                              \
+        CG_RESOURCE_OPTIONS_VERSION, NULL, NULL, NULL, NULL, NULL                                  \
+    }
+
+/** What cg_resource_get() returns. */
+typedef struct cg_resource {
+    int64_t handle;
+    char kind[33];
+    char service_id[256]; /**< "" when none */
+} cg_resource;
+
+/** Create a resource with its three parts at version 1; *handle gets its new handle. */
+CG_EXTERN(int) cg_resource_create(int64_t *handle, cg_call *call, const cg_resource_options *opts);
+
+/** Read a resource's kind and service id. CG_ENOTFOUND if it does not exist in this group. */
+CG_EXTERN(int) cg_resource_get(cg_resource *out, cg_call *call, int64_t handle);
+
+/** Delete a resource, its parts and every name bound to it or in it (a folder).
+ *  CG_ENOTFOUND if absent; the root folder cannot be deleted (CG_EINVALID). */
+CG_EXTERN(int) cg_resource_delete(cg_call *call, int64_t handle);
+
+/** A list of handles; free the array with cg_handle_list_dispose(). */
+typedef struct cg_handle_list {
+    int64_t *handles;
+    size_t n;
+} cg_handle_list;
+CG_EXTERN(void) cg_handle_list_dispose(cg_handle_list *list);
+
+/** Find every resource of this group registered with `service_id` (replicas), by handle. */
+CG_EXTERN(int) cg_resource_find(cg_handle_list *out, cg_call *call, const char *service_id);
+
+/* ---- parts ---------------------------------------------------------------------------- */
+
+/**
+ * Read a part: from the call's own uncommitted writes, else the cache, else the repository
+ * (filling the cache). *out is a new reference the caller releases with cg_part_free().
+ * CG_ENOTFOUND when the resource does not exist.
+ */
+CG_EXTERN(int) cg_part_get(cg_part **out, cg_call *call, int64_t handle, cg_part_kind kind);
+
+/**
+ * Update a part conditionally: it succeeds only if the repository still holds
+ * `expected_version`; then the part's version becomes expected_version + 1, written to
+ * *new_version (may be NULL). `json` is the new body (must parse as JSON).
+ * CG_ESTALE when the version moved on: the cached copy is evicted, the call is rolled back,
+ * and cg_error_last() names the handle, part, expected and current version.
+ */
+CG_EXTERN(int)
+cg_part_update(int64_t *new_version, cg_call *call, int64_t handle, cg_part_kind kind,
+               int64_t expected_version, const char *json);
+
+/** As cg_part_update() with a cJSON body (printed; the caller keeps ownership of body). */
+CG_EXTERN(int)
+cg_part_update_json(int64_t *new_version, cg_call *call, int64_t handle, cg_part_kind kind,
+                    int64_t expected_version, const cJSON *body);
+
+/**
+ * A whole call that reads one part: the common request of a broker core, made cheap. Served
+ * from the cache when it can; else one round trip to the repository (BEGIN, SELECT and COMMIT
+ * pipelined together — still one transaction), filling the cache. *out as for cg_part_get().
+ */
+CG_EXTERN(int) cg_part_read(cg_part **out, cg_core *core, int64_t handle, cg_part_kind kind);
+
+/**
+ * Refresh-and-lock (e-Speak design §2.7.3): read the part from the repository with
+ * SELECT ... FOR UPDATE, refresh the cache with it, and keep the row locked until the call
+ * ends, so an update based on *out cannot be stale. *out as for cg_part_get().
+ */
+CG_EXTERN(int) cg_part_lock(cg_part **out, cg_call *call, int64_t handle, cg_part_kind kind);
+
+CG_EXTERN(int64_t) cg_part_version(const cg_part *part);
+CG_EXTERN(int64_t) cg_part_handle(const cg_part *part);
+CG_EXTERN(cg_part_kind) cg_part_kind_of(const cg_part *part);
+/** The body as JSON text, NUL-terminated; valid while the caller holds its reference. */
+CG_EXTERN(const char *) cg_part_body(const cg_part *part);
+CG_EXTERN(size_t) cg_part_body_len(const cg_part *part);
+/** The body parsed into a new cJSON tree the caller frees with cJSON_Delete(); NULL on OOM. */
+CG_EXTERN(cJSON *) cg_part_json(const cg_part *part);
+/** Release a reference. Accepts NULL. */
+CG_EXTERN(void) cg_part_free(cg_part *part);
+
+/* ---- names ---------------------------------------------------------------------------- */
+
+/** Bind `name` in `folder` to `target`. CG_EEXISTS if the name is taken (the call stays
+ *  usable), CG_ENOTFOUND if folder or target is missing, CG_EINVALID for a bad name (empty,
+ *  over 255 bytes, '/' or control characters) or a folder that is not a folder. */
+CG_EXTERN(int) cg_name_bind(cg_call *call, int64_t folder, const char *name, int64_t target);
+
+/** Remove a binding. CG_ENOTFOUND if it is not there. */
+CG_EXTERN(int) cg_name_unbind(cg_call *call, int64_t folder, const char *name);
+
+/** Resolve one name in a folder to its target handle. */
+CG_EXTERN(int) cg_name_lookup(int64_t *target, cg_call *call, int64_t folder, const char *name);
+
+typedef struct cg_name_entry {
+    char *name;
+    int64_t target;
+} cg_name_entry;
+typedef struct cg_name_list {
+    cg_name_entry *entries;
+    size_t n;
+} cg_name_list;
+
+/** List the bindings of a folder, by name. Free with cg_name_list_dispose(). */
+CG_EXTERN(int) cg_name_list_get(cg_name_list *out, cg_call *call, int64_t folder);
+CG_EXTERN(void) cg_name_list_dispose(cg_name_list *list);
+
+#endif

@@ -1,0 +1,918 @@
+/*
+ * test_call.c — calls against a real PostgreSQL: every operation, optimistic concurrency and
+ * its error detail, one transaction per call with the cache rolled back alongside (I3), the
+ * outbox and the publisher hook (nothing before commit, nothing for an abort: I6), the
+ * invalidation interface, the forced late-stale-fill interleaving (I4), cache strategies,
+ * fencing by incarnation, the retry helper, and bad input.
+ */
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+
+#include "core_internal.h"
+#include "testutil.h"
+
+static char *dsn;   /* superuser DSN of this suite's database */
+static PGconn *dba; /* superuser connection: the repository's truth, past RLS */
+
+static void setup(void)
+{
+    dsn = cgt_createdb("call", 1);
+    dba = cgt_connect(dsn);
+}
+
+static void teardown(void)
+{
+    PQfinish(dba);
+    free(dsn);
+}
+
+static int64_t create(cg_core *core, const char *state, const char *service_id)
+{
+    cg_call *call;
+    cg_resource_options o = CG_RESOURCE_OPTIONS_INIT;
+    int64_t h = -1;
+    o.state = state;
+    o.service_id = service_id;
+    o.specification = "{\"spec\":1}";
+    o.description = "{\"desc\":1}";
+    CGT_OK(cg_call_begin(&call, core));
+    CGT_OK(cg_resource_create(&h, call, &o));
+    CGT_OK(cg_call_commit(call));
+    return h;
+}
+
+/* The part's version in the repository, read past every cache. */
+static int64_t db_version(const char *group, int64_t h, int kind)
+{
+    char sql[256], *v;
+    int64_t n;
+    snprintf(sql, sizeof(sql),
+             "SELECT coalesce((SELECT version FROM resource_parts WHERE group_id = '%s' AND "
+             "handle = %" PRId64 " AND part = '%s'), -1)",
+             group, h, cg_part_kind_name(kind));
+    v = cgt_query1(dba, sql);
+    n = strtoll(v, NULL, 10);
+    free(v);
+    return n;
+}
+
+static int64_t db_count(const char *sql)
+{
+    char *v = cgt_query1(dba, sql);
+    int64_t n = strtoll(v, NULL, 10);
+    free(v);
+    return n;
+}
+
+/* Get a part in a call of its own; returns its version and copies the body into body[]. */
+static int64_t get_part(cg_core *core, int64_t h, int kind, char *body, size_t bodysz)
+{
+    cg_call *call;
+    cg_part *p = NULL;
+    int64_t v;
+    CGT_OK(cg_call_begin(&call, core));
+    CGT_OK(cg_part_get(&p, call, h, (cg_part_kind)kind));
+    CGT_OK(cg_call_commit(call));
+    v = cg_part_version(p);
+    if (body)
+        snprintf(body, bodysz, "%s", cg_part_body(p));
+    cg_part_free(p);
+    return v;
+}
+
+static void update_part(cg_core *core, int64_t h, int kind, int64_t expected, const char *json)
+{
+    cg_call *call;
+    int64_t v = 0;
+    CGT_OK(cg_call_begin(&call, core));
+    CGT_OK(cg_part_update(&v, call, h, (cg_part_kind)kind, expected, json));
+    CGT_OK(cg_call_commit(call));
+    ck_assert_int_eq(v, expected + 1);
+}
+
+START_TEST(open_registers_the_core)
+{
+    cg_core *a = cgt_core_open(dsn, "reg-a", "g-open"), *again;
+    cg_core *lonely = cgt_core_open(dsn, "lonely", NULL);
+    ck_assert_str_eq(cg_core_group(a), "g-open");
+    ck_assert_str_eq(cg_core_group(lonely), "private.lonely");
+    ck_assert_int_eq(db_count("SELECT count(*) FROM resources WHERE group_id = 'g-open' AND "
+                              "handle = 0 AND kind = 'folder'"),
+                     1);
+    ck_assert_int_eq(db_count("SELECT count(*) FROM core_groups WHERE group_id IN ('g-open', "
+                              "'private.lonely')"),
+                     2);
+    ck_assert_int_eq(db_count("SELECT incarnation FROM cores WHERE core_name = 'reg-a'"),
+                     cg_core_incarnation(a));
+    cg_core_close(a);
+    ck_assert_int_eq(db_count("SELECT count(*) FROM cores WHERE core_name = 'reg-a' AND "
+                              "state = 'left'"),
+                     1);
+    again = cgt_core_open(dsn, "reg-a", "g-open");
+    ck_assert_int_eq(cg_core_incarnation(again), 2); /* a restart is a new incarnation */
+    cg_core_close(again);
+    cg_core_close(lonely);
+}
+END_TEST
+
+START_TEST(open_refuses_bad_input)
+{
+    cg_core *core = (cg_core *)1;
+    char *dir = cgt_tmpdir(), path[512], text[1024], *cdsn = cgt_core_dsn(dsn);
+    snprintf(path, sizeof(path), "%s/repository.ini", dir);
+    cgt_write_file(path, "[repository]\ndsn = x\n[core]\nname = a\ncolour = blue\n");
+    CGT_EXPECT(CG_EINVALID, cg_core_open(&core, path));
+    ck_assert_ptr_null(core);
+    ck_assert(strstr(cg_error_last()->message, "repository.ini:5: [core] colour: unknown key"));
+    /* a repository that refuses the connection: a retryable error after the attempts */
+    cgt_write_file(path, "[repository]\ndsn = host=127.0.0.1 port=1 dbname=x\n[core]\nname = "
+                         "a\n[retry]\nattempts = 1\ninterval_ms = 10\n");
+    CGT_EXPECT(CG_ERETRYABLE, cg_core_open(&core, path));
+    ck_assert(strstr(cg_error_last()->message, "cannot connect to the repository"));
+    /* and a good file opens */
+    snprintf(text, sizeof(text), "[repository]\ndsn = %s\n[core]\nname = from-file\ngroup = f\n",
+             cdsn);
+    cgt_write_file(path, text);
+    CGT_OK(cg_core_open(&core, path));
+    ck_assert_str_eq(cg_core_name(core), "from-file");
+    cg_core_close(core);
+    free(cdsn);
+    free(dir);
+}
+END_TEST
+
+START_TEST(resources_parts_and_replicas)
+{
+    cg_core *a = cgt_core_open(dsn, "crud", "g-crud");
+    cg_call *call;
+    cg_part *p;
+    cg_resource r;
+    cg_handle_list found;
+    char body[256];
+    cJSON *j;
+    int64_t h1 = create(a, "{\"n\":0}", "svc-x"), h2 = create(a, "{\"n\":5}", "svc-x");
+    int64_t h3 = create(a, NULL, NULL);
+
+    ck_assert_int_eq(get_part(a, h1, CG_PART_SPECIFICATION, body, sizeof(body)), 1);
+    ck_assert_str_eq(body, "{\"spec\": 1}");
+    ck_assert_int_eq(get_part(a, h3, CG_PART_STATE, body, sizeof(body)), 1);
+    ck_assert_str_eq(body, "{}");
+    update_part(a, h1, CG_PART_STATE, 1, "{\"n\":1}");
+    ck_assert_int_eq(get_part(a, h1, CG_PART_STATE, body, sizeof(body)), 2);
+    ck_assert_str_eq(body, "{\"n\":1}");
+    ck_assert_int_eq(db_version("g-crud", h1, CG_PART_STATE), 2);
+    ck_assert_int_eq(db_version("g-crud", h1, CG_PART_DESCRIPTION), 1); /* its own version */
+
+    CGT_OK(cg_call_begin(&call, a));
+    CGT_OK(cg_resource_get(&r, call, h1));
+    ck_assert_str_eq(r.kind, "service");
+    ck_assert_str_eq(r.service_id, "svc-x");
+    CGT_OK(cg_resource_find(&found, call, "svc-x"));
+    ck_assert_uint_eq(found.n, 2);
+    ck_assert_int_eq(found.handles[0], h1);
+    ck_assert_int_eq(found.handles[1], h2);
+    cg_handle_list_dispose(&found);
+    CGT_OK(cg_resource_find(&found, call, "svc-none"));
+    ck_assert_uint_eq(found.n, 0);
+    CGT_OK(cg_part_get(&p, call, h2, CG_PART_STATE));
+    j = cg_part_json(p);
+    ck_assert_int_eq(cJSON_GetObjectItem(j, "n")->valueint, 5);
+    cJSON_Delete(j);
+    cg_part_free(p);
+    CGT_OK(cg_resource_delete(call, h2));
+    CGT_EXPECT(CG_ENOTFOUND, cg_part_get(&p, call, h2, CG_PART_STATE)); /* own delete */
+    CGT_OK(cg_call_commit(call));
+
+    CGT_OK(cg_call_begin(&call, a));
+    CGT_EXPECT(CG_ENOTFOUND, cg_part_get(&p, call, h2, CG_PART_STATE));
+    CGT_EXPECT(CG_ENOTFOUND, cg_resource_get(&r, call, h2));
+    CGT_EXPECT(CG_ENOTFOUND, cg_resource_delete(call, h2));
+    CGT_EXPECT(CG_EINVALID, cg_resource_delete(call, CG_ROOT_FOLDER));
+    cg_call_abort(call);
+    ck_assert_int_eq(db_count("SELECT count(*) FROM resource_parts WHERE handle = 0"), 0);
+    cg_core_close(a);
+}
+END_TEST
+
+START_TEST(one_read_calls)
+{
+    cg_core *a = cgt_core_open(dsn, "read-a", "g-read");
+    int64_t h = create(a, "{\"n\":3}", NULL);
+    cg_core_stats s1, s2;
+    cg_part *p;
+
+    cg_core_stats_get(a, &s1);
+    CGT_OK(cg_part_read(&p, a, h, CG_PART_STATE)); /* a miss: one round trip */
+    ck_assert_int_eq(cg_part_version(p), 1);
+    ck_assert_str_eq(cg_part_body(p), "{\"n\": 3}");
+    cg_part_free(p);
+    CGT_OK(cg_part_read(&p, a, h, CG_PART_STATE)); /* now a hit */
+    cg_part_free(p);
+    cg_core_stats_get(a, &s2);
+    ck_assert_uint_eq(s2.repository_reads, s1.repository_reads + 1);
+    ck_assert_uint_eq(s2.cache_hits, s1.cache_hits + 1);
+    ck_assert_uint_eq(s2.calls_committed, s1.calls_committed + 2);
+    CGT_EXPECT(CG_ENOTFOUND, cg_part_read(&p, a, 987654, CG_PART_STATE));
+    ck_assert_ptr_null(p);
+    CGT_EXPECT(CG_EINVALID, cg_part_read(&p, a, h, (cg_part_kind)9));
+    /* the connection is left clean: a writing call right after works */
+    update_part(a, h, CG_PART_STATE, 1, "{\"n\":4}");
+    CGT_OK(cg_part_read(&p, a, h, CG_PART_STATE));
+    ck_assert_int_eq(cg_part_version(p), 2);
+    cg_part_free(p);
+    cg_core_close(a);
+}
+END_TEST
+
+START_TEST(own_writes_are_visible_only_to_the_call)
+{
+    cg_core *a = cgt_core_open(dsn, "own-a", "g-own"), *b = cgt_core_open(dsn, "own-b", "g-own");
+    int64_t h = create(a, "{\"n\":0}", NULL), v;
+    cg_call *call;
+    cg_part *p;
+    CGT_OK(cg_call_begin(&call, a));
+    CGT_OK(cg_part_update(&v, call, h, CG_PART_STATE, 1, "{\"n\":1}"));
+    CGT_OK(cg_part_get(&p, call, h, CG_PART_STATE));
+    ck_assert_int_eq(cg_part_version(p), 2);
+    ck_assert_str_eq(cg_part_body(p), "{\"n\":1}");
+    cg_part_free(p);
+    ck_assert_int_eq(get_part(b, h, CG_PART_STATE, NULL, 0), 1); /* not committed yet */
+    CGT_OK(cg_call_commit(call));
+    ck_assert_int_eq(get_part(a, h, CG_PART_STATE, NULL, 0), 2);
+    cg_core_close(a);
+    cg_core_close(b);
+}
+END_TEST
+
+START_TEST(names_in_folders)
+{
+    cg_core *a = cgt_core_open(dsn, "names", "g-names");
+    int64_t s1 = create(a, NULL, NULL), s2 = create(a, NULL, NULL), folder, target = -1;
+    cg_resource_options fo = CG_RESOURCE_OPTIONS_INIT;
+    cg_name_list list;
+    cg_call *call;
+
+    fo.kind = "folder";
+    CGT_OK(cg_call_begin(&call, a));
+    CGT_OK(cg_resource_create(&folder, call, &fo));
+    CGT_OK(cg_name_bind(call, CG_ROOT_FOLDER, "zeta", s1));
+    CGT_OK(cg_name_bind(call, CG_ROOT_FOLDER, "alpha", s2));
+    CGT_OK(cg_name_bind(call, CG_ROOT_FOLDER, "sub", folder));
+    CGT_OK(cg_name_bind(call, folder, "inner", s1));
+    /* a taken name is "exists", and the call goes on */
+    CGT_EXPECT(CG_EEXISTS, cg_name_bind(call, CG_ROOT_FOLDER, "zeta", s2));
+    CGT_EXPECT(CG_EINVALID, cg_name_bind(call, s1, "x", s2)); /* s1 is not a folder */
+    CGT_EXPECT(CG_ENOTFOUND, cg_name_bind(call, 999999, "x", s2));
+    CGT_EXPECT(CG_ENOTFOUND, cg_name_bind(call, CG_ROOT_FOLDER, "x", 999999));
+    CGT_OK(cg_call_commit(call));
+
+    CGT_OK(cg_call_begin(&call, a));
+    CGT_OK(cg_name_list_get(&list, call, CG_ROOT_FOLDER));
+    ck_assert_uint_eq(list.n, 3);
+    ck_assert_str_eq(list.entries[0].name, "alpha");
+    ck_assert_int_eq(list.entries[0].target, s2);
+    ck_assert_str_eq(list.entries[2].name, "zeta");
+    cg_name_list_dispose(&list);
+    CGT_OK(cg_name_lookup(&target, call, folder, "inner"));
+    ck_assert_int_eq(target, s1);
+    CGT_OK(cg_name_unbind(call, CG_ROOT_FOLDER, "alpha"));
+    CGT_EXPECT(CG_ENOTFOUND, cg_name_unbind(call, CG_ROOT_FOLDER, "alpha"));
+    CGT_EXPECT(CG_ENOTFOUND, cg_name_lookup(&target, call, CG_ROOT_FOLDER, "alpha"));
+    CGT_EXPECT(CG_EINVALID, cg_name_list_get(&list, call, s1));
+    CGT_EXPECT(CG_ENOTFOUND, cg_name_list_get(&list, call, 999999));
+    CGT_OK(cg_call_commit(call));
+    /* deleting a resource removes the names bound to it */
+    CGT_OK(cg_call_begin(&call, a));
+    CGT_OK(cg_resource_delete(call, s1));
+    CGT_OK(cg_name_list_get(&list, call, CG_ROOT_FOLDER));
+    ck_assert_uint_eq(list.n, 1);
+    ck_assert_str_eq(list.entries[0].name, "sub");
+    cg_name_list_dispose(&list);
+    CGT_OK(cg_name_list_get(&list, call, folder));
+    ck_assert_uint_eq(list.n, 0);
+    CGT_OK(cg_call_commit(call));
+    cg_core_close(a);
+}
+END_TEST
+
+START_TEST(stale_update_is_named_evicted_and_rolled_back)
+{
+    cg_core *a = cgt_core_open(dsn, "stale-a", "g-stale"),
+            *b = cgt_core_open(dsn, "stale-b", "g-stale");
+    int64_t h = create(a, "{\"n\":0}", NULL), other = create(a, "{\"n\":0}", NULL), v;
+    cg_core_stats st;
+    cg_call *call;
+    cg_part *p;
+    const cg_error *e;
+
+    ck_assert_int_eq(get_part(a, h, CG_PART_STATE, NULL, 0), 1); /* cached at version 1 */
+    update_part(b, h, CG_PART_STATE, 1, "{\"n\":10}");           /* a does not know */
+
+    CGT_OK(cg_call_begin(&call, a));
+    CGT_OK(cg_part_update(&v, call, other, CG_PART_STATE, 1, "{\"n\":1}"));
+    CGT_OK(cg_part_get(&p, call, h, CG_PART_STATE));
+    ck_assert_int_eq(cg_part_version(p), 1); /* the stale cached copy */
+    CGT_EXPECT(CG_ESTALE,
+               cg_part_update(&v, call, h, CG_PART_STATE, cg_part_version(p), "{\"n\":2}"));
+    cg_part_free(p);
+    e = cg_error_last();
+    ck_assert_int_eq(e->handle, h);
+    ck_assert_int_eq(e->part, CG_PART_STATE);
+    ck_assert_int_eq(e->expected_version, 1);
+    ck_assert_int_eq(e->actual_version, 2);
+    ck_assert_msg(strstr(e->message, "expected version 1, the repository has 2") &&
+                      strstr(e->message, "part state"),
+                  "%s", e->message);
+    /* the call is over: further operations and commit repeat the stale error */
+    CGT_EXPECT(CG_ESTALE, cg_part_get(&p, call, h, CG_PART_STATE));
+    CGT_EXPECT(CG_ESTALE, cg_call_commit(call));
+    ck_assert_int_eq(db_version("g-stale", other, CG_PART_STATE), 1); /* rolled back */
+
+    cg_core_stats_get(a, &st);
+    ck_assert_uint_eq(st.stale_errors, 1);
+    /* evicted at once: the next read goes to the repository and sees version 2 */
+    ck_assert_int_eq(get_part(a, h, CG_PART_STATE, NULL, 0), 2);
+    cg_core_close(a);
+    cg_core_close(b);
+}
+END_TEST
+
+static int published;
+static int64_t published_seq[16];
+static char visible_at_publish[16][8];
+
+/* The publisher hook: records the batch, and checks the change is already committed by
+ * reading it through the superuser connection (a separate session). */
+static void record_publish(void *ctx, const cg_inval_batch *b)
+{
+    char sql[256], *v;
+    (void)ctx;
+    snprintf(sql, sizeof(sql),
+             "SELECT version = %" PRId64 " FROM resource_parts WHERE group_id = '%s' AND handle "
+             "= %" PRId64 " AND part = '%s'",
+             b->items[0].version, b->group, b->items[0].handle,
+             cg_part_kind_name(b->items[0].kind));
+    v = cgt_query1(dba, sql);
+    if (published < 16) {
+        published_seq[published] = b->seq;
+        snprintf(visible_at_publish[published], 8, "%s", v);
+    }
+    published++;
+    free(v);
+}
+
+START_TEST(call_rolls_back_with_its_cache)
+{
+    /* A call updates three parts, then fails on the fourth: repository, outbox and both
+     * cores' caches are exactly as before, and nothing is published (I3, I6). */
+    cg_core *a = cgt_core_open(dsn, "rb-a", "g-rb"), *b = cgt_core_open(dsn, "rb-b", "g-rb");
+    int64_t h = create(a, "{\"s\":0}", NULL), h2 = create(a, "{\"n\":0}", NULL), v, seq0;
+    char body[128];
+    cg_call *call;
+    int k;
+
+    for (k = 0; k < CG_PART_COUNT; k++) { /* cache everything on both cores */
+        get_part(a, h, k, NULL, 0);
+        get_part(b, h, k, NULL, 0);
+    }
+    update_part(b, h2, CG_PART_STATE, 1, "{\"n\":1}"); /* makes a's copy of h2 stale */
+    seq0 = db_count("SELECT event_seq FROM core_groups WHERE group_id = 'g-rb'");
+    published = 0;
+    cg_core__set_publisher(a, record_publish, NULL);
+
+    CGT_OK(cg_call_begin(&call, a));
+    CGT_OK(cg_part_update(&v, call, h, CG_PART_SPECIFICATION, 1, "{\"s\":\"new\"}"));
+    CGT_OK(cg_part_update(&v, call, h, CG_PART_DESCRIPTION, 1, "{\"d\":\"new\"}"));
+    CGT_OK(cg_part_update(&v, call, h, CG_PART_STATE, 1, "{\"st\":\"new\"}"));
+    CGT_EXPECT(CG_ESTALE, cg_part_update(&v, call, h2, CG_PART_STATE, 1, "{\"n\":99}"));
+    CGT_EXPECT(CG_ESTALE, cg_call_commit(call));
+
+    for (k = 0; k < CG_PART_COUNT; k++) {
+        ck_assert_int_eq(db_version("g-rb", h, k), 1);
+        ck_assert_int_eq(get_part(a, h, k, body, sizeof(body)), 1);
+        ck_assert_msg(strstr(body, "new") == NULL, "%s", body);
+        ck_assert_int_eq(get_part(b, h, k, body, sizeof(body)), 1);
+        ck_assert_msg(strstr(body, "new") == NULL, "%s", body);
+    }
+    ck_assert_int_eq(db_count("SELECT event_seq FROM core_groups WHERE group_id = 'g-rb'"), seq0);
+    ck_assert_int_eq(db_count("SELECT count(*) FROM invalidations WHERE group_id = 'g-rb'"), seq0);
+    ck_assert_int_eq(published, 0);
+
+    /* the same with an explicit abort */
+    CGT_OK(cg_call_begin(&call, a));
+    CGT_OK(cg_part_update(&v, call, h, CG_PART_STATE, 1, "{\"st\":\"new\"}"));
+    cg_call_abort(call);
+    ck_assert_int_eq(db_version("g-rb", h, CG_PART_STATE), 1);
+    ck_assert_int_eq(get_part(a, h, CG_PART_STATE, body, sizeof(body)), 1);
+    ck_assert_int_eq(published, 0);
+    cg_core_close(a);
+    cg_core_close(b);
+}
+END_TEST
+
+START_TEST(outbox_numbers_and_publisher)
+{
+    cg_core *a = cgt_core_open(dsn, "ob-a", "g-ob");
+    int64_t h = create(a, "{\"n\":0}", NULL), h2 = create(a, "{\"n\":0}", NULL), v;
+    cg_call *call;
+    cg_part *p;
+    char *items;
+    int i;
+
+    published = 0;
+    cg_core__set_publisher(a, record_publish, NULL);
+    ck_assert_int_eq(db_count("SELECT count(*) FROM invalidations WHERE group_id = 'g-ob'"), 0);
+    for (i = 1; i <= 3; i++)
+        update_part(a, h, CG_PART_STATE, i, "{\"n\":1}");
+    CGT_OK(cg_call_begin(&call, a)); /* two parts in one call: one outbox row, two items */
+    CGT_OK(cg_part_update(&v, call, h2, CG_PART_STATE, 1, "{\"n\":1}"));
+    CGT_OK(cg_part_update(&v, call, h2, CG_PART_STATE, 2, "{\"n\":2}"));
+    CGT_OK(cg_part_update(&v, call, h2, CG_PART_SPECIFICATION, 1, "{}"));
+    CGT_OK(cg_call_commit(call));
+    CGT_OK(cg_call_begin(&call, a)); /* read-only: no row */
+    CGT_OK(cg_part_get(&p, call, h2, CG_PART_DESCRIPTION));
+    cg_part_free(p);
+    CGT_OK(cg_call_commit(call));
+
+    ck_assert_int_eq(db_count("SELECT count(*) FROM invalidations WHERE group_id = 'g-ob'"), 4);
+    ck_assert_int_eq(db_count("SELECT max(seq) FROM invalidations WHERE group_id = 'g-ob'"), 4);
+    ck_assert_int_eq(db_count("SELECT event_seq FROM core_groups WHERE group_id = 'g-ob'"), 4);
+    items = cgt_query1(dba, "SELECT items::text FROM invalidations WHERE group_id = 'g-ob' AND "
+                            "seq = 4");
+    {
+        char want[256];
+        snprintf(want, sizeof(want),
+                 "[{\"h\": %" PRId64 ", \"p\": \"state\", \"v\": 3}, {\"h\": %" PRId64
+                 ", \"p\": \"specification\", \"v\": 2}]",
+                 h2, h2);
+        ck_assert_str_eq(items, want);
+    }
+    free(items);
+    items = cgt_query1(dba, "SELECT origin_core || '/' || origin_incarnation FROM invalidations "
+                            "WHERE group_id = 'g-ob' AND seq = 1");
+    ck_assert_str_eq(items, "ob-a/1");
+    free(items);
+
+    ck_assert_int_eq(published, 4);
+    for (i = 0; i < 4; i++) {
+        ck_assert_int_eq(published_seq[i], i + 1);
+        ck_assert_str_eq(visible_at_publish[i], "t"); /* committed before it was published */
+    }
+    cg_core_close(a);
+}
+END_TEST
+
+typedef struct {
+    cg_core *core;
+    int64_t handle;
+    int errors;
+} seq_worker;
+
+static void *commit_many(void *arg)
+{
+    seq_worker *w = arg;
+    int i;
+    for (i = 0; i < 25; i++) {
+        cg_call *call;
+        cg_part *p = NULL;
+        int64_t v;
+        if (cg_call_begin(&call, w->core) < 0 ||
+            cg_part_lock(&p, call, w->handle, CG_PART_STATE) < 0 ||
+            cg_part_update(&v, call, w->handle, CG_PART_STATE, cg_part_version(p), "{}") < 0) {
+            w->errors++;
+            cg_part_free(p);
+            cg_call_abort(call);
+            continue;
+        }
+        cg_part_free(p);
+        if (cg_call_commit(call) < 0)
+            w->errors++;
+    }
+    return NULL;
+}
+
+START_TEST(event_numbers_are_gap_free_under_concurrency)
+{
+    cg_config *cfg = cgt_core_config(dsn, "gap", "g-gap");
+    cg_core *a;
+    pthread_t t[4];
+    seq_worker w[4];
+    int i;
+    cfg->pool_size = 4;
+    a = cgt_core_open_cfg(cfg);
+    for (i = 0; i < 4; i++) {
+        w[i] = (seq_worker){a, create(a, "{}", NULL), 0};
+        pthread_create(&t[i], NULL, commit_many, &w[i]);
+    }
+    for (i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        ck_assert_int_eq(w[i].errors, 0);
+    }
+    ck_assert_int_eq(db_count("SELECT count(*) FROM invalidations WHERE group_id = 'g-gap'"), 100);
+    ck_assert_int_eq(db_count("SELECT max(seq) - min(seq) + 1 FROM invalidations WHERE "
+                              "group_id = 'g-gap'"),
+                     100);
+    /* commit order: a later seq never has an earlier commit time */
+    ck_assert_int_eq(db_count("SELECT count(*) FROM (SELECT committed_at < lag(committed_at) "
+                              "OVER (ORDER BY seq) AS back FROM invalidations WHERE group_id = "
+                              "'g-gap') x WHERE back"),
+                     0);
+    cg_core_close(a);
+}
+END_TEST
+
+START_TEST(refresh_and_lock)
+{
+    cg_core *a = cgt_core_open(dsn, "lk-a", "g-lock"), *b = cgt_core_open(dsn, "lk-b", "g-lock");
+    int64_t h = create(a, "{\"n\":0}", NULL), v;
+    cg_core_stats before, after;
+    cg_call *call;
+    cg_part *p;
+
+    ck_assert_int_eq(get_part(a, h, CG_PART_STATE, NULL, 0), 1);
+    update_part(b, h, CG_PART_STATE, 1, "{\"n\":7}");
+    CGT_OK(cg_call_begin(&call, a));
+    CGT_OK(cg_part_lock(&p, call, h, CG_PART_STATE)); /* refreshes the stale copy */
+    ck_assert_int_eq(cg_part_version(p), 2);
+    ck_assert_str_eq(cg_part_body(p), "{\"n\": 7}");
+    CGT_OK(cg_part_update(&v, call, h, CG_PART_STATE, cg_part_version(p), "{\"n\":8}"));
+    cg_part_free(p);
+    CGT_OK(cg_call_commit(call));
+    ck_assert_int_eq(db_version("g-lock", h, CG_PART_STATE), 3);
+
+    /* the refreshed entry is served from the cache afterwards */
+    CGT_OK(cg_call_begin(&call, a));
+    CGT_OK(cg_part_lock(&p, call, h, CG_PART_STATE));
+    cg_part_free(p);
+    CGT_OK(cg_call_commit(call));
+    cg_core_stats_get(a, &before);
+    ck_assert_int_eq(get_part(a, h, CG_PART_STATE, NULL, 0), 3);
+    cg_core_stats_get(a, &after);
+    ck_assert_uint_eq(after.repository_reads, before.repository_reads);
+    ck_assert_uint_eq(after.cache_hits, before.cache_hits + 1);
+    cg_core_close(a);
+    cg_core_close(b);
+}
+END_TEST
+
+START_TEST(invalidation_interface)
+{
+    cg_core *a = cgt_core_open(dsn, "iv-a", "g-iv"), *b = cgt_core_open(dsn, "iv-b", "g-iv");
+    int64_t h = create(a, "{\"n\":0}", NULL);
+    cg_inval_item item;
+    cg_core_stats st;
+
+    ck_assert_int_eq(get_part(a, h, CG_PART_STATE, NULL, 0), 1);
+    update_part(b, h, CG_PART_STATE, 1, "{\"n\":1}");
+    ck_assert_int_eq(get_part(a, h, CG_PART_STATE, NULL, 0), 1); /* stale: nobody told a */
+    item = (cg_inval_item){h, CG_PART_STATE, 2};
+    cg_core__invalidate(a, &item, 1);
+    ck_assert_int_eq(get_part(a, h, CG_PART_STATE, NULL, 0), 2);
+
+    /* an invalidation for a version a already has keeps the entry */
+    cg_core_stats_get(a, &st);
+    cg_core__invalidate(a, &item, 1);
+    ck_assert_int_eq(get_part(a, h, CG_PART_STATE, NULL, 0), 2);
+    {
+        cg_core_stats st2;
+        cg_core_stats_get(a, &st2);
+        ck_assert_uint_eq(st2.repository_reads, st.repository_reads);
+    }
+    /* reset forgets the group */
+    cg_core__reset(a);
+    cg_core_stats_get(a, &st);
+    ck_assert_uint_eq(st.cache_entries, 0);
+    ck_assert_uint_eq(st.cache_resets, 1);
+    ck_assert_int_eq(get_part(a, h, CG_PART_STATE, NULL, 0), 2);
+    cg_core_close(a);
+    cg_core_close(b);
+}
+END_TEST
+
+START_TEST(late_stale_fill_is_refused)
+{
+    /* The fixed interleaving that bit Hibernate and Pulsar users:
+     *   1. a's reader takes its ticket and reads version 1 from the repository;
+     *   2. b commits version 2, and a hears the invalidation for version 2;
+     *   3. a's reader, late, offers version 1 to the cache.
+     * The fill must be refused and a must serve version 2. */
+    cg_core *a = cgt_core_open(dsn, "lsf-a", "g-lsf"), *b = cgt_core_open(dsn, "lsf-b", "g-lsf");
+    int64_t h = create(a, "{\"n\":0}", NULL);
+    cg_conn *reader;
+    cg_part *old = NULL;
+    cg_inval_item item = {h, CG_PART_STATE, 2};
+    cg_core_stats st;
+    uint64_t ticket;
+
+    CGT_OK(cg_repo_connect(&reader, a->cfg, "late-reader"));
+    ticket = cg_cache_ticket(a->cache, h, CG_PART_STATE);
+    CGT_OK(cg_repo_part_get(&old, reader, "g-lsf", h, CG_PART_STATE, 0));
+    ck_assert_int_eq(cg_part_version(old), 1);
+    cg_repo_rollback(reader);
+
+    update_part(b, h, CG_PART_STATE, 1, "{\"n\":2}");
+    cg_core__invalidate(a, &item, 1);
+
+    ck_assert_int_eq(cg_cache_fill(a->cache, old, ticket), 0);
+    cg_core_stats_get(a, &st);
+    ck_assert_uint_ge(st.cache_fills_refused, 1);
+    ck_assert_int_eq(get_part(a, h, CG_PART_STATE, NULL, 0), 2);
+    /* and once version 2 was served, version 1 is never accepted again */
+    ck_assert_int_eq(cg_cache_fill(a->cache, old, cg_cache_ticket(a->cache, h, CG_PART_STATE)), 0);
+    ck_assert_int_eq(get_part(a, h, CG_PART_STATE, NULL, 0), 2);
+    cg_part_free(old);
+    cg_repo_close(reader);
+    cg_core_close(a);
+    cg_core_close(b);
+}
+END_TEST
+
+typedef struct {
+    cg_core *other;
+    int64_t handle;
+    int calls;
+} race_arg;
+
+/* Reads, lets another core win the race on the first attempt, then updates. */
+static int increment_once(cg_call *call, void *arg)
+{
+    race_arg *r = arg;
+    cg_part *p;
+    int64_t v;
+    int err;
+    if ((err = cg_part_get(&p, call, r->handle, CG_PART_STATE)) < 0)
+        return err;
+    if (r->calls++ == 0)
+        update_part(r->other, r->handle, CG_PART_STATE, cg_part_version(p), "{\"n\":100}");
+    err = cg_part_update(&v, call, r->handle, CG_PART_STATE, cg_part_version(p), "{\"n\":101}");
+    cg_part_free(p);
+    return err;
+}
+
+/* Move a part one version on from another core, whatever that core had cached. */
+static void bump(cg_core *core, int64_t h)
+{
+    cg_call *call;
+    cg_part *p;
+    int64_t v;
+    CGT_OK(cg_call_begin(&call, core));
+    CGT_OK(cg_part_lock(&p, call, h, CG_PART_STATE));
+    CGT_OK(cg_part_update(&v, call, h, CG_PART_STATE, cg_part_version(p), "{\"n\":0}"));
+    cg_part_free(p);
+    CGT_OK(cg_call_commit(call));
+}
+
+/* Reads, then the other core moves on before every update: always stale. */
+static int always_stale(cg_call *call, void *arg)
+{
+    race_arg *r = arg;
+    cg_part *p;
+    int64_t v;
+    int err;
+    r->calls++;
+    if ((err = cg_part_get(&p, call, r->handle, CG_PART_STATE)) < 0)
+        return err;
+    bump(r->other, r->handle);
+    err = cg_part_update(&v, call, r->handle, CG_PART_STATE, cg_part_version(p), "{\"n\":1}");
+    cg_part_free(p);
+    return err;
+}
+
+START_TEST(retry_helper_reruns_stale_calls)
+{
+    cg_core *a = cgt_core_open(dsn, "rt-a", "g-rt"), *b = cgt_core_open(dsn, "rt-b", "g-rt");
+    race_arg r = {b, create(a, "{\"n\":0}", NULL), 0};
+    cg_retry_options o = CG_RETRY_OPTIONS_INIT;
+    int attempts = 0;
+    ck_assert_int_eq(get_part(a, r.handle, CG_PART_STATE, NULL, 0), 1);
+    CGT_OK(cg_call_run(a, increment_once, &r, &o, &attempts));
+    ck_assert_int_eq(attempts, 2);
+    ck_assert_int_eq(db_version("g-rt", r.handle, CG_PART_STATE), 3);
+    /* bounded: when the other core always wins, the helper gives up after max_attempts */
+    o.max_attempts = 3;
+    o.base_delay_ms = 1;
+    r.calls = -1000; /* never let increment_once's first-attempt branch run */
+    {
+        race_arg loser = {b, r.handle, 0};
+        CGT_EXPECT(CG_ESTALE, cg_call_run(a, always_stale, &loser, &o, &attempts));
+        ck_assert_int_eq(attempts, 3);
+        ck_assert_int_eq(loser.calls, 3);
+    }
+    cg_core_close(a);
+    cg_core_close(b);
+}
+END_TEST
+
+START_TEST(fenced_incarnation_cannot_write)
+{
+    cg_core *old = cgt_core_open(dsn, "fenced", "g-fence");
+    int64_t h = create(old, "{\"n\":0}", NULL), v;
+    cg_core *successor = cgt_core_open(dsn, "fenced", "g-fence"); /* same name: new incarnation */
+    cg_call *call;
+    ck_assert_int_eq(cg_core_incarnation(successor), cg_core_incarnation(old) + 1);
+    CGT_OK(cg_call_begin(&call, old));
+    CGT_OK(cg_part_update(&v, call, h, CG_PART_STATE, 1, "{\"n\":1}"));
+    CGT_EXPECT(CG_EFENCED, cg_call_commit(call));
+    ck_assert(strstr(cg_error_last()->message, "is fenced"));
+    ck_assert_str_eq(cg_error_last()->sqlstate, "CGF01");
+    ck_assert_int_eq(db_version("g-fence", h, CG_PART_STATE), 1);
+    update_part(successor, h, CG_PART_STATE, 1, "{\"n\":1}");
+    cg_core_close(old);
+    cg_core_close(successor);
+}
+END_TEST
+
+START_TEST(cache_strategies)
+{
+    cg_config *cfg;
+    cg_core *vc, *none, *ttl, *w = cgt_core_open(dsn, "st-w", "g-st");
+    int64_t h = create(w, "{\"n\":0}", NULL);
+    cg_core_stats s1, s2;
+
+    cfg = cgt_core_config(dsn, "st-vc", "g-st");
+    cfg->strategy = CG_CACHE_VERSION_CHECK;
+    vc = cgt_core_open_cfg(cfg);
+    cfg = cgt_core_config(dsn, "st-none", "g-st");
+    cfg->strategy = CG_CACHE_NONE;
+    none = cgt_core_open_cfg(cfg);
+    cfg = cgt_core_config(dsn, "st-ttl", "g-st");
+    cfg->ttl_ms = 150;
+    ttl = cgt_core_open_cfg(cfg);
+
+    ck_assert_int_eq(get_part(vc, h, CG_PART_STATE, NULL, 0), 1);
+    ck_assert_int_eq(get_part(ttl, h, CG_PART_STATE, NULL, 0), 1);
+    cg_core_stats_get(none, &s1);
+    ck_assert_int_eq(get_part(none, h, CG_PART_STATE, NULL, 0), 1);
+    ck_assert_int_eq(get_part(none, h, CG_PART_STATE, NULL, 0), 1);
+    cg_core_stats_get(none, &s2);
+    ck_assert_uint_eq(s2.repository_reads, s1.repository_reads + 2);
+    ck_assert_uint_eq(s2.cache_entries, 0);
+
+    update_part(w, h, CG_PART_STATE, 1, "{\"n\":1}");
+    ck_assert_int_eq(get_part(vc, h, CG_PART_STATE, NULL, 0), 2);   /* version check sees it */
+    ck_assert_int_eq(get_part(none, h, CG_PART_STATE, NULL, 0), 2); /* always queries */
+    ck_assert_int_eq(get_part(ttl, h, CG_PART_STATE, NULL, 0), 1);  /* cached, not expired */
+    usleep(300000);
+    ck_assert_int_eq(get_part(ttl, h, CG_PART_STATE, NULL, 0), 2); /* expired */
+    cg_core_stats_get(ttl, &s1);
+    ck_assert_uint_ge(s1.cache_expirations, 1);
+    cg_core_close(vc);
+    cg_core_close(none);
+    cg_core_close(ttl);
+    cg_core_close(w);
+}
+END_TEST
+
+START_TEST(bad_input_gets_clear_errors)
+{
+    cg_core *a = cgt_core_open(dsn, "bad-a", "g-bad"), *x = cgt_core_open(dsn, "bad-x", "g-other");
+    int64_t h = create(a, "{\"n\":0}", NULL), xh = create(x, "{\"secret\":1}", NULL), v;
+    cg_resource_options o = CG_RESOURCE_OPTIONS_INIT;
+    char longname[300];
+    cg_call *call;
+    cg_part *p;
+
+    memset(longname, 'n', sizeof(longname) - 1);
+    longname[sizeof(longname) - 1] = '\0';
+    CGT_OK(cg_call_begin(&call, a));
+    CGT_EXPECT(CG_EINVALID, cg_name_bind(call, CG_ROOT_FOLDER, NULL, h));
+    CGT_EXPECT(CG_EINVALID, cg_name_bind(call, CG_ROOT_FOLDER, "", h));
+    CGT_EXPECT(CG_EINVALID, cg_name_bind(call, CG_ROOT_FOLDER, longname, h));
+    ck_assert(strstr(cg_error_last()->message, "at most 255"));
+    CGT_EXPECT(CG_EINVALID, cg_name_bind(call, CG_ROOT_FOLDER, "a/b", h));
+    CGT_EXPECT(CG_EINVALID, cg_name_bind(call, CG_ROOT_FOLDER, "tab\there", h));
+    CGT_EXPECT(CG_EINVALID, cg_part_update(&v, call, h, CG_PART_STATE, 1, "{\"n\":"));
+    ck_assert(strstr(cg_error_last()->message, "not valid JSON"));
+    CGT_EXPECT(CG_EINVALID, cg_part_update(&v, call, h, CG_PART_STATE, 1, NULL));
+    CGT_EXPECT(CG_EINVALID, cg_part_update(&v, call, h, CG_PART_STATE, -1, "{}"));
+    ck_assert(strstr(cg_error_last()->message, "versions start at 1"));
+    CGT_EXPECT(CG_EINVALID, cg_part_update(&v, call, h, CG_PART_STATE, 0, "{}"));
+    CGT_EXPECT(CG_EINVALID, cg_part_get(&p, call, -5, CG_PART_STATE));
+    CGT_EXPECT(CG_EINVALID, cg_part_get(&p, call, h, (cg_part_kind)7));
+    CGT_EXPECT(CG_ENOTFOUND, cg_part_get(&p, call, 987654321, CG_PART_STATE));
+    CGT_EXPECT(CG_ENOTFOUND, cg_part_update(&v, call, 987654321, CG_PART_STATE, 1, "{}"));
+    /* a handle of another group does not exist here */
+    CGT_EXPECT(CG_ENOTFOUND, cg_part_get(&p, call, xh, CG_PART_STATE));
+    CGT_EXPECT(CG_ENOTFOUND, cg_part_update(&v, call, xh, CG_PART_STATE, 1, "{\"stolen\":1}"));
+    o.kind = "Bad Kind";
+    CGT_EXPECT(CG_EINVALID, cg_resource_create(&v, call, &o));
+    o.kind = NULL;
+    o.state = "[unclosed";
+    CGT_EXPECT(CG_EINVALID, cg_resource_create(&v, call, &o));
+    ck_assert(strstr(cg_error_last()->message, "state: body is not valid JSON"));
+    o.state = NULL;
+    o.service_id = longname;
+    CGT_EXPECT(CG_EINVALID, cg_resource_create(&v, call, &o));
+    /* none of that ended the call */
+    CGT_OK(cg_part_update(&v, call, h, CG_PART_STATE, 1, "{\"n\":1}"));
+    CGT_OK(cg_call_commit(call));
+    ck_assert_int_eq(db_version("g-other", xh, CG_PART_STATE), 1);
+    ck_assert_int_eq(db_version("g-bad", h, CG_PART_STATE), 2);
+    CGT_EXPECT(CG_EINVALID, cg_part_kind_parse((cg_part_kind *)&v, "colour"));
+    cg_core_close(a);
+    cg_core_close(x);
+}
+END_TEST
+
+typedef struct {
+    cg_core *core;
+    int failures;
+} thread_arg;
+
+static void *own_resources(void *arg)
+{
+    thread_arg *t = arg;
+    int i;
+    for (i = 0; i < 40; i++) {
+        cg_call *call;
+        cg_part *p = NULL;
+        int64_t h, v;
+        cg_resource_options o = CG_RESOURCE_OPTIONS_INIT;
+        if (cg_call_begin(&call, t->core) < 0 || cg_resource_create(&h, call, &o) < 0 ||
+            cg_part_update(&v, call, h, CG_PART_STATE, 1, "{\"x\":1}") < 0 ||
+            cg_call_commit(call) < 0) {
+            t->failures++;
+            continue;
+        }
+        if (cg_call_begin(&call, t->core) < 0 || cg_part_get(&p, call, h, CG_PART_STATE) < 0 ||
+            cg_part_version(p) != 2)
+            t->failures++;
+        cg_part_free(p);
+        cg_call_commit(call);
+    }
+    return NULL;
+}
+
+START_TEST(threads_share_a_core)
+{
+    cg_config *cfg = cgt_core_config(dsn, "threads", "g-threads");
+    cg_core *a;
+    pthread_t t[8];
+    thread_arg args[8];
+    cg_core_stats st;
+    int i;
+    cfg->pool_size = 3; /* fewer connections than threads: calls wait for one */
+    a = cgt_core_open_cfg(cfg);
+    for (i = 0; i < 8; i++) {
+        args[i] = (thread_arg){a, 0};
+        pthread_create(&t[i], NULL, own_resources, &args[i]);
+    }
+    for (i = 0; i < 8; i++) {
+        pthread_join(t[i], NULL);
+        ck_assert_int_eq(args[i].failures, 0);
+    }
+    cg_core_stats_get(a, &st);
+    ck_assert_uint_eq(st.calls_committed, 8 * 40 * 2);
+    ck_assert_int_le(db_count("SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                              "'threads'"),
+                     3);
+    cg_core_close(a);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("call");
+    TCase *tc;
+
+    tc = tcase_create("core");
+    tcase_add_unchecked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, open_registers_the_core);
+    tcase_add_test(tc, open_refuses_bad_input);
+    tcase_add_test(tc, threads_share_a_core);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("operations");
+    tcase_add_unchecked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, resources_parts_and_replicas);
+    tcase_add_test(tc, own_writes_are_visible_only_to_the_call);
+    tcase_add_test(tc, one_read_calls);
+    tcase_add_test(tc, names_in_folders);
+    tcase_add_test(tc, refresh_and_lock);
+    tcase_add_test(tc, bad_input_gets_clear_errors);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("consistency");
+    tcase_add_unchecked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, stale_update_is_named_evicted_and_rolled_back);
+    tcase_add_test(tc, call_rolls_back_with_its_cache);
+    tcase_add_test(tc, late_stale_fill_is_refused);
+    tcase_add_test(tc, retry_helper_reruns_stale_calls);
+    tcase_add_test(tc, fenced_incarnation_cannot_write);
+    tcase_add_test(tc, cache_strategies);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("outbox");
+    tcase_add_unchecked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, outbox_numbers_and_publisher);
+    tcase_add_test(tc, event_numbers_are_gap_free_under_concurrency);
+    tcase_add_test(tc, invalidation_interface);
+    suite_add_tcase(s, tc);
+    return cgt_run_suite(s);
+}
