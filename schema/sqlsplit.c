@@ -92,12 +92,14 @@ static size_t skip_blank(const char *t, size_t i, size_t end)
     return i;
 }
 
-static int transaction_control(const char *s)
+/* Whether the statement s[0..len) starts with a transaction-control keyword. The text is not
+ * NUL-terminated: a last statement ending in its first word ends at the end of the buffer. */
+static int transaction_control(const char *s, size_t len)
 {
     static const char *words[] = {"BEGIN", "COMMIT",    "ROLLBACK", "START",
                                   "END",   "SAVEPOINT", "RELEASE",  "ABORT"};
     size_t i, n = 0;
-    while (is_ident_char(s[n]))
+    while (n < len && is_ident_char(s[n]))
         n++;
     for (i = 0; i < sizeof(words) / sizeof(words[0]); i++)
         if (strlen(words[i]) == n && strncasecmp(s, words[i], n) == 0)
@@ -114,7 +116,7 @@ static int emit(splitter *sp, size_t start, size_t end)
         return 0; /* only blanks and comments */
     while (end > first && isspace((unsigned char)sp->text[end - 1]))
         end--;
-    if (transaction_control(sp->text + first))
+    if (transaction_control(sp->text + first, end - first))
         return cg_error_set(CG_EINVALID, CG_ERRCLASS_MIGRATION,
                             "%s:%d: transaction control is not allowed in a migration (the runner "
                             "runs each migration in its own transaction)",

@@ -76,6 +76,28 @@ START_TEST(empty_and_comments_only)
 }
 END_TEST
 
+START_TEST(keyword_at_the_very_end_is_not_overread)
+{
+    /* Found by fuzz_sqlsplit: a first word ending exactly at the end of an input that is not
+     * NUL-terminated was read one byte past it. An exact-size heap copy lets the sanitizer
+     * build catch any read beyond. */
+    static const char text[] = "SELECT 1;\nBEGIN";
+    char *exact = malloc(sizeof(text) - 1);
+    cg_sql_script s;
+    memcpy(exact, text, sizeof(text) - 1);
+    ck_assert_int_eq(cg_sql_split(&s, exact, sizeof(text) - 1, "m.sql"), CG_EINVALID);
+    ck_assert(strstr(cg_error_last()->message, "m.sql:2: transaction control") != NULL);
+    free(exact);
+    exact = malloc(16);
+    memcpy(exact, "SELECT 1;\nVALUES", 16);
+    ck_assert_int_eq(cg_sql_split(&s, exact, 16, "m.sql"), 0);
+    ck_assert_uint_eq(s.n, 2);
+    ck_assert_str_eq(s.stmts[1].sql, "VALUES");
+    cg_sql_script_dispose(&s);
+    free(exact);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("sqlsplit");
@@ -86,6 +108,7 @@ int main(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("malformed");
     tcase_add_test(tc, malformed);
+    tcase_add_test(tc, keyword_at_the_very_end_is_not_overread);
     suite_add_tcase(s, tc);
     return cgt_run_suite(s);
 }
