@@ -4,10 +4,11 @@
 # Installs missing Debian packages, checks the formatting (clang-format), builds with warnings
 # as errors and runs every Check suite through ctest against a private PostgreSQL cluster that
 # the harness creates and removes; then builds again with AddressSanitizer and
-# UndefinedBehaviorSanitizer and runs the suite once more.
+# UndefinedBehaviorSanitizer and runs the suite once more, and last runs each libFuzzer target
+# (bus messages, repository.ini, migration files) for 15 seconds on its seed corpus.
 #
 #   ./run-tests.sh            everything (this is what CI runs)
-#   ./run-tests.sh --quick    skip the sanitizer pass
+#   ./run-tests.sh --quick    skip the sanitizer pass and the fuzzers
 # Extra arguments after -- go to ctest (for example: -- -R migrate).
 # Exit status: 0 when every step passed, else the first failing step's status.
 set -euo pipefail
@@ -34,7 +35,7 @@ cg_install_packages
 echo "==> checking the format of every C file (clang-format --dry-run -Werror)"
 git ls-files '*.c' '*.h' | xargs clang-format --dry-run -Werror
 
-cg_build build -DCG_WERROR=ON
+cg_build build -DCG_WERROR=ON -DCG_TEST_HOOKS=ON
 # check_summary DIR: every Check suite's own count of the tests it ran.
 check_summary() {
   echo "==> Check suites ($1):"
@@ -47,10 +48,12 @@ echo "==> running the test suite"
 check_summary build
 
 if [ "$quick" = 0 ]; then
-  cg_build build-asan -DCG_WERROR=ON -DCG_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+  cg_build build-asan -DCG_WERROR=ON -DCG_SANITIZE=ON -DCG_TEST_HOOKS=ON -DCMAKE_BUILD_TYPE=Debug
   echo "==> running the test suite under AddressSanitizer + UndefinedBehaviorSanitizer"
   (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure "${ctest_args[@]}")
   check_summary build-asan
+  echo "==> fuzzing every decoder of outside input for a bounded time (libFuzzer, clang)"
+  tests/fuzz/run-fuzzers.sh 15
 fi
 echo "==> all tests passed"

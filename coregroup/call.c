@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
@@ -316,7 +317,7 @@ void cg_call_abort(cg_call *call)
 }
 
 /* The changes to publish: the newest staged version of every key the call wrote. */
-static int collect_items(cg_call *call, cg_inval_item **out, size_t *n)
+static int collect_items(cg_call *call, cg_bus_item **out, size_t *n)
 {
     size_t i, j, k = 0;
     *out = NULL;
@@ -332,7 +333,7 @@ static int collect_items(cg_call *call, cg_inval_item **out, size_t *n)
                 break;
         if (j == k)
             k++;
-        (*out)[j] = (cg_inval_item){w->handle, w->kind, w->version};
+        (*out)[j] = (cg_bus_item){w->handle, w->kind, w->version};
     }
     *n = k;
     return 0;
@@ -341,7 +342,7 @@ static int collect_items(cg_call *call, cg_inval_item **out, size_t *n)
 int cg_call_commit(cg_call *call)
 {
     cg_core *core;
-    cg_inval_item *items = NULL;
+    cg_bus_item *items = NULL;
     size_t n = 0, i;
     int64_t seq = 0, committed_us = 0;
     int err;
@@ -371,6 +372,10 @@ int cg_call_commit(cg_call *call)
         else
             cg_cache_invalidate(core->cache, w->handle, w->kind, w->version);
     }
+#ifdef CG_TEST_HOOKS
+    if (core->hooks.exit_after_commit)
+        _exit(0); /* a core killed between commit and publish */
+#endif
     if (n > 0 && core->publish) {
         cg_inval_batch batch = {core->cfg->group_id,
                                 seq,

@@ -47,6 +47,11 @@ static const key_def keys[] = {
     {"bus", "publish", T_ENDPOINTS, OFF(publish), 0, 0, 0},
     {"bus", "subscribe", T_ENDPOINTS, OFF(subscribe), 0, 0, 0},
     {"bus", "poll_interval_ms", T_INT, OFF(poll_interval_ms), 10, 3600000, 0},
+    {"bus", "heartbeat_interval_ms", T_INT, OFF(heartbeat_interval_ms), 10, 600000, 0},
+    {"bus", "outbox_retention_s", T_LONG, OFF(outbox_retention_s), 0, 86400L * 365, 0},
+    {"bus", "curve_server_key", T_STRING, OFF(curve_server_key), 0, 0, 0},
+    {"bus", "curve_public_key", T_STRING, OFF(curve_public_key), 0, 0, 0},
+    {"bus", "curve_secret_key", T_STRING, OFF(curve_secret_key), 0, 0, 0},
     {"retry", "attempts", T_INT, OFF(retry_attempts), 0, 1000, 0},
     {"retry", "interval_ms", T_INT, OFF(retry_interval_ms), 0, 600000, 0},
     {"retry", "sqlstates", T_SQLSTATES, OFF(sqlstates), 0, 0, 0},
@@ -116,6 +121,8 @@ int cg_config_new(cg_config **out)
     cfg->pool_size = 4;
     cfg->keepalive_idle_s = 10;
     cfg->poll_interval_ms = 1000;
+    cfg->heartbeat_interval_ms = 1000;
+    cfg->outbox_retention_s = 3600;
     cfg->retry_attempts = 5;
     cfg->retry_interval_ms = 500;
     for (i = 0; i < sizeof(default_states) / sizeof(default_states[0]); i++)
@@ -137,6 +144,9 @@ void cg_config_free(cg_config *cfg)
     free(cfg->dsn);
     free(cfg->core_name);
     free(cfg->group_id);
+    free(cfg->curve_server_key);
+    free(cfg->curve_public_key);
+    free(cfg->curve_secret_key);
     for (i = 0; i < CG_CONFIG_MAX_ENDPOINTS; i++) {
         free(cfg->publish[i]);
         free(cfg->subscribe[i]);
@@ -206,7 +216,7 @@ static int set_endpoints(parse_state *ps, const key_def *k, const char *value)
         if (strstr(item, "://") == NULL)
             return bad(ps, k,
                        "\"%s\" is not a ZeroMQ endpoint (expected tcp://host:port, ipc://path "
-                       "or inproc://name)",
+                       "or inproc://name; a leading @ binds instead of connecting)",
                        item);
         if (cg_config_set_string(&slots[*count], item) < 0)
             return CG_ERROR;
@@ -385,8 +395,15 @@ int cg_config_validate(cg_config *cfg)
         return cg_error_set(CG_EINVALID, CG_ERRCLASS_CONFIG,
                             "%s: [core] group: \"%s\" is not a valid group id", src, cfg->group_id);
     }
+    if (!cfg->curve_server_key != !cfg->curve_public_key ||
+        !cfg->curve_server_key != !cfg->curve_secret_key)
+        return cg_error_set(CG_EINVALID, CG_ERRCLASS_CONFIG,
+                            "%s: [bus] curve_server_key, curve_public_key and curve_secret_key go "
+                            "together: give all three or none",
+                            src);
     if (cfg->pool_size < 1 || cfg->pool_size > 64 || cfg->max_entries < 1 || cfg->ttl_ms < 0 ||
-        cfg->retry_attempts < 0 || cfg->retry_interval_ms < 0 || cfg->poll_interval_ms < 10)
+        cfg->retry_attempts < 0 || cfg->retry_interval_ms < 0 || cfg->poll_interval_ms < 10 ||
+        cfg->heartbeat_interval_ms < 10 || cfg->outbox_retention_s < 0)
         return cg_error_set(CG_EINVALID, CG_ERRCLASS_CONFIG,
                             "%s: a numeric setting is out of range", src);
     return 0;

@@ -135,12 +135,16 @@ int cg_core_open_config(cg_core **out, const cg_config *given)
         *c = *given;
         c->source = src;
         c->dsn = c->core_name = c->group_id = NULL;
+        c->curve_server_key = c->curve_public_key = c->curve_secret_key = NULL;
         memset(c->publish, 0, sizeof(c->publish));
         memset(c->subscribe, 0, sizeof(c->subscribe));
         if ((err = cg_config_set_string(&c->source, given->source)) < 0 ||
             (err = cg_config_set_string(&c->dsn, given->dsn)) < 0 ||
             (err = cg_config_set_string(&c->core_name, given->core_name)) < 0 ||
-            (err = cg_config_set_string(&c->group_id, given->group_id)) < 0)
+            (err = cg_config_set_string(&c->group_id, given->group_id)) < 0 ||
+            (err = cg_config_set_string(&c->curve_server_key, given->curve_server_key)) < 0 ||
+            (err = cg_config_set_string(&c->curve_public_key, given->curve_public_key)) < 0 ||
+            (err = cg_config_set_string(&c->curve_secret_key, given->curve_secret_key)) < 0)
             goto fail;
         for (i = 0; i < given->n_publish; i++)
             if ((err = cg_config_set_string(&c->publish[i], given->publish[i])) < 0)
@@ -169,6 +173,9 @@ int cg_core_open_config(cg_core **out, const cg_config *given)
                                      core->cfg->core_name, core->host, (int)getpid())) < 0)
         goto fail;
     cg_core__conn_release(core, conn);
+    conn = NULL;
+    if ((err = cg_bus_start(&core->bus, core)) < 0)
+        goto fail;
     *out = core;
     return 0;
 fail:
@@ -195,6 +202,8 @@ void cg_core_close(cg_core *core)
     int i;
     if (core == NULL)
         return;
+    cg_bus_stop(core->bus); /* first: its threads use the core */
+    core->bus = NULL;
     if (core->incarnation > 0 && core->n_idle > 0) {
         cg_error saved = *cg_error_last();
         cg_repo_core_leave(core->idle[core->n_idle - 1], core->cfg->group_id, core->cfg->core_name,
@@ -229,10 +238,25 @@ int64_t cg_core_incarnation(const cg_core *core)
 void cg_core_stats_get(const cg_core *core, cg_core_stats *out)
 {
     cg_cache_stats cs;
+    cg_bus_stats bs;
     cg_core *c = (cg_core *)core; /* the counters are atomics; reading them does not modify */
+    int r;
 
     cg_cache_stats_get(c->cache, &cs);
+    cg_bus_stats_get(c->bus, &bs);
     memset(out, 0, sizeof(*out));
+    out->invalidations_sent = bs.published;
+    out->invalidations_unsent = bs.publish_dropped;
+    out->invalidations_received = bs.received;
+    out->duplicates = bs.duplicates;
+    out->gaps = bs.gaps;
+    out->catchups = bs.catchups;
+    for (r = 0; r < CG_DROP_COUNT; r++)
+        out->messages_dropped += bs.dropped[r];
+    out->heartbeats_received = bs.heartbeats_received;
+    out->polls = bs.polls;
+    out->applied_seq = bs.applied_seq;
+    out->degraded = atomic_load(&c->degraded);
     out->calls_committed = atomic_load(&c->calls_committed);
     out->calls_aborted = atomic_load(&c->calls_aborted);
     out->cache_hits = cs.hits;
@@ -255,7 +279,7 @@ void cg_core__set_publisher(cg_core *core, cg_publish_fn fn, void *ctx)
     core->publish_ctx = ctx;
 }
 
-void cg_core__invalidate(cg_core *core, const cg_inval_item *items, size_t n)
+void cg_core__invalidate(cg_core *core, const cg_bus_item *items, size_t n)
 {
     size_t i;
     for (i = 0; i < n; i++)

@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "bus.h"
 #include "cache.h"
 #include "coregroup/core.h"
 #include "repo.h"
@@ -23,7 +24,7 @@ typedef struct cg_inval_batch {
     const char *origin;
     int64_t incarnation;
     int64_t committed_us; /* commit time, microseconds since the epoch */
-    const cg_inval_item *items;
+    const cg_bus_item *items;
     size_t n;
 } cg_inval_batch;
 
@@ -45,6 +46,16 @@ struct cg_core {
 
     cg_publish_fn publish;
     void *publish_ctx;
+    cg_bus *bus; /* publisher and subscriber threads (invalidation/bus.c) */
+
+#ifdef CG_TEST_HOOKS
+    /* Fault injection, compiled into test builds only (CMake option CG_TEST_HOOKS). */
+    struct {
+        int exit_after_commit; /* _exit(0) after COMMIT, before publishing */
+        int drop_every;        /* the publisher drops every Nth invalidation */
+        atomic_uint published; /* the publisher's count, for drop_every */
+    } hooks;
+#endif
 
     atomic_int degraded; /* 1: serve reads from the repository, not the cache */
     atomic_uint_fast64_t calls_committed, calls_aborted, stale_errors;
@@ -67,7 +78,7 @@ int cg_core__retryable(cg_core *core, int *err);
  * before calls start. */
 void cg_core__set_publisher(cg_core *core, cg_publish_fn fn, void *ctx);
 /* Apply invalidations heard from the bus: versions below each item's are stale. */
-void cg_core__invalidate(cg_core *core, const cg_inval_item *items, size_t n);
+void cg_core__invalidate(cg_core *core, const cg_bus_item *items, size_t n);
 /* Forget the whole group cache (a gap that cannot be caught up). */
 void cg_core__reset(cg_core *core);
 /* Degraded: the core cannot prove its cache fresh; reads go to the repository. */

@@ -45,6 +45,9 @@ enum {
     ST_EVENT_SEQ,
     ST_BEGIN,
     ST_COMMIT,
+    ST_OUTBOX_ITEMS,
+    ST_CORE_BEAT,
+    ST_OUTBOX_PRUNE,
     ST_COUNT
 };
 
@@ -125,6 +128,17 @@ static const struct {
     /* prepared too: in a pipeline, parsing them per call costs as much as the SELECT */
     [ST_BEGIN] = {"cg_begin", "BEGIN"},
     [ST_COMMIT] = {"cg_commit", "COMMIT"},
+    /* catch-up: the outbox's items, one row each, in event order */
+    [ST_OUTBOX_ITEMS] = {"cg_outbox_items",
+                         "SELECT i.seq, (x ->> 'h')::bigint, x ->> 'p', (x ->> 'v')::bigint "
+                         "FROM invalidations i CROSS JOIN LATERAL jsonb_array_elements(i.items) x "
+                         "WHERE i.group_id = $1 AND i.seq > $2 AND i.seq <= $3 ORDER BY i.seq"},
+    [ST_CORE_BEAT] = {"cg_core_beat", "UPDATE cores SET applied_seq = $4, heartbeat_at = now() "
+                                      "WHERE group_id = $1 AND core_name = $2 "
+                                      "AND incarnation = $3"},
+    [ST_OUTBOX_PRUNE] = {"cg_outbox_prune",
+                         "DELETE FROM invalidations WHERE group_id = $1 "
+                         "AND committed_at < now() - make_interval(secs => $2::double precision)"},
 };
 
 /* ---- connections ---------------------------------------------------------------------- */
@@ -416,6 +430,77 @@ int cg_repo_event_seq(int64_t *seq, cg_conn *c, const char *group)
                            group);
     else
         *seq = get_i64(r, 0, 0);
+    PQclear(r);
+    return err;
+}
+
+int cg_repo_core_beat(cg_conn *c, const char *group, const char *core, int64_t incarnation,
+                      int64_t applied_seq)
+{
+    char b_inc[24], b_seq[24];
+    const char *vals[4] = {group, core, I64(b_inc, incarnation), I64(b_seq, applied_seq)};
+    PGresult *r = run_auto(c, ST_CORE_BEAT, 4, vals, PGRES_COMMAND_OK, "record the applied seq");
+    if (r == NULL)
+        return cg_error_last()->code;
+    PQclear(r);
+    return 0;
+}
+
+int cg_repo_outbox_prune(int64_t *deleted, cg_conn *c, const char *group, long retention_s)
+{
+    char b_s[24];
+    const char *vals[2] = {group, I64(b_s, retention_s)};
+    PGresult *r = run_auto(c, ST_OUTBOX_PRUNE, 2, vals, PGRES_COMMAND_OK, "prune the outbox");
+    if (r == NULL)
+        return cg_error_last()->code;
+    *deleted = strtoll(PQcmdTuples(r), NULL, 10);
+    PQclear(r);
+    return 0;
+}
+
+void cg_outbox_rows_dispose(cg_outbox_rows *rows)
+{
+    free(rows->seq);
+    free(rows->items);
+    rows->seq = NULL;
+    rows->items = NULL;
+    rows->n = 0;
+}
+
+int cg_repo_outbox_items(cg_outbox_rows *out, cg_conn *c, const char *group, int64_t after,
+                         int64_t upto)
+{
+    char b_a[24], b_u[24];
+    const char *vals[3] = {group, I64(b_a, after), I64(b_u, upto)};
+    PGresult *r = run_auto(c, ST_OUTBOX_ITEMS, 3, vals, PGRES_TUPLES_OK, "read the outbox");
+    int i, n, err = 0;
+
+    out->seq = NULL;
+    out->items = NULL;
+    out->n = 0;
+    if (r == NULL)
+        return cg_error_last()->code;
+    n = PQntuples(r);
+    if (n > 0 && ((out->seq = malloc((size_t)n * sizeof(*out->seq))) == NULL ||
+                  (out->items = malloc((size_t)n * sizeof(*out->items))) == NULL)) {
+        err = cg_error_nomem();
+        goto done;
+    }
+    for (i = 0; i < n; i++) {
+        cg_part_kind k;
+        if (cg_part_kind_parse(&k, PQgetvalue(r, i, 2)) < 0) {
+            err = cg_error_set(CG_ERROR, CG_ERRCLASS_REPOSITORY,
+                               "outbox row %s of group \"%s\" has an unknown part \"%s\"",
+                               PQgetvalue(r, i, 0), group, PQgetvalue(r, i, 2));
+            goto done;
+        }
+        out->seq[i] = get_i64(r, i, 0);
+        out->items[i] = (cg_bus_item){get_i64(r, i, 1), (int)k, get_i64(r, i, 3)};
+    }
+    out->n = (size_t)n;
+done:
+    if (err < 0)
+        cg_outbox_rows_dispose(out);
     PQclear(r);
     return err;
 }
@@ -721,18 +806,26 @@ done:
 
 /* ---- the end of a call ---------------------------------------------------------------- */
 
-/* The outbox's item list as JSON: [{"h":12,"p":"state","v":7}, ...] (the bus's item shape). */
-static char *items_json(const cg_inval_item *items, size_t n)
+/* The outbox's item list as JSON: [{"h":12,"p":"state","v":7}, ...] (the bus's item shape).
+ * An item is at most 76 bytes: two 20-digit numbers and the longest part name. */
+#define ITEM_JSON_MAX 96
+static char *items_json(const cg_bus_item *items, size_t n)
 {
-    size_t cap = 2 + n * 64, len = 0, i;
+    size_t cap = 3 + n * ITEM_JSON_MAX, len = 0, i;
     char *buf = malloc(cap);
     if (buf == NULL)
         return NULL;
     buf[len++] = '[';
-    for (i = 0; i < n; i++)
-        len += (size_t)snprintf(
-            buf + len, cap - len, "%s{\"h\":%" PRId64 ",\"p\":\"%s\",\"v\":%" PRId64 "}",
-            i ? "," : "", items[i].handle, cg_part_kind_name(items[i].kind), items[i].version);
+    for (i = 0; i < n; i++) {
+        int w = snprintf(buf + len, cap - len,
+                         "%s{\"h\":%" PRId64 ",\"p\":\"%s\",\"v\":%" PRId64 "}", i ? "," : "",
+                         items[i].handle, cg_part_kind_name(items[i].kind), items[i].version);
+        if (w < 0 || (size_t)w >= cap - len) { /* cannot happen within ITEM_JSON_MAX */
+            free(buf);
+            return NULL;
+        }
+        len += (size_t)w;
+    }
     buf[len++] = ']';
     buf[len] = '\0';
     return buf;
@@ -763,7 +856,7 @@ static int commit_deferred(cg_conn *c)
 }
 
 int cg_repo_commit(int64_t *seq, int64_t *committed_us, cg_conn *c, const char *group,
-                   const char *core, int64_t incarnation, const cg_inval_item *items, size_t n)
+                   const char *core, int64_t incarnation, const cg_bus_item *items, size_t n)
 {
     char b_inc[24], *json = NULL;
     const char *vals[4];

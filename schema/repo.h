@@ -25,12 +25,9 @@ typedef struct cg_conn {
     int pending; /* a read-only COMMIT was sent and its result not yet read */
 } cg_conn;
 
-/* One (handle, part, version) a committed call changed. */
-typedef struct cg_inval_item {
-    int64_t handle;
-    int kind;
-    int64_t version;
-} cg_inval_item;
+/* One (handle, part, version) a committed call changed: the bus's item (message.h), which is
+ * also the shape of the outbox's items. */
+#include "message.h"
 
 /* Connect, set the group and prepare the statements. *out is freed with cg_repo_close(). */
 int cg_repo_connect(cg_conn **out, const cg_config *cfg, const char *application_name);
@@ -49,6 +46,21 @@ int cg_repo_core_register(int64_t *incarnation, cg_conn *c, const char *group, c
                           const char *host, int pid);
 int cg_repo_core_leave(cg_conn *c, const char *group, const char *core, int64_t incarnation);
 int cg_repo_event_seq(int64_t *seq, cg_conn *c, const char *group);
+/* Record this core's applied event seq and a heartbeat in its membership row. */
+int cg_repo_core_beat(cg_conn *c, const char *group, const char *core, int64_t incarnation,
+                      int64_t applied_seq);
+/* Delete outbox rows older than retention_s seconds; *deleted gets how many. */
+int cg_repo_outbox_prune(int64_t *deleted, cg_conn *c, const char *group, long retention_s);
+
+/* The outbox's items of events (after, upto], in event order: items[i] belongs to seq[i]. */
+typedef struct {
+    int64_t *seq;
+    cg_bus_item *items;
+    size_t n;
+} cg_outbox_rows;
+int cg_repo_outbox_items(cg_outbox_rows *out, cg_conn *c, const char *group, int64_t after,
+                         int64_t upto);
+void cg_outbox_rows_dispose(cg_outbox_rows *rows);
 
 /* ---- inside a call (BEGIN is sent with the first statement) ---- */
 int cg_repo_resource_create(int64_t *handle, cg_conn *c, const char *group, const char *kind,
@@ -90,7 +102,7 @@ int cg_repo_name_list(cg_name_list *out, cg_conn *c, const char *group, int64_t 
  * On any failure the transaction is rolled back.
  */
 int cg_repo_commit(int64_t *seq, int64_t *committed_us, cg_conn *c, const char *group,
-                   const char *core, int64_t incarnation, const cg_inval_item *items, size_t n);
+                   const char *core, int64_t incarnation, const cg_bus_item *items, size_t n);
 /* Roll back whatever is open; harmless when nothing is. */
 void cg_repo_rollback(cg_conn *c);
 

@@ -565,13 +565,13 @@ START_TEST(invalidation_interface)
 {
     cg_core *a = cgt_core_open(dsn, "iv-a", "g-iv"), *b = cgt_core_open(dsn, "iv-b", "g-iv");
     int64_t h = create(a, "{\"n\":0}", NULL);
-    cg_inval_item item;
+    cg_bus_item item;
     cg_core_stats st;
 
     ck_assert_int_eq(get_part(a, h, CG_PART_STATE, NULL, 0), 1);
     update_part(b, h, CG_PART_STATE, 1, "{\"n\":1}");
     ck_assert_int_eq(get_part(a, h, CG_PART_STATE, NULL, 0), 1); /* stale: nobody told a */
-    item = (cg_inval_item){h, CG_PART_STATE, 2};
+    item = (cg_bus_item){h, CG_PART_STATE, 2};
     cg_core__invalidate(a, &item, 1);
     ck_assert_int_eq(get_part(a, h, CG_PART_STATE, NULL, 0), 2);
 
@@ -606,7 +606,7 @@ START_TEST(late_stale_fill_is_refused)
     int64_t h = create(a, "{\"n\":0}", NULL);
     cg_conn *reader;
     cg_part *old = NULL;
-    cg_inval_item item = {h, CG_PART_STATE, 2};
+    cg_bus_item item = {h, CG_PART_STATE, 2};
     cg_core_stats st;
     uint64_t ticket;
 

@@ -49,7 +49,9 @@ int cgt_run_suite(Suite *s);
 char *cgt_core_dsn(const char *dsn);
 
 /* Open a core of `group` (NULL: a private group) named `name` on the database of `dsn` (a
- * superuser DSN from cgt_createdb; the core logs in as cg_core). Fails the test on error. */
+ * superuser DSN from cgt_createdb; the core logs in as cg_core). It has no bus and its poll
+ * backstop never fires, so a test decides when it learns of other cores' changes. Fails the
+ * test on error. */
 cg_core *cgt_core_open(const char *dsn, const char *name, const char *group);
 
 /* As cgt_core_open with a prepared configuration to adjust: fill *cfg, change it, then call

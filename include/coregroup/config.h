@@ -6,7 +6,8 @@
  *
  *     [repository]  dsn (required), pool_size, keepalive_idle_s
  *     [core]        name (required), group (optional)
- *     [bus]         publish, subscribe, poll_interval_ms
+ *     [bus]         publish, subscribe, poll_interval_ms, heartbeat_interval_ms,
+ *                   outbox_retention_s, curve_server_key, curve_public_key, curve_secret_key
  *     [retry]       attempts, interval_ms, sqlstates
  *     [cache]       strategy, max_entries, ttl_ms
  *
@@ -56,6 +57,14 @@ typedef struct cg_config {
     char *subscribe[CG_CONFIG_MAX_ENDPOINTS]; /**< ZeroMQ endpoints this core subscribes to */
     size_t n_subscribe;
     int poll_interval_ms; /**< backstop: compare applied seq with the repository (default 1000) */
+    int heartbeat_interval_ms; /**< heartbeat on the bus this often; the bus counts as silent
+                                    after 3 intervals without a message (default 1000) */
+    long outbox_retention_s;   /**< outbox rows older than this are pruned; 0 keeps them
+                                    (default 3600) */
+    char *curve_server_key;    /**< file with the forwarders' CURVE public key (Z85); with the
+                                    two below it turns CURVE on for this core's bus sockets */
+    char *curve_public_key;    /**< file with this core's CURVE public key (Z85) */
+    char *curve_secret_key;    /**< file with this core's CURVE secret key (Z85) */
 
     /* [retry] (e-Speak design §1.2.4.2: JDBCConnectionRetrials / JDBCConnectionErrorCodes) */
     int retry_attempts;    /**< reconnect attempts at the start of a call, 0..1000 (default 5) */

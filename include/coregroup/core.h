@@ -87,6 +87,19 @@ typedef struct cg_core_stats {
     uint64_t invalidations_applied, cache_resets;
     uint64_t repository_reads;      /**< parts read from the repository */
     uint64_t repository_reconnects; /**< connections found broken and replaced */
+    /* the bus */
+    uint64_t invalidations_sent;     /**< published after COMMIT */
+    uint64_t invalidations_unsent;   /**< not published (queue or high-water mark full); the
+                                          outbox has them and subscribers catch up */
+    uint64_t invalidations_received; /**< heard from the bus (own ones included) */
+    uint64_t duplicates;             /**< heard again (two forwarders) or old: ignored */
+    uint64_t gaps;                   /**< missed events noticed */
+    uint64_t catchups;               /**< gaps filled from the outbox */
+    uint64_t messages_dropped;       /**< malformed, foreign, unknown version, from the future */
+    uint64_t heartbeats_received;
+    uint64_t polls;      /**< backstop comparisons with the repository */
+    int64_t applied_seq; /**< every group event up to this one is in the cache */
+    int degraded;        /**< 1: bus silent and repository unreachable */
 } cg_core_stats;
 
 /** Read the core's counters (a consistent-enough snapshot; counters only grow). */
