@@ -79,7 +79,8 @@ struct cg_bus {
 
     /* subscriber state */
     atomic_llong applied;
-    int64_t last_heard_ms; /* subscriber thread only */
+    atomic_llong applied_at_us; /* monotonic time `applied` last moved (latency figures) */
+    int64_t last_heard_ms;      /* subscriber thread only */
     int repo_ok;
 
     /* counters, read by cg_bus_stats_get from any thread */
@@ -94,6 +95,20 @@ static int64_t now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Move the applied point (subscriber thread only). */
+static void set_applied(cg_bus *bus, int64_t seq)
+{
+    atomic_store(&bus->applied_at_us, mono_us());
+    atomic_store(&bus->applied, seq);
 }
 
 static int64_t wall_us(void)
@@ -364,7 +379,8 @@ static int64_t catch_up(cg_bus *bus)
     }
     if (caught)
         atomic_fetch_add(&bus->catchups, 1);
-    atomic_store(&bus->applied, applied);
+    if (applied != atomic_load(&bus->applied))
+        set_applied(bus, applied);
     return target;
 }
 
@@ -391,7 +407,7 @@ static void on_invalidation(cg_bus *bus, const cg_bus_msg *m)
         return;
     }
     cg_core__invalidate(bus->core, m->items, m->n_items);
-    atomic_store(&bus->applied, m->seq);
+    set_applied(bus, m->seq);
 }
 
 static void on_message(cg_bus *bus, const char *data, size_t len)
@@ -623,6 +639,7 @@ void cg_bus_stats_get(cg_bus *bus, cg_bus_stats *out)
         out->dropped[r] = atomic_load(&bus->dropped[r]);
     out->polls = atomic_load(&bus->polls);
     out->applied_seq = atomic_load(&bus->applied);
+    out->applied_at_us = atomic_load(&bus->applied_at_us);
     out->degraded = atomic_load(&bus->degraded);
     out->bus_silent = atomic_load(&bus->bus_silent);
     out->repository_ok = atomic_load(&bus->repository_ok);

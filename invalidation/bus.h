@@ -25,6 +25,7 @@ typedef struct {
     uint64_t dropped[CG_DROP_COUNT]; /* bad messages, by reason */
     uint64_t polls;                  /* backstop comparisons with the repository */
     int64_t applied_seq;             /* every event up to this one is reflected in the cache */
+    int64_t applied_at_us;           /* CLOCK_MONOTONIC time applied_seq last moved */
     int degraded;
     int bus_silent;
     int repository_ok;

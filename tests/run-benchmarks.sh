@@ -1,12 +1,12 @@
-#!/ usr / bin / env bash
-#run - benchmarks.sh — print coregroup's figures, each against a baseline measured in the same
-#run(benchmarks print numbers; they never pass or fail on timing).
+#!/usr/bin/env bash
+# run-benchmarks.sh — print coregroup's figures, each against a baseline measured in the same
+# run (benchmarks print numbers; they never pass or fail on timing).
 #
-#tests / run - benchmarks.sh[SECONDS] default 1 s per measurement
+#   tests/run-benchmarks.sh [SECONDS]     default 1 s per measurement
 #
-#Builds(optimised), starts a private PostgreSQL cluster(as the test harness does : fsync off,
-#so the figures compare CPU and round trips, not the disk), runs every bench_ * program and
-#removes the cluster.
+# Builds (optimised), starts a private PostgreSQL cluster (as the test harness does: fsync off,
+# so the figures compare CPU and round trips, not the disk), runs every bench_* program and
+# removes the cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . tests/bootstrap.sh
@@ -19,12 +19,11 @@ trap 'tests/pgharness.sh stop "$state" >/dev/null; rm -f "$state"' EXIT
 tests/pgharness.sh start "$state" "$PWD/migrations" "$PWD/build-bench/cg-migrate"
 . "$state"
 echo "== machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
-for b in build-bench/tests/bench_*;
-do
+for b in build-bench/tests/bench_*; do
   echo "== $(basename "$b")"
   case "$(basename "$b")" in
-  bench_core) "$b" --dsn "$CG_TEST_DSN user=cg_core" --seconds "$seconds" ;
-;
-  *) "$b" --seconds "$seconds" ;
-  ;
-  esac done
+  bench_core) "$b" --dsn "$CG_TEST_DSN user=cg_core" --seconds "$seconds" ;;
+  bench_bus) "$b" --dsn "$CG_TEST_DSN user=cg_core" --busd build-bench/cg-busd ;;
+  *) "$b" --seconds "$seconds" ;;
+  esac
+done

@@ -1,0 +1,496 @@
+/*
+ * test_bus.c — the invalidation bus end to end: real cores, real cg-busd forwarder processes,
+ * the real PostgreSQL of the harness.
+ *  - three cores of one group and one of another: an update on A is out of B's and C's caches
+ *    within a bounded wait, and the other group's core hears nothing (I5, I1);
+ *  - lost messages (the publisher drops every other one): subscribers detect the gap and catch
+ *    up from the outbox; with the outbox pruned, a subscriber resets its whole cache;
+ *  - a core killed between commit and publish: the others converge by the poll backstop within
+ *    about one interval;
+ *  - a forwarder killed and restarted; one of two forwarders killed: no cache stays stale;
+ *  - malformed and foreign messages are dropped and counted;
+ *  - an aborted call puts nothing on the bus (I6), seen with cg-watch --json.
+ * Needs a build with CG_TEST_HOOKS (the fault-injection hooks).
+ */
+#include <arpa/inet.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <zmq.h>
+
+#include "core_internal.h"
+#include "testutil.h"
+
+static char *dsn;
+static PGconn *dba;
+
+static void setup(void)
+{
+    dsn = cgt_createdb("bus", 1);
+    dba = cgt_connect(dsn);
+}
+
+static void teardown(void)
+{
+    PQfinish(dba);
+    free(dsn);
+}
+
+static int64_t db_i64(const char *sql)
+{
+    char *v = cgt_query1(dba, sql);
+    int64_t n = strtoll(v, NULL, 10);
+    free(v);
+    return n;
+}
+
+static int64_t ms_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A TCP port nothing listens on right now. */
+static int free_port(void)
+{
+    struct sockaddr_in a;
+    socklen_t len = sizeof(a);
+    int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert(bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0);
+    ck_assert(getsockname(fd, (struct sockaddr *)&a, &len) == 0);
+    port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+typedef struct {
+    int front, back;
+    pid_t pid;
+} forwarder;
+
+static void busd_start(forwarder *f)
+{
+    char bin[1024], front[64], back[64];
+    snprintf(bin, sizeof(bin), "%s/cg-busd", cgt_binary_dir());
+    snprintf(front, sizeof(front), "tcp://127.0.0.1:%d", f->front);
+    snprintf(back, sizeof(back), "tcp://127.0.0.1:%d", f->back);
+    if ((f->pid = fork()) == 0) {
+        execl(bin, bin, "--frontend", front, "--backend", back, "--quiet", (char *)NULL);
+        _exit(127);
+    }
+    ck_assert(f->pid > 0);
+}
+
+static forwarder busd_new(void)
+{
+    forwarder f = {free_port(), free_port(), 0};
+    busd_start(&f);
+    return f;
+}
+
+static void busd_kill(forwarder *f, int sig)
+{
+    int status;
+    kill(f->pid, sig);
+    waitpid(f->pid, &status, 0);
+    f->pid = 0;
+}
+
+/* A core of `group` on the bus of the given forwarders. */
+static cg_core *bus_core(const char *name, const char *group, forwarder *fs, int nf, int poll_ms)
+{
+    cg_config *cfg = cgt_core_config(dsn, name, group);
+    char ep[64];
+    int i;
+    for (i = 0; i < nf; i++) {
+        snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%d", fs[i].front);
+        cg_config_set_string(&cfg->publish[cfg->n_publish++], ep);
+        snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%d", fs[i].back);
+        cg_config_set_string(&cfg->subscribe[cfg->n_subscribe++], ep);
+    }
+    cfg->heartbeat_interval_ms = 50;
+    cfg->poll_interval_ms = poll_ms;
+    return cgt_core_open_cfg(cfg);
+}
+
+/* Wait until a core hears its own group's heartbeats: its subscription is live. */
+static void wait_hearing(cg_core *core)
+{
+    int64_t until = ms_now() + 10000;
+    cg_core_stats st;
+    do {
+        cg_core_stats_get(core, &st);
+        if (st.heartbeats_received >= 2)
+            return;
+        usleep(10000);
+    } while (ms_now() < until);
+    ck_abort_msg("core %s never heard the bus", cg_core_name(core));
+}
+
+static int64_t create(cg_core *core)
+{
+    cg_call *call;
+    cg_resource_options o = CG_RESOURCE_OPTIONS_INIT;
+    int64_t h;
+    o.state = "{\"n\":0}";
+    CGT_OK(cg_call_begin(&call, core));
+    CGT_OK(cg_resource_create(&h, call, &o));
+    CGT_OK(cg_call_commit(call));
+    return h;
+}
+
+static int64_t version_in_cache_or_repo(cg_core *core, int64_t h)
+{
+    cg_part *p;
+    int64_t v;
+    CGT_OK(cg_part_read(&p, core, h, CG_PART_STATE));
+    v = cg_part_version(p);
+    cg_part_free(p);
+    return v;
+}
+
+/* Move the part one version on from `core` (reading it fresh and locked). */
+static int64_t bump(cg_core *core, int64_t h)
+{
+    cg_call *call;
+    cg_part *p;
+    int64_t v;
+    CGT_OK(cg_call_begin(&call, core));
+    CGT_OK(cg_part_lock(&p, call, h, CG_PART_STATE));
+    CGT_OK(cg_part_update(&v, call, h, CG_PART_STATE, cg_part_version(p), "{\"n\":1}"));
+    cg_part_free(p);
+    CGT_OK(cg_call_commit(call));
+    return v;
+}
+
+/* Milliseconds until `core` serves version >= v of the part, or -1 after `limit_ms`. */
+static int64_t wait_version(cg_core *core, int64_t h, int64_t v, int64_t limit_ms)
+{
+    int64_t t0 = ms_now();
+    while (ms_now() - t0 <= limit_ms) {
+        if (version_in_cache_or_repo(core, h) >= v)
+            return ms_now() - t0;
+        usleep(2000);
+    }
+    return -1;
+}
+
+START_TEST(update_reaches_the_group_and_only_the_group)
+{
+    forwarder f = busd_new();
+    cg_core *a = bus_core("b1-a", "bus-g1", &f, 1, 3600000);
+    cg_core *b = bus_core("b1-b", "bus-g1", &f, 1, 3600000);
+    cg_core *c = bus_core("b1-c", "bus-g1", &f, 1, 3600000);
+    cg_core *d = bus_core("b1-d", "bus-g2", &f, 1, 3600000);
+    cg_core_stats sb, sd;
+    int64_t h, v, tb, tc;
+
+    wait_hearing(a);
+    wait_hearing(b);
+    wait_hearing(c);
+    wait_hearing(d);
+    h = create(a);
+    ck_assert_int_eq(version_in_cache_or_repo(b, h), 1); /* cached on b and c */
+    ck_assert_int_eq(version_in_cache_or_repo(c, h), 1);
+    v = bump(a, h);
+    tb = wait_version(b, h, v, 2000);
+    tc = wait_version(c, h, v, 2000);
+    ck_assert_msg(tb >= 0 && tc >= 0, "b or c still serves the old version");
+    cg_core_stats_get(b, &sb);
+    ck_assert_uint_ge(sb.invalidations_received, 1);
+    ck_assert_uint_eq(sb.polls, 0); /* the bus did it, not the backstop */
+    ck_assert_int_eq(sb.applied_seq,
+                     db_i64("SELECT event_seq FROM core_groups WHERE group_id = 'bus-g1'"));
+    cg_core_stats_get(d, &sd);
+    ck_assert_uint_eq(sd.invalidations_received, 0); /* other groups' traffic never arrives */
+    ck_assert_uint_eq(sd.messages_dropped, 0);
+    printf("update seen by b after %" PRId64 " ms, by c after %" PRId64 " ms\n", tb, tc);
+    cg_core_close(a);
+    cg_core_close(b);
+    cg_core_close(c);
+    cg_core_close(d);
+    busd_kill(&f, SIGTERM);
+}
+END_TEST
+
+START_TEST(lost_messages_are_caught_up_from_the_outbox)
+{
+    forwarder f = busd_new();
+    cg_core *a = bus_core("b2-a", "bus-lost", &f, 1, 3600000);
+    cg_core *b = bus_core("b2-b", "bus-lost", &f, 1, 3600000);
+    cg_core_stats st;
+    int64_t h, hs[4], v = 0;
+    int i;
+
+    wait_hearing(a);
+    wait_hearing(b);
+    h = create(a);
+    for (i = 0; i < 4; i++)
+        hs[i] = create(a);
+    for (i = 0; i < 4; i++)
+        ck_assert_int_eq(version_in_cache_or_repo(b, hs[i]), 1);
+    a->hooks.drop_every = 2; /* every second invalidation never leaves a */
+    for (i = 0; i < 4; i++)
+        bump(a, hs[i]);
+    v = bump(a, h); /* the fifth is sent: b sees a gap before it */
+    ck_assert_int_ge(wait_version(b, h, v, 2000), 0);
+    for (i = 0; i < 4; i++)
+        ck_assert_int_eq(wait_version(b, hs[i], 2, 2000) >= 0, 1);
+    cg_core_stats_get(b, &st);
+    ck_assert_uint_ge(st.gaps, 1);
+    ck_assert_uint_ge(st.catchups, 1);
+    ck_assert_uint_eq(st.polls, 0);
+    cg_core_stats_get(a, &st);
+    ck_assert_uint_ge(st.invalidations_unsent, 2);
+
+    /* Now nothing is sent and the outbox is pruned: b can only reset its whole cache. */
+    a->hooks.drop_every = 1;
+    bump(a, hs[0]);
+    bump(a, hs[1]);
+    free(cgt_query1(dba, "DELETE FROM invalidations WHERE group_id = 'bus-lost'"));
+    a->hooks.drop_every = 0;
+    v = bump(a, h);
+    ck_assert_int_ge(wait_version(b, h, v, 2000), 0);
+    ck_assert_int_eq(version_in_cache_or_repo(b, hs[0]), 3); /* reset: re-read, fresh */
+    ck_assert_int_eq(version_in_cache_or_repo(b, hs[1]), 3);
+    {
+        cg_core_stats sb;
+        cg_core_stats_get(b, &sb);
+        ck_assert_uint_ge(sb.cache_resets, 1);
+    }
+    cg_core_close(a);
+    cg_core_close(b);
+    busd_kill(&f, SIGTERM);
+}
+END_TEST
+
+START_TEST(core_killed_between_commit_and_publish)
+{
+    forwarder f = busd_new();
+    cg_core *b = bus_core("b3-b", "bus-kill", &f, 1, 300), *a;
+    int64_t h, waited;
+    pid_t pid;
+    int status;
+
+    wait_hearing(b);
+    a = bus_core("b3-a", "bus-kill", &f, 1, 3600000);
+    h = create(a);
+    cg_core_close(a);
+    ck_assert_int_eq(version_in_cache_or_repo(b, h), 1);
+    if ((pid = fork()) == 0) {
+        cg_core *k = bus_core("b3-k", "bus-kill", &f, 1, 3600000);
+        k->hooks.exit_after_commit = 1;
+        bump(k, h); /* commits, then the process dies before publishing */
+        _exit(3);   /* not reached */
+    }
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the hook did not exit there");
+    waited = wait_version(b, h, 2, 3000);
+    ck_assert_msg(waited >= 0, "b never converged");
+    ck_assert_int_le(waited, 300 + 500); /* one poll interval, plus scheduling slack */
+    printf("after a core died between commit and publish, b converged in %" PRId64
+           " ms (poll interval 300 ms)\n",
+           waited);
+    cg_core_close(b);
+    busd_kill(&f, SIGTERM);
+}
+END_TEST
+
+START_TEST(forwarder_killed_and_restarted)
+{
+    forwarder f = busd_new();
+    cg_core *a = bus_core("b4-a", "bus-fwd", &f, 1, 400);
+    cg_core *b = bus_core("b4-b", "bus-fwd", &f, 1, 400);
+    cg_core_stats st1, st2;
+    int64_t h, v;
+
+    wait_hearing(a);
+    wait_hearing(b);
+    h = create(a);
+    ck_assert_int_eq(version_in_cache_or_repo(b, h), 1);
+    busd_kill(&f, SIGKILL);
+    v = bump(a, h); /* the bus is down: the backstop carries it */
+    ck_assert_int_ge(wait_version(b, h, v, 400 + 1000), 0);
+    busd_start(&f); /* same ports: ZeroMQ reconnects */
+    cg_core_stats_get(b, &st1);
+    {
+        int64_t until = ms_now() + 10000;
+        do { /* heartbeats flow again */
+            usleep(20000);
+            cg_core_stats_get(b, &st2);
+        } while (st2.heartbeats_received < st1.heartbeats_received + 2 && ms_now() < until);
+        ck_assert_uint_ge(st2.heartbeats_received, st1.heartbeats_received + 2);
+    }
+    v = bump(a, h);
+    ck_assert_int_ge(wait_version(b, h, v, 2000), 0);
+    cg_core_close(a);
+    cg_core_close(b);
+    busd_kill(&f, SIGTERM);
+}
+END_TEST
+
+START_TEST(two_forwarders_one_killed)
+{
+    forwarder fs[2] = {busd_new(), busd_new()};
+    cg_core *a = bus_core("b5-a", "bus-two", fs, 2, 3600000);
+    cg_core *b = bus_core("b5-b", "bus-two", fs, 2, 3600000);
+    cg_core_stats st;
+    int64_t h, v;
+
+    wait_hearing(a);
+    wait_hearing(b);
+    h = create(a);
+    ck_assert_int_eq(version_in_cache_or_repo(b, h), 1);
+    v = bump(a, h);
+    ck_assert_int_ge(wait_version(b, h, v, 2000), 0);
+    {
+        int64_t until = ms_now() + 2000;
+        do { /* the copy through the other forwarder arrives too, and is dropped by seq */
+            cg_core_stats_get(b, &st);
+        } while (st.duplicates < 1 && ms_now() < until && usleep(5000) == 0);
+    }
+    ck_assert_uint_ge(st.duplicates, 1);
+    busd_kill(&fs[0], SIGKILL);
+    v = bump(a, h);
+    ck_assert_int_ge(wait_version(b, h, v, 2000), 0);
+    cg_core_stats_get(b, &st);
+    ck_assert_uint_eq(st.polls, 0); /* the surviving forwarder carried it */
+    cg_core_close(a);
+    cg_core_close(b);
+    busd_kill(&fs[1], SIGTERM);
+}
+END_TEST
+
+START_TEST(bad_messages_are_dropped_and_counted)
+{
+    forwarder f = busd_new();
+    cg_core *b = bus_core("b6-b", "bus-bad", &f, 1, 3600000);
+    void *ctx = zmq_ctx_new(), *pub = zmq_socket(ctx, ZMQ_PUB);
+    char ep[64];
+    const char *junk[] = {"{not json", "{\"v\":2,\"type\":\"inval\"}",
+                          "{\"v\":1,\"type\":\"inval\",\"group\":\"bus-other\",\"seq\":1,"
+                          "\"origin\":\"x\",\"inc\":1,\"at\":1,\"items\":[{\"h\":1,\"p\":\"state\","
+                          "\"v\":2}]}",
+                          "{\"v\":1,\"type\":\"inval\",\"group\":\"bus-bad\",\"seq\":999999,"
+                          "\"origin\":\"x\",\"inc\":1,\"at\":1,\"items\":[{\"h\":1,\"p\":\"state\","
+                          "\"v\":2}]}"};
+    cg_core_stats st;
+    int64_t until;
+    int i, round;
+
+    wait_hearing(b);
+    snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%d", f.front);
+    ck_assert_int_eq(zmq_connect(pub, ep), 0);
+    until = ms_now() + 5000;
+    for (round = 0; ms_now() < until; round++) { /* until the slow joiner has joined */
+        for (i = 0; i < 4; i++) {
+            zmq_send(pub, "bus-bad/", 8, ZMQ_SNDMORE);
+            zmq_send(pub, junk[i], strlen(junk[i]), 0);
+        }
+        usleep(50000);
+        cg_core_stats_get(b, &st);
+        if (st.messages_dropped >= 4)
+            break;
+    }
+    ck_assert_uint_ge(st.messages_dropped, 4);
+    ck_assert_int_lt(st.applied_seq, 999999); /* the seq from the future was not applied */
+    ck_assert_uint_eq(st.cache_resets, 0);
+    ck_assert_int_ge(round, 0);
+    /* b still works */
+    ck_assert_int_eq(version_in_cache_or_repo(b, create(b)), 1);
+    zmq_close(pub);
+    zmq_ctx_term(ctx);
+    cg_core_close(b);
+    busd_kill(&f, SIGTERM);
+}
+END_TEST
+
+START_TEST(aborted_call_publishes_nothing)
+{
+    forwarder f = busd_new();
+    cg_core *a = bus_core("b7-a", "bus-abort", &f, 1, 3600000);
+    char *dir = cgt_tmpdir(), out[1100], cmd[2048], *lines, *p;
+    int64_t h, v, seq;
+    cg_call *call;
+    pid_t watch;
+    int rc, n = 0;
+
+    wait_hearing(a);
+    h = create(a);
+    snprintf(out, sizeof(out), "%s/watch.jsonl", dir);
+    snprintf(cmd, sizeof(cmd),
+             "exec '%s/cg-watch' --json --group bus-abort --connect "
+             "tcp://127.0.0.1:%d > '%s'",
+             cgt_binary_dir(), f.back, out);
+    if ((watch = fork()) == 0) {
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    { /* wait for the watcher to see a's heartbeats */
+        int64_t until = ms_now() + 10000;
+        for (;;) {
+            lines = cgt_run(&rc, "grep -c heartbeat '%s' || true", out);
+            n = atoi(lines);
+            free(lines);
+            if (n >= 2 || ms_now() > until)
+                break;
+            usleep(20000);
+        }
+        ck_assert_int_ge(n, 2);
+    }
+    CGT_OK(cg_call_begin(&call, a));
+    CGT_OK(cg_part_update(&v, call, h, CG_PART_STATE, 1, "{\"aborted\":true}"));
+    cg_call_abort(call);
+    v = bump(a, h);
+    seq = db_i64("SELECT event_seq FROM core_groups WHERE group_id = 'bus-abort'");
+    usleep(300000);
+    kill(watch, SIGINT);
+    waitpid(watch, &rc, 0);
+    ck_assert_msg(WIFEXITED(rc) && WEXITSTATUS(rc) == 0, "cg-watch did not exit 0 on SIGINT");
+    lines = cgt_run(&rc, "grep '\"inval\"' '%s'", out);
+    n = 0;
+    for (p = lines; (p = strstr(p, "\"inval\"")) != NULL; p++)
+        n++;
+    ck_assert_msg(n == 1, "expected exactly the committed call's invalidation, got %d:\n%s", n,
+                  lines);
+    {
+        char want[64];
+        snprintf(want, sizeof(want), "\"seq\":%" PRId64, seq);
+        ck_assert_msg(strstr(lines, want) != NULL, "%s not in %s", want, lines);
+    }
+    ck_assert_int_eq(v, 2);
+    free(lines);
+    free(dir);
+    cg_core_close(a);
+    busd_kill(&f, SIGTERM);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("bus");
+    TCase *tc = tcase_create("forwarded");
+    tcase_add_unchecked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, update_reaches_the_group_and_only_the_group);
+    tcase_add_test(tc, lost_messages_are_caught_up_from_the_outbox);
+    tcase_add_test(tc, core_killed_between_commit_and_publish);
+    tcase_add_test(tc, forwarder_killed_and_restarted);
+    tcase_add_test(tc, two_forwarders_one_killed);
+    tcase_add_test(tc, bad_messages_are_dropped_and_counted);
+    tcase_add_test(tc, aborted_call_publishes_nothing);
+    suite_add_tcase(s, tc);
+    return cgt_run_suite(s);
+}
