@@ -437,7 +437,27 @@ static void on_message(cg_bus *bus, const char *data, size_t len)
     cg_bus_msg_free(m);
 }
 
-/* Read every message waiting on one SUB socket. */
+/* Receive the rest of a message's frames; returns how many there were. */
+static int skip_frames(void *sock)
+{
+    int more = 1, n = 0;
+    size_t len = sizeof(more);
+    while (more) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, sock, 0) < 0) {
+            zmq_msg_close(&m);
+            break;
+        }
+        n++;
+        zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &len);
+        zmq_msg_close(&m);
+    }
+    return n;
+}
+
+/* Read every message waiting on one SUB socket. A message is exactly two frames (topic and
+ * payload, PROTOCOL.md); any other shape is dropped as malformed. */
 static void drain_socket(cg_bus *bus, void *sock)
 {
     for (;;) {
@@ -456,17 +476,18 @@ static void drain_socket(cg_bus *bus, void *sock)
             continue;
         }
         zmq_msg_init(&payload);
-        if (zmq_msg_recv(&payload, sock, 0) >= 0)
-            on_message(bus, zmq_msg_data(&payload), zmq_msg_size(&payload));
-        zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &more_len);
-        zmq_msg_close(&payload);
-        while (more) { /* extra frames: not ours to read */
-            zmq_msg_t extra;
-            zmq_msg_init(&extra);
-            zmq_msg_recv(&extra, sock, 0);
-            zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &more_len);
-            zmq_msg_close(&extra);
+        if (zmq_msg_recv(&payload, sock, 0) < 0) {
+            zmq_msg_close(&payload);
+            continue;
         }
+        zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &more_len);
+        if (more) {
+            skip_frames(sock);
+            atomic_fetch_add(&bus->dropped[CG_DROP_MALFORMED], 1);
+        } else {
+            on_message(bus, zmq_msg_data(&payload), zmq_msg_size(&payload));
+        }
+        zmq_msg_close(&payload);
     }
 }
 

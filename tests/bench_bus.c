@@ -279,15 +279,22 @@ static double throughput(int front, int back, int n, int *lost)
     }
     while (zmq_recv(sub, ep, sizeof(ep), ZMQ_DONTWAIT) >= 0) /* drain the probes */
         ;
-    if (fork() == 0) { /* the publisher: another process, as a core would be */
+    if (fork() == 0) { /* the publisher: another process, as a core would be; a ZeroMQ
+                          context does not survive fork, so it makes its own */
+        void *cctx = zmq_ctx_new(), *cpub = zmq_socket(cctx, ZMQ_PUB);
+        snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%d", front);
+        zmq_setsockopt(cpub, ZMQ_SNDHWM, &hwm, sizeof(hwm));
+        zmq_connect(cpub, ep);
+        usleep(300000); /* the forwarder passes the subscription on to a new publisher */
         for (i = 0; i < n; i++) {
             m.seq = i + 1;
             cg_bus_msg_encode(&payload, &len, &m);
-            zmq_send(pub, "bench-bus/", 10, ZMQ_SNDMORE);
-            zmq_send(pub, payload, len, 0);
+            zmq_send(cpub, "bench-bus/", 10, ZMQ_SNDMORE);
+            zmq_send(cpub, payload, len, 0);
             free(payload);
         }
-        sleep(2);
+        zmq_close(cpub); /* linger: everything queued is delivered first */
+        zmq_ctx_term(cctx);
         _exit(0);
     }
     for (;;) {

@@ -9,8 +9,13 @@
  *    about one interval;
  *  - a forwarder killed and restarted; one of two forwarders killed: no cache stays stale;
  *  - malformed and foreign messages are dropped and counted;
- *  - an aborted call puts nothing on the bus (I6), seen with cg-watch --json.
- * Needs a build with CG_TEST_HOOKS (the fault-injection hooks).
+ *  - an aborted call puts nothing on the bus (I6), seen with cg-watch --json;
+ *  - a core that hears no bus and cannot reach the repository says it is degraded and stops
+ *    serving from its cache, and recovers when the repository is back;
+ *  - with CURVE, cores talk through a secured forwarder and a publisher without an allowed key
+ *    cannot inject an invalidation.
+ * Needs a build with CG_TEST_HOOKS (the fault-injection hooks). Restarts the shared cluster, so
+ * ctest runs it alone.
  */
 #include <arpa/inet.h>
 #include <inttypes.h>
@@ -478,6 +483,142 @@ START_TEST(aborted_call_publishes_nothing)
 }
 END_TEST
 
+START_TEST(degraded_when_neither_bus_nor_repository)
+{
+    forwarder f = busd_new();
+    cg_core *b = bus_core("b8-b", "bus-deg", &f, 1, 200);
+    cg_core_stats st;
+    cg_part *p;
+    int64_t h, until;
+    int rc;
+    char *out;
+
+    wait_hearing(b);
+    h = create(b);
+    ck_assert_int_eq(version_in_cache_or_repo(b, h), 1); /* cached */
+    busd_kill(&f, SIGKILL);                              /* the bus goes silent ... */
+    out = cgt_run(&rc, "('%s' restart '%s' fast 3 > /dev/null 2>&1 &)", cgt_env("CG_TEST_HARNESS"),
+                  getenv("CG_TEST_STATE")); /* ... and the repository is down for 3 s */
+    free(out);
+    until = ms_now() + 2500;
+    do {
+        usleep(20000);
+        cg_core_stats_get(b, &st);
+    } while (!st.degraded && ms_now() < until);
+    ck_assert_msg(st.degraded, "b never said it was degraded");
+    /* degraded: the cached copy is not served; the read goes to the (unreachable) repository */
+    CGT_EXPECT(CG_ERETRYABLE, cg_part_read(&p, b, h, CG_PART_STATE));
+    until = ms_now() + 15000; /* the repository comes back: b proves itself fresh again */
+    do {
+        usleep(50000);
+        cg_core_stats_get(b, &st);
+    } while (st.degraded && ms_now() < until);
+    ck_assert_msg(!st.degraded, "b stayed degraded after the repository came back");
+    ck_assert_int_eq(version_in_cache_or_repo(b, h), 1);
+    /* the poll recorded b's applied point in its membership row (the suite's own connection
+     * did not survive the restart) */
+    PQreset(dba);
+    ck_assert_int_eq(db_i64("SELECT applied_seq FROM cores WHERE core_name = 'b8-b'"),
+                     db_i64("SELECT event_seq FROM core_groups WHERE group_id = 'bus-deg'"));
+    cg_core_close(b);
+}
+END_TEST
+
+/* Write a key pair with cg-busd --keygen; returns nothing, fails the test on error. */
+static void keygen(const char *prefix)
+{
+    int rc;
+    char *out = cgt_run(&rc, "'%s/cg-busd' --keygen '%s'", cgt_binary_dir(), prefix);
+    ck_assert_msg(rc == 0, "keygen: %s", out);
+    free(out);
+}
+
+START_TEST(curve_secured_bus)
+{
+    char *dir = cgt_tmpdir(), path[3][1000], key[1100], cmd[4096], ep[64], *out;
+    forwarder f = {free_port(), free_port(), 0};
+    cg_core *a, *b;
+    cg_config *cfg;
+    int64_t h, v, until;
+    cg_core_stats before, after;
+    void *ctx, *pub;
+    int i, rc;
+    const char *names[2] = {"b9-a", "b9-b"};
+    cg_core **cores[2] = {&a, &b};
+
+    snprintf(path[0], sizeof(path[0]), "%s/server", dir);
+    snprintf(path[1], sizeof(path[1]), "%s/a", dir);
+    snprintf(path[2], sizeof(path[2]), "%s/b", dir);
+    for (i = 0; i < 3; i++)
+        keygen(path[i]);
+    out = cgt_run(&rc, "cat '%s.pub' '%s.pub' > '%s/clients'", path[1], path[2], dir);
+    free(out);
+    snprintf(cmd, sizeof(cmd),
+             "exec '%s/cg-busd' --frontend tcp://127.0.0.1:%d --backend tcp://127.0.0.1:%d "
+             "--curve-secret-key '%s.key' --curve-public-key '%s.pub' --curve-clients '%s/clients' "
+             "--quiet",
+             cgt_binary_dir(), f.front, f.back, path[0], path[0], dir);
+    if ((f.pid = fork()) == 0) {
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    for (i = 0; i < 2; i++) {
+        cfg = cgt_core_config(dsn, names[i], "bus-curve");
+        snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%d", f.front);
+        cg_config_set_string(&cfg->publish[cfg->n_publish++], ep);
+        snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%d", f.back);
+        cg_config_set_string(&cfg->subscribe[cfg->n_subscribe++], ep);
+        cfg->heartbeat_interval_ms = 50;
+        snprintf(key, sizeof(key), "%s.pub", path[0]);
+        cg_config_set_string(&cfg->curve_server_key, key);
+        snprintf(key, sizeof(key), "%s.pub", path[i + 1]);
+        cg_config_set_string(&cfg->curve_public_key, key);
+        snprintf(key, sizeof(key), "%s.key", path[i + 1]);
+        cg_config_set_string(&cfg->curve_secret_key, key);
+        *cores[i] = cgt_core_open_cfg(cfg);
+    }
+    wait_hearing(a);
+    wait_hearing(b);
+    h = create(a);
+    ck_assert_int_eq(version_in_cache_or_repo(b, h), 1);
+
+    /* a forger without CURVE sends a well-formed invalidation of b's cached part */
+    cg_core_stats_get(b, &before);
+    ctx = zmq_ctx_new();
+    pub = zmq_socket(ctx, ZMQ_PUB);
+    snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%d", f.front);
+    zmq_connect(pub, ep);
+    until = ms_now() + 1000;
+    while (ms_now() < until) {
+        char forged[512];
+        snprintf(forged, sizeof(forged),
+                 "{\"v\":1,\"type\":\"inval\",\"group\":\"bus-curve\",\"seq\":%" PRId64
+                 ",\"origin\":\"evil\",\"inc\":1,\"at\":1,\"items\":[{\"h\":%" PRId64
+                 ",\"p\":\"state\",\"v\":99}]}",
+                 before.applied_seq + 1, h);
+        zmq_send(pub, "bus-curve/", 10, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+        zmq_send(pub, forged, strlen(forged), ZMQ_DONTWAIT);
+        usleep(20000);
+    }
+    zmq_close(pub);
+    zmq_ctx_term(ctx);
+    cg_core_stats_get(b, &after);
+    ck_assert_uint_eq(after.invalidations_received, before.invalidations_received);
+    ck_assert_uint_eq(after.messages_dropped, before.messages_dropped);
+    ck_assert_int_eq(version_in_cache_or_repo(b, h), 1); /* still cached, nothing forged got in */
+
+    /* the legitimate path works through the secured forwarder */
+    v = bump(a, h);
+    ck_assert_int_ge(wait_version(b, h, v, 2000), 0);
+    cg_core_stats_get(b, &after);
+    ck_assert_uint_gt(after.invalidations_received, before.invalidations_received);
+    cg_core_close(a);
+    cg_core_close(b);
+    busd_kill(&f, SIGTERM);
+    free(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("bus");
@@ -491,6 +632,8 @@ int main(void)
     tcase_add_test(tc, two_forwarders_one_killed);
     tcase_add_test(tc, bad_messages_are_dropped_and_counted);
     tcase_add_test(tc, aborted_call_publishes_nothing);
+    tcase_add_test(tc, curve_secured_bus);
+    tcase_add_test(tc, degraded_when_neither_bus_nor_repository);
     suite_add_tcase(s, tc);
     return cgt_run_suite(s);
 }
