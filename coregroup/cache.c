@@ -2,9 +2,10 @@
  * cache.c — a core's cache of metadata parts: sharded, bounded, monotonic (DESIGN.md I4).
  *
  * Layout. The cache is split into up to 64 shards (a power of two) by the high half of a
- * 64-bit mix (splitmix64's finalizer) of (handle, kind). Each shard has its own mutex, and
- * the mutex, the table pointer, its mask and the hit counter share the shard's first cache
- * line, so a hit touches one line of shard state and no line of another shard. A cache of
+ * 64-bit mix (splitmix64's finalizer) of (handle, kind). Each shard has its own lock (see
+ * Locking), and the lock word, the table pointer, its mask and the hit counter share the
+ * shard's first cache line, so a hit touches one line of shard state and no line of another
+ * shard. A cache of
  * fewer than 64 entries has one shard (every shard gets at least MIN_PER_SHARD entries, and
  * max_entries is divided exactly: the shards' capacities add up to max_entries), so small
  * caches evict in exact CLOCK order over all their entries.
@@ -14,7 +15,8 @@
  *    reference to the part, the expiry time, the CLOCK reference bit and the entry's position
  *    in the clock ring. Load stays at or below 1/2. Deletion shifts later slots back (no
  *    tombstones). The table grows by doubling up to the size its capacity needs, so an
- *    empty 1,000,000-entry cache does not cost its full size up front.
+ *    empty 1,000,000-entry cache does not cost its full size up front; cg_cache_reset gives
+ *    the memory back (the table starts small again).
  *  - the CLOCK RING: one position per entry (ring[pos] = its slot), a free list threaded
  *    through unused positions, and a hand. A hit only sets the entry's reference bit (no list
  *    moves on the hit path). To make room the hand sweeps the ring: a referenced entry loses
@@ -40,27 +42,59 @@
  * applied, so that read sees at least the floor's version. Fills check the floor first and the
  * ticket second, so a refused stale version is always reported as "newer known".
  *
- * Single flight. cg_cache_load keeps a list of in-flight records per shard (key, condition
- * variable used with the shard mutex, result, waiter count). The leader takes a ticket, runs
- * the loader WITHOUT the shard lock, then fills under it; threads that miss the same key
- * meanwhile wait on the record. The leader publishes the result and unlinks the record; the
- * last thread out frees it (the leader when nobody waits, else the last waiter). Only a part
- * the cache accepted (or a newer one it already holds) and CG_ENOTFOUND are shared. Any other
- * error belongs to the leader, and so does a part refused only for its ticket (a reset or a
- * forgotten floor happened during the read: good for the leader, whose call began before,
- * but a waiter may have begun after it). Waiters then try again; one becomes the new leader.
+ * Single flight. cg_cache_load keeps a list of in-flight records per shard (key, joined
+ * count, condition variable, result, waiter count). The leader takes a ticket, runs the loader
+ * WITHOUT the shard lock, then fills under it; a thread that misses the same key meanwhile
+ * joins the record under the shard lock (so a miss and the decision to lead or wait are one
+ * step) and then sleeps on the record's condition variable with the shard's flight_lock, a
+ * pthread mutex used for nothing else. The leader unlinks the record under the shard lock
+ * (no one can join after that, so the joined count is final), then sets the result and `done`
+ * under flight_lock and broadcasts; a waiter re-checks `done` under flight_lock, so no wakeup
+ * is lost. The last thread out frees the record (the leader when nobody joined, else the last
+ * waiter). Only a part the cache accepted (or a newer one it already holds) and CG_ENOTFOUND
+ * are shared. Any other error belongs to the leader, and so does a part refused only for its
+ * ticket (a reset or a forgotten floor happened during the read: good for the leader, whose
+ * call began before, but a waiter may have begun after it). Waiters then try again; one
+ * becomes the new leader.
  *
  * TTL. With ttl_ms > 0 an entry expires ttl_ms after it was filled (CLOCK_MONOTONIC_COARSE,
  * read before taking the lock and only when a TTL is set). An expired entry found by a lookup
  * is dropped, counted as an expiration, and leaves its floor as a ghost.
  *
+ * Locking. The shard lock is a test-and-test-and-set spinlock (an atomic exchange with
+ * acquire order to take it, a release store to drop it; while it is held, waiters read it and
+ * pause, and after SPINS failed looks call sched_yield() in case the holder was preempted).
+ * That is only sound because every critical section is short and bounded: no allocation, no
+ * loader call and no free() under the lock (save cg_cache_reset out of memory, which then
+ * empties the old table in place). A part reference the cache drops (an entry invalidated,
+ * evicted, expired or replaced) is collected in a small per-call TRASH and released after the
+ * unlock; the part has left the table by then, and a hit that found it earlier took its own
+ * reference under the lock, while the cache's reference still kept the part alive. A shard
+ * that must grow returns FILL_GROW: the caller drops the lock, allocates the bigger table and
+ * ring, takes the lock again and decides the fill again from scratch (what was true before
+ * the unlock may not be any more); the rehash itself is under the lock, O(entries of the
+ * shard), at most log2(cap / 32) times per shard between resets. cg_cache_reset swaps in a
+ * table allocated before taking the lock and frees the old entries after it. Flight records
+ * are allocated outside the lock too (a leader-to-be drops the lock, allocates, and looks
+ * again). Threads that wait for a load sleep (flight_lock above); they never spin.
+ *
  * Deliberately not here: no negative caching (CG_ENOTFOUND is never remembered), no
  * background expiry sweep (expired entries leave when found or when CLOCK evicts them), and
- * no lock-free reads — a hit costs one uncontended mutex round trip plus the part's atomic
- * reference count, which bench_cache measures against a raw hash table.
+ * no lock-free reads. A seqlock-style optimistic reader would find a part pointer while
+ * holding nothing that keeps the part alive, and the entry's removal may drop the last
+ * reference and free it before the reader's increment lands; making that safe needs deferred
+ * reclamation (epochs or hazard pointers), which is more machinery than this cache wants. So
+ * a hit costs an uncontended atomic exchange and a release store for the lock, plus the
+ * part's atomic reference count (up here, down in cg_part_free); bench_cache measures that
+ * against a raw hash table. Most of what remains between the two is neither: removing the
+ * lock from the hit path altogether (unsafely, as an experiment) closed only about a third of
+ * the gap, and dropping the atomic counts too hardly more. The rest is the three calls per hit
+ * across the library boundary (cg_cache_get, cg_part_version, cg_part_free), the 32-byte
+ * slots (twice the raw table's footprint) and the shard, reference-bit and counter work.
  */
 #include <assert.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,6 +115,19 @@
 #define RING_NIL        0x7fffffffu /* end of the free list */
 #define MAX_ENTRIES_CAP ((int64_t)1 << 36)
 #define MAX_TTL_MS      ((int64_t)1 << 40)
+#define SPINS           64 /* failed looks at a held shard lock before sched_yield() */
+#define TRASH_PARTS     4  /* part references one critical section may drop */
+#define TRASH_MEM       4  /* blocks one critical section may give up (a table, a ring, ...) */
+
+#define NOINLINE __attribute__((noinline)) /* keeps a slow path out of the hit path */
+
+#if defined(__x86_64__) || defined(__i386__)
+#define cpu_relax() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define cpu_relax() __asm__ __volatile__("yield" ::: "memory")
+#else
+#define cpu_relax() ((void)0)
+#endif
 
 /* One table slot, 32 bytes (two per cache line, none straddling); part == NULL: empty. */
 typedef struct {
@@ -100,23 +147,26 @@ typedef struct {
     uint8_t live; /* 0: the record was dropped (its key got cached) or never used */
 } ghost;
 
-/* One in-flight load; protected by its shard's lock. */
+/* One in-flight load. next, handle, kind and joined belong to the shard lock (the record is
+ * on the shard's list from the leader's miss until it unlinks the record); the rest belongs to
+ * the shard's flight_lock. */
 typedef struct flight {
     struct flight *next;
     int64_t handle;
     int kind;
-    int done;      /* the leader has published err / part */
-    int waiters;   /* threads that joined and have not yet read the result */
-    int err;       /* the leader's result */
-    int shared;    /* waiters may take it (else they try again) */
-    cg_part *part; /* shared, err == 0, waiters > 0: a reference the record holds for them */
-    pthread_cond_t cv;
-    cg_error detail; /* the leader's error detail when err == CG_ENOTFOUND */
+    int joined;        /* threads that joined while the record was listed (shard lock) */
+    int done;          /* the leader has published err / part */
+    int waiters;       /* joined threads that have not yet read the result */
+    int err;           /* the leader's result */
+    int shared;        /* waiters may take it (else they try again) */
+    cg_part *part;     /* shared, err == 0, waiters > 0: a reference the record holds for them */
+    pthread_cond_t cv; /* used with the shard's flight_lock */
+    cg_error detail;   /* the leader's error detail when err == CG_ENOTFOUND */
 } flight;
 
 typedef struct {
     /* first cache line: everything a hit touches */
-    _Alignas(CACHE_LINE) pthread_mutex_t lock;
+    _Alignas(CACHE_LINE) atomic_int lock; /* the shard lock: 0 free, 1 held (see shard_lock) */
     slot *table;
     uint32_t mask;  /* table size - 1 */
     uint32_t count; /* entries cached */
@@ -137,6 +187,7 @@ typedef struct {
     uint64_t min_ticket; /* fills with an older ticket are refused */
 
     flight *flights;
+    pthread_mutex_t flight_lock; /* only for waiting on a load: see flight */
 
     uint32_t ghost_head;               /* next record to (over)write */
     uint16_t ghost_index[GHOST_SLOTS]; /* 0 empty, else record index + 1 */
@@ -146,11 +197,28 @@ typedef struct {
 struct cg_cache {
     shard *shards;
     uint32_t nshards; /* a power of two */
-    uint32_t ninit;   /* shards whose lock was initialised (for cleanup) */
+    uint32_t ninit;   /* shards whose flight_lock was initialised (for cleanup) */
     int64_t ttl_ms;
 };
 
-enum { FILL_REFUSED = 0, FILL_CACHED = 1, FILL_NEWER = 2 };
+enum { FILL_REFUSED = 0, FILL_CACHED = 1, FILL_NEWER = 2, FILL_GROW = 3 };
+
+/* What a critical section dropped, released after the shard lock: the cache's references to
+ * parts that left the table (the last one frees the part) and memory such as a table the
+ * shard outgrew. No free() runs under the shard lock. */
+typedef struct {
+    cg_part *parts[TRASH_PARTS];
+    void *mem[TRASH_MEM];
+    int nparts, nmem;
+} trash;
+
+/* A bigger table and ring, allocated outside the shard lock for grow_into(). */
+typedef struct {
+    slot *table;    /* zeroed, `slots` slots; NULL: none */
+    uint32_t *ring; /* min(slots / 2, cap) positions */
+    uint32_t slots;
+    int failed; /* out of memory: make room by eviction instead */
+} spare_table;
 
 /* ---- helpers ------------------------------------------------------------------------------ */
 
@@ -184,14 +252,60 @@ static inline cg_part *part_ref(cg_part *p)
     return p;
 }
 
+/* The shard lock is contended only by other operations on the same shard. */
+static NOINLINE void shard_lock_slow(shard *s)
+{
+    unsigned spins = 0;
+    do {
+        while (atomic_load_explicit(&s->lock, memory_order_relaxed) != 0) {
+            if (++spins < SPINS) {
+                cpu_relax();
+            } else {
+                sched_yield(); /* the holder may have been preempted: let it run */
+                spins = 0;
+            }
+        }
+    } while (atomic_exchange_explicit(&s->lock, 1, memory_order_acquire) != 0);
+}
+
+/* Test-and-test-and-set: one atomic exchange when the lock is free. */
 static inline void shard_lock(shard *s)
 {
-    pthread_mutex_lock(&s->lock);
+    if (atomic_exchange_explicit(&s->lock, 1, memory_order_acquire) != 0)
+        shard_lock_slow(s);
 }
 
 static inline void shard_unlock(shard *s)
 {
-    pthread_mutex_unlock(&s->lock);
+    atomic_store_explicit(&s->lock, 0, memory_order_release);
+}
+
+/* Only the counts: the hit path should not clear the arrays. */
+static inline void trash_init(trash *t)
+{
+    t->nparts = 0;
+    t->nmem = 0;
+}
+
+static inline void trash_part(trash *t, cg_part *p)
+{
+    assert(t->nparts < TRASH_PARTS);
+    t->parts[t->nparts++] = p;
+}
+
+static inline void trash_mem(trash *t, void *m)
+{
+    assert(t->nmem < TRASH_MEM);
+    t->mem[t->nmem++] = m;
+}
+
+/* Release what was dropped; call after shard_unlock(). */
+static inline void trash_empty(trash *t)
+{
+    while (t->nparts > 0)
+        cg_part_free(t->parts[--t->nparts]);
+    while (t->nmem > 0)
+        free(t->mem[--t->nmem]);
 }
 
 static inline slot *find(const shard *s, uint32_t h, int64_t handle, int kind)
@@ -322,8 +436,9 @@ static void unlink_slot(shard *s, uint32_t i)
     s->table[i].part = NULL;
 }
 
-/* Drop the entry in slot e, leaving max(floor, its version) as the key's ghost floor. */
-static void drop_entry(shard *s, slot *e, int64_t floor)
+/* Drop the entry in slot e, leaving max(floor, its version) as the key's ghost floor. The
+ * cache's reference goes to the trash. */
+static void drop_entry(shard *s, slot *e, int64_t floor, trash *t)
 {
     cg_part *part = e->part;
     int64_t handle = e->handle;
@@ -332,42 +447,73 @@ static void drop_entry(shard *s, slot *e, int64_t floor)
 
     unlink_slot(s, (uint32_t)(e - s->table));
     ghost_put(s, h, handle, kind, part->version > floor ? part->version : floor);
-    cg_part_free(part);
+    trash_part(t, part);
 }
 
 /* The key's live entry, dropping it (an expiration) when its TTL ran out. */
 static inline slot *lookup(const cg_cache *c, shard *s, uint32_t h, int64_t handle, int kind,
-                           int64_t now)
+                           int64_t now, trash *t)
 {
     slot *e = find(s, h, handle, kind);
     if (e != NULL && c->ttl_ms > 0 && now >= e->expires) {
-        drop_entry(s, e, INT64_MIN);
+        drop_entry(s, e, INT64_MIN, t);
         s->expirations++;
         return NULL;
     }
     return e;
 }
 
-/* Double the table and the ring with it. Called only while ring_size < cap, so the table never
- * grows beyond the power of two >= 2 * cap. 0, or -1 when out of memory (then nothing
- * changed and the caller evicts instead). */
-static int grow(shard *s)
+/* Mark a hit entry referenced for CLOCK, writing its line only when the bit changes. */
+static inline void touch(slot *e)
 {
-    uint32_t nslots = (s->mask + 1) * 2;
+    if (!(e->pos & SLOT_REF))
+        e->pos |= SLOT_REF;
+}
+
+/* 1 when the shard is full up to its table and may still grow: inserting a key needs a table
+ * twice the size (a spare), unless it is out of memory and evicts instead. */
+static inline int wants_growth(const shard *s, const spare_table *sp)
+{
+    return s->free_head == RING_NIL && s->ring_top >= s->ring_size && s->ring_size < s->cap &&
+           !sp->failed && !(sp->table != NULL && sp->slots == (s->mask + 1) * 2);
+}
+
+/* Allocate (outside the shard lock) a spare of `slots` slots for a shard of capacity `cap`,
+ * replacing one of another size. On failure sp->failed is set. */
+static void spare_prepare(spare_table *sp, uint32_t slots, uint32_t cap)
+{
+    uint32_t nring = slots / 2 < cap ? slots / 2 : cap;
+    if (sp->table != NULL && sp->slots == slots)
+        return;
+    free(sp->table);
+    free(sp->ring);
+    sp->table = table_alloc(slots);
+    sp->ring = malloc((size_t)nring * sizeof(*sp->ring));
+    sp->slots = slots;
+    if (sp->table == NULL || sp->ring == NULL) {
+        free(sp->table);
+        free(sp->ring);
+        sp->table = NULL;
+        sp->ring = NULL;
+        sp->failed = 1;
+    }
+}
+
+/* Double the table and the ring with it, into the spare (which is used up); the old table and
+ * ring go to the trash. Called only while ring_size < cap, so the table never grows beyond the
+ * power of two >= 2 * cap. */
+static void grow_into(shard *s, spare_table *sp, trash *t)
+{
+    uint32_t nslots = sp->slots;
     uint32_t nmask = nslots - 1;
     uint32_t nring = nslots / 2 < s->cap ? nslots / 2 : s->cap;
-    slot *nt = table_alloc(nslots);
-    uint32_t *nr;
+    slot *nt = sp->table;
+    uint32_t *nr = sp->ring;
     uint32_t i;
 
-    if (nt == NULL)
-        return -1;
-    nr = realloc(s->ring, (size_t)nring * sizeof(*nr));
-    if (nr == NULL) {
-        free(nt);
-        return -1;
-    }
-    s->ring = nr;
+    assert(nslots == (s->mask + 1) * 2 && s->ring_top <= nring);
+    /* positions on the free list keep their links; the others are rewritten below */
+    memcpy(nr, s->ring, (size_t)s->ring_top * sizeof(*nr));
     for (i = 0; i <= s->mask; i++) {
         uint32_t k;
         if (s->table[i].part == NULL)
@@ -377,15 +523,18 @@ static int grow(shard *s)
         nt[k] = s->table[i];
         nr[nt[k].pos & ~SLOT_REF] = k;
     }
-    free(s->table);
+    trash_mem(t, s->table);
+    trash_mem(t, s->ring);
     s->table = nt;
+    s->ring = nr;
     s->mask = nmask;
     s->ring_size = nring;
-    return 0;
+    sp->table = NULL;
+    sp->ring = NULL;
 }
 
 /* Evict one entry by CLOCK. The shard holds at least one entry. */
-static void clock_evict(shard *s)
+static void clock_evict(shard *s, trash *t)
 {
     assert(s->count > 0);
     for (;;) {
@@ -399,21 +548,24 @@ static void clock_evict(shard *s)
             e->pos &= ~SLOT_REF;
             continue;
         }
-        drop_entry(s, e, INT64_MIN);
+        drop_entry(s, e, INT64_MIN, t);
         s->evictions++;
         return;
     }
 }
 
 /* Make sure a ring position is free for one more entry: a free-listed one, a fresh one, a
- * bigger table, or else (full, or out of memory for growing) an eviction. */
-static void make_room(shard *s)
+ * bigger table (the spare; wants_growth() was checked), or else (full, or out of memory for
+ * growing) an eviction. */
+static void make_room(shard *s, spare_table *sp, trash *t)
 {
     if (s->free_head != RING_NIL || s->ring_top < s->ring_size)
         return;
-    if (s->ring_size < s->cap && grow(s) == 0)
+    if (s->ring_size < s->cap && sp->table != NULL) {
+        grow_into(s, sp, t);
         return;
-    clock_evict(s);
+    }
+    clock_evict(s, t);
 }
 
 /* Insert a key that is not in the table; make_room() was called. */
@@ -443,12 +595,14 @@ static void insert_new(shard *s, uint32_t h, cg_part *part, int64_t expires)
 
 /* Fill or put under the shard lock: FILL_CACHED, FILL_NEWER (refused: the floor is above the
  * part's version) or FILL_REFUSED (the ticket predates a forgotten floor or a reset). The
- * floor is checked before the ticket. */
+ * floor is checked before the ticket. FILL_GROW: the part would be cached, but only in a
+ * bigger table, which the caller allocates outside the lock (into sp) before calling again;
+ * nothing but an expiration was done. */
 static int install(const cg_cache *c, shard *s, uint32_t h, cg_part *part, int check_ticket,
-                   uint64_t ticket, int64_t now)
+                   uint64_t ticket, int64_t now, spare_table *sp, trash *t)
 {
     int64_t expires = c->ttl_ms > 0 ? now + c->ttl_ms : 0;
-    slot *e = lookup(c, s, h, part->handle, part->kind, now);
+    slot *e = lookup(c, s, h, part->handle, part->kind, now, t);
     int gi;
 
     if (e != NULL) {
@@ -457,9 +611,8 @@ static int install(const cg_cache *c, shard *s, uint32_t h, cg_part *part, int c
         if (check_ticket && ticket < s->min_ticket)
             goto refused;
         if (part->version > e->part->version) {
-            cg_part *old = e->part;
+            trash_part(t, e->part);
             e->part = part_ref(part);
-            cg_part_free(old);
         }
         e->expires = expires;
         s->fills++;
@@ -470,10 +623,12 @@ static int install(const cg_cache *c, shard *s, uint32_t h, cg_part *part, int c
         goto newer;
     if (check_ticket && ticket < s->min_ticket)
         goto refused;
+    if (wants_growth(s, sp))
+        return FILL_GROW;
     /* The entry takes over the floor from the ghost (make_room cannot fail). */
     if (gi >= 0)
         ghost_remove(s, (uint32_t)gi);
-    make_room(s);
+    make_room(s, sp, t);
     insert_new(s, h, part, expires);
     s->fills++;
     return FILL_CACHED;
@@ -486,15 +641,46 @@ refused:
     return FILL_REFUSED;
 }
 
+/* install(), growing the table when it must: the shard lock is held on entry and on return
+ * but released meanwhile to allocate, and install() then decides again from scratch. */
+static int install_grow(const cg_cache *c, shard *s, uint32_t h, cg_part *part, int check_ticket,
+                        uint64_t ticket, int64_t now, trash *t)
+{
+    spare_table sp = {NULL, NULL, 0, 0};
+    int r;
+
+    while ((r = install(c, s, h, part, check_ticket, ticket, now, &sp, t)) == FILL_GROW) {
+        uint32_t slots = (s->mask + 1) * 2;
+        shard_unlock(s);
+        trash_empty(t);
+        spare_prepare(&sp, slots, s->cap); /* cap does not change after cg_cache_new */
+        shard_lock(s);
+    }
+    /* another thread grew the table meanwhile, or the fill was refused after all */
+    if (sp.table != NULL) {
+        trash_mem(t, sp.table);
+        trash_mem(t, sp.ring);
+    }
+    return r;
+}
+
 /* ---- creating and freeing ----------------------------------------------------------------- */
+
+/* The size a shard's table starts at: the power of two >= 2 * cap, at most INITIAL_SLOTS. */
+static uint32_t initial_slots(uint32_t cap)
+{
+    uint32_t nslots = 2;
+    while (nslots < INITIAL_SLOTS && nslots < 2 * (uint64_t)cap)
+        nslots *= 2;
+    return nslots;
+}
 
 static int shard_init(shard *s, uint32_t cap)
 {
-    uint32_t nslots = 2;
-
     /* the table starts small and grows to the power of two >= 2 * cap (load <= 1/2) */
-    while (nslots < INITIAL_SLOTS && nslots < 2 * (uint64_t)cap)
-        nslots *= 2;
+    uint32_t nslots = initial_slots(cap);
+
+    atomic_init(&s->lock, 0);
     s->cap = cap;
     s->mask = nslots - 1;
     s->ring_size = nslots / 2 < cap ? nslots / 2 : cap;
@@ -539,7 +725,7 @@ int cg_cache_new(cg_cache **out, const cg_cache_options *opts)
     for (i = 0; i < n; i++) {
         shard *s = &c->shards[i];
         uint32_t cap = (uint32_t)(opts->max_entries / n + (i < (uint32_t)(opts->max_entries % n)));
-        if (pthread_mutex_init(&s->lock, NULL) != 0) {
+        if (pthread_mutex_init(&s->flight_lock, NULL) != 0) {
             err = cg_error_set(CG_ERROR, CG_ERRCLASS_OS, "cannot initialise a cache lock");
             goto done;
         }
@@ -556,23 +742,48 @@ done:
     return err;
 }
 
+/* A new, unlisted flight record (allocated outside the shard lock). 0, or CG_ERROR. */
+static int flight_new(flight **out)
+{
+    flight *f = calloc(1, sizeof(*f));
+    *out = NULL;
+    if (f == NULL)
+        return cg_error_nomem();
+    if (pthread_cond_init(&f->cv, NULL) != 0) {
+        free(f);
+        return cg_error_set(CG_ERROR, CG_ERRCLASS_OS, "cannot initialise a condition variable");
+    }
+    *out = f;
+    return 0;
+}
+
+/* Free a flight record nobody else can reach. Accepts NULL. */
 static void flight_free(flight *f)
 {
+    if (f == NULL)
+        return;
     cg_part_free(f->part);
     pthread_cond_destroy(&f->cv);
     free(f);
 }
 
-/* Drop every entry and ghost of a shard (lock held or no other user). */
-static void shard_clear(shard *s)
+/* Free every part in a table of mask + 1 slots and mark the slots empty. */
+static void table_release(slot *table, uint32_t mask)
 {
     uint32_t i;
-    if (s->table != NULL)
-        for (i = 0; i <= s->mask; i++)
-            if (s->table[i].part != NULL) {
-                cg_part_free(s->table[i].part);
-                s->table[i].part = NULL;
+    if (table != NULL)
+        for (i = 0; i <= mask; i++)
+            if (table[i].part != NULL) {
+                cg_part_free(table[i].part);
+                table[i].part = NULL;
             }
+}
+
+/* Forget every entry and ghost of a shard, whose table is empty (lock held or no other
+ * user). */
+static void shard_forget(shard *s)
+{
+    uint32_t i;
     s->count = 0;
     s->ring_top = 0;
     s->free_head = RING_NIL;
@@ -591,11 +802,11 @@ void cg_cache_free(cg_cache *c)
     for (i = 0; c->shards != NULL && i < c->nshards; i++) {
         shard *s = &c->shards[i];
         assert(s->flights == NULL); /* no other thread may be using the cache */
-        shard_clear(s);
+        table_release(s->table, s->mask);
         free(s->table);
         free(s->ring);
         if (i < c->ninit)
-            pthread_mutex_destroy(&s->lock);
+            pthread_mutex_destroy(&s->flight_lock);
     }
     free(c->shards);
     free(c);
@@ -603,20 +814,22 @@ void cg_cache_free(cg_cache *c)
 
 /* ---- the operations ----------------------------------------------------------------------- */
 
-int cg_cache_get(cg_cache *c, int64_t handle, int kind, cg_part **out)
+/* cg_cache_get with a TTL: read the clock, and drop an expired entry. */
+static NOINLINE int get_ttl(cg_cache *c, int64_t handle, int kind, cg_part **out)
 {
     uint64_t h = key_hash(handle, kind);
     shard *s = shard_of(c, h);
-    int64_t now = c->ttl_ms > 0 ? now_ms() : 0;
+    int64_t now = now_ms();
+    trash t;
     slot *e;
     int err = CG_ENOTFOUND;
 
     *out = NULL;
+    trash_init(&t);
     shard_lock(s);
-    e = lookup(c, s, (uint32_t)h, handle, kind, now);
+    e = lookup(c, s, (uint32_t)h, handle, kind, now, &t);
     if (e != NULL) {
-        if (!(e->pos & SLOT_REF))
-            e->pos |= SLOT_REF; /* only write the line when the bit changes */
+        touch(e);
         *out = part_ref(e->part);
         s->hits++;
         err = 0;
@@ -624,7 +837,36 @@ int cg_cache_get(cg_cache *c, int64_t handle, int kind, cg_part **out)
         s->misses++;
     }
     shard_unlock(s);
+    trash_empty(&t); /* an expired entry's part */
     return err;
+}
+
+/* The hit path, kept short (a memory-bound caller overlaps its lookups only as far as the
+ * instructions between them fit the CPU's window): the hash, one exchange to take the shard
+ * lock, the probe, the reference, a release store. */
+int cg_cache_get(cg_cache *c, int64_t handle, int kind, cg_part **out)
+{
+    uint64_t h;
+    shard *s;
+    slot *e;
+
+    if (c->ttl_ms > 0)
+        return get_ttl(c, handle, kind, out);
+    h = key_hash(handle, kind);
+    s = shard_of(c, h);
+    shard_lock(s);
+    e = find(s, (uint32_t)h, handle, kind);
+    if (e == NULL) {
+        s->misses++;
+        shard_unlock(s);
+        *out = NULL;
+        return CG_ENOTFOUND;
+    }
+    touch(e);
+    *out = part_ref(e->part);
+    s->hits++;
+    shard_unlock(s);
+    return 0;
 }
 
 uint64_t cg_cache_ticket(cg_cache *c, int64_t handle, int kind)
@@ -642,10 +884,13 @@ int cg_cache_fill(cg_cache *c, cg_part *part, uint64_t ticket)
     uint64_t h = key_hash(part->handle, part->kind);
     shard *s = shard_of(c, h);
     int64_t now = c->ttl_ms > 0 ? now_ms() : 0;
+    trash t;
     int r;
+    trash_init(&t);
     shard_lock(s);
-    r = install(c, s, (uint32_t)h, part, 1, ticket, now);
+    r = install_grow(c, s, (uint32_t)h, part, 1, ticket, now, &t);
     shard_unlock(s);
+    trash_empty(&t);
     return r == FILL_CACHED;
 }
 
@@ -654,10 +899,13 @@ int cg_cache_put(cg_cache *c, cg_part *part)
     uint64_t h = key_hash(part->handle, part->kind);
     shard *s = shard_of(c, h);
     int64_t now = c->ttl_ms > 0 ? now_ms() : 0;
+    trash t;
     int r;
+    trash_init(&t);
     shard_lock(s);
-    r = install(c, s, (uint32_t)h, part, 0, 0, now);
+    r = install_grow(c, s, (uint32_t)h, part, 0, 0, now, &t);
     shard_unlock(s);
+    trash_empty(&t);
     return r == FILL_CACHED;
 }
 
@@ -681,43 +929,68 @@ void cg_cache_invalidate(cg_cache *c, int64_t handle, int kind, int64_t version)
 {
     uint64_t h = key_hash(handle, kind);
     shard *s = shard_of(c, h);
+    trash t;
     slot *e;
 
+    trash_init(&t);
     shard_lock(s);
     s->invalidations++;
     if ((e = find(s, (uint32_t)h, handle, kind)) != NULL) {
         /* a cached version >= `version` already is the floor and stays */
         if (e->part->version < version)
-            drop_entry(s, e, version);
+            drop_entry(s, e, version, &t);
     } else {
         ghost_put(s, (uint32_t)h, handle, kind, version);
     }
     shard_unlock(s);
+    trash_empty(&t);
 }
 
 void cg_cache_evict(cg_cache *c, int64_t handle, int kind)
 {
     uint64_t h = key_hash(handle, kind);
     shard *s = shard_of(c, h);
+    trash t;
     slot *e;
 
+    trash_init(&t);
     shard_lock(s);
     if ((e = find(s, (uint32_t)h, handle, kind)) != NULL)
-        drop_entry(s, e, INT64_MIN);
+        drop_entry(s, e, INT64_MIN, &t);
     shard_unlock(s);
+    trash_empty(&t);
 }
 
+/* Each shard in turn: swap in an empty table of the starting size (allocated before taking the
+ * lock), forget the ghosts, refuse older tickets; the old table's parts are released after the
+ * lock. Out of memory for the new table, the old one is emptied in place under the lock. */
 void cg_cache_reset(cg_cache *c)
 {
     uint32_t i;
     for (i = 0; i < c->nshards; i++) {
         shard *s = &c->shards[i];
+        uint32_t nslots = initial_slots(s->cap);
+        slot *fresh = table_alloc(nslots), *old = NULL;
+        uint32_t old_mask = 0;
+
         shard_lock(s);
-        shard_clear(s);
+        if (fresh != NULL) {
+            old = s->table;
+            old_mask = s->mask;
+            s->table = fresh;
+            s->mask = nslots - 1;
+            /* the ring array keeps its size, which is >= the new ring_size */
+            s->ring_size = nslots / 2 < s->cap ? nslots / 2 : s->cap;
+        } else {
+            table_release(s->table, s->mask);
+        }
+        shard_forget(s);
         refuse_old_tickets(s);
         if (i == 0)
             s->resets++;
         shard_unlock(s);
+        table_release(old, old_mask);
+        free(old);
     }
 }
 
@@ -726,9 +999,10 @@ void cg_cache_reset(cg_cache *c)
  * version is known. 0 with *out a new reference, or an error. *shared is set when waiters may
  * take the result too: a part the cache accepted (or a newer one it holds), or CG_ENOTFOUND.
  * A part refused only for its ticket is good for the leader, whose call began before the
- * reset or forgotten floor, but not for a waiter that may have begun after it. */
+ * reset or forgotten floor, but not for a waiter that may have begun after it. What the
+ * critical sections drop goes to t, which is emptied whenever the lock is released. */
 static int lead(cg_cache *c, shard *s, uint32_t h, int64_t handle, int kind, cg_cache_loader load,
-                void *ctx, cg_part **out, int *shared)
+                void *ctx, cg_part **out, int *shared, trash *t)
 {
     int runs;
     for (runs = 1;; runs++) {
@@ -740,21 +1014,22 @@ static int lead(cg_cache *c, shard *s, uint32_t h, int64_t handle, int kind, cg_
 
         s->loads++;
         shard_unlock(s);
+        trash_empty(t);
         err = load(&p, ctx);
-        now = c->ttl_ms > 0 ? now_ms() : 0;
-        shard_lock(s);
+        if (err >= 0 && (p == NULL || p->handle != handle || p->kind != kind))
+            err = cg_error_set(CG_ERROR, CG_ERRCLASS_CACHE,
+                               "cache loader for (%lld, %d) returned no part or another key",
+                               (long long)handle, kind);
+        else if (err < 0)
+            *shared = err == CG_ENOTFOUND;
         if (err < 0) {
             cg_part_free(p);
-            *shared = err == CG_ENOTFOUND;
+            shard_lock(s);
             return err;
         }
-        if (p == NULL || p->handle != handle || p->kind != kind) {
-            cg_part_free(p);
-            return cg_error_set(CG_ERROR, CG_ERRCLASS_CACHE,
-                                "cache loader for (%lld, %d) returned no part or another key",
-                                (long long)handle, kind);
-        }
-        switch (install(c, s, h, p, 1, ticket, now)) {
+        now = c->ttl_ms > 0 ? now_ms() : 0;
+        shard_lock(s);
+        switch (install_grow(c, s, h, p, 1, ticket, now, t)) {
         case FILL_CACHED:
             *shared = 1;
             *out = p;
@@ -765,10 +1040,10 @@ static int lead(cg_cache *c, shard *s, uint32_t h, int64_t handle, int kind, cg_
         default:
             break;
         }
-        cg_part_free(p);
+        trash_part(t, p);
         /* A newer version is known. If another thread cached it meanwhile, serve that. */
-        if ((e = lookup(c, s, h, handle, kind, now)) != NULL) {
-            e->pos |= SLOT_REF;
+        if ((e = lookup(c, s, h, handle, kind, now, t)) != NULL) {
+            touch(e);
             *shared = 1;
             *out = part_ref(e->part);
             return 0;
@@ -780,6 +1055,51 @@ static int lead(cg_cache *c, shard *s, uint32_t h, int64_t handle, int kind, cg_
     }
 }
 
+/* Wait for the leader of f, which this thread joined, to publish; take its result (0 with *out
+ * a new reference, CG_ENOTFOUND with the leader's detail, or CG_ERETRYABLE: not for us, try
+ * again). The shard lock is not held: waiters sleep on the record's condition variable with
+ * the shard's flight_lock, under which the leader sets `done`. The last one out frees f. */
+static int flight_wait(shard *s, flight *f, cg_part **out)
+{
+    int err, last;
+
+    pthread_mutex_lock(&s->flight_lock);
+    while (!f->done)
+        pthread_cond_wait(&f->cv, &s->flight_lock);
+    err = f->shared ? f->err : CG_ERETRYABLE;
+    if (err == 0)
+        *out = part_ref(f->part);
+    else if (err == CG_ENOTFOUND)
+        *cg_error__mut() = f->detail;
+    last = --f->waiters == 0;
+    pthread_mutex_unlock(&s->flight_lock);
+    if (last)
+        flight_free(f); /* the leader is gone: the last one out frees */
+    return err;
+}
+
+/* The leader's end: publish the result to the `joined` threads waiting on f (already unlisted,
+ * so no more can join), or free f when there are none. */
+static void flight_publish(shard *s, flight *f, int joined, int err, int shared, cg_part *part)
+{
+    if (joined == 0) {
+        flight_free(f);
+        return;
+    }
+    pthread_mutex_lock(&s->flight_lock);
+    f->err = err;
+    f->shared = shared;
+    if (err == 0 && shared)
+        f->part = part_ref(part);
+    if (err == CG_ENOTFOUND)
+        f->detail = *cg_error_last();
+    f->waiters = joined;
+    f->done = 1;
+    /* under flight_lock: the last waiter out cannot free f before this returns */
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&s->flight_lock);
+}
+
 int cg_cache_load(cg_cache *c, int64_t handle, int kind, cg_cache_loader load, void *ctx,
                   cg_part **out)
 {
@@ -787,20 +1107,25 @@ int cg_cache_load(cg_cache *c, int64_t handle, int kind, cg_cache_loader load, v
     shard *s = shard_of(c, h);
     int64_t now = c->ttl_ms > 0 ? now_ms() : 0;
     cg_part *part = NULL;
-    flight *f;
-    int err = 0, missed = 0, shared = 0;
+    flight *f, *spare = NULL;
+    trash t;
+    int err = 0, missed = 0, shared = 0, joined;
 
     assert(load != NULL && out != NULL);
     *out = NULL;
-    shard_lock(s);
+    trash_init(&t);
     for (;;) {
-        slot *e = lookup(c, s, (uint32_t)h, handle, kind, now);
+        slot *e;
+
+        shard_lock(s);
+        e = lookup(c, s, (uint32_t)h, handle, kind, now, &t);
         if (e != NULL) {
             if (!missed)
                 s->hits++;
-            e->pos |= SLOT_REF;
+            touch(e);
             *out = part_ref(e->part);
-            goto unlock;
+            shard_unlock(s);
+            goto done;
         }
         if (!missed) {
             s->misses++;
@@ -809,44 +1134,39 @@ int cg_cache_load(cg_cache *c, int64_t handle, int kind, cg_cache_loader load, v
         for (f = s->flights; f != NULL; f = f->next)
             if (f->handle == handle && f->kind == kind)
                 break;
-        if (f == NULL)
-            break; /* lead */
+        if (f == NULL && spare != NULL)
+            break; /* lead, with the lock held */
+        if (f != NULL) {
+            f->joined++;
+            s->load_waits++;
+        }
+        shard_unlock(s);
+        trash_empty(&t);
 
-        f->waiters++;
-        s->load_waits++;
-        while (!f->done)
-            pthread_cond_wait(&f->cv, &s->lock);
-        err = f->shared ? f->err : CG_ERETRYABLE;
-        if (err == 0)
-            *out = part_ref(f->part);
-        else if (err == CG_ENOTFOUND)
-            *cg_error__mut() = f->detail;
-        if (--f->waiters == 0)
-            flight_free(f); /* the leader is gone: the last one out frees */
-        if (err == 0 || err == CG_ENOTFOUND)
-            goto unlock;
-        /* The leader's own result (a failure such as a lost connection, or a read that is good
-         * only for the leader): not ours. Try again, perhaps as the leader. */
-        err = 0;
+        if (f == NULL) {
+            /* a record for leading, allocated outside the lock; then look again */
+            if ((err = flight_new(&spare)) < 0)
+                goto done;
+        } else {
+            err = flight_wait(s, f, out);
+            if (err == 0 || err == CG_ENOTFOUND)
+                goto done;
+            /* The leader's own result (a failure such as a lost connection, or a read that is
+             * good only for the leader): not ours. Try again, perhaps as the leader. */
+            err = 0;
+        }
         if (c->ttl_ms > 0)
-            now = now_ms(); /* time passed while waiting */
+            now = now_ms(); /* time passed while allocating or waiting */
     }
 
-    if ((f = calloc(1, sizeof(*f))) == NULL) {
-        err = cg_error_nomem();
-        goto unlock;
-    }
-    if (pthread_cond_init(&f->cv, NULL) != 0) {
-        free(f);
-        err = cg_error_set(CG_ERROR, CG_ERRCLASS_OS, "cannot initialise a condition variable");
-        goto unlock;
-    }
+    f = spare;
+    spare = NULL;
     f->handle = handle;
     f->kind = kind;
     f->next = s->flights;
     s->flights = f;
 
-    err = lead(c, s, (uint32_t)h, handle, kind, load, ctx, &part, &shared);
+    err = lead(c, s, (uint32_t)h, handle, kind, load, ctx, &part, &shared, &t);
 
     {
         flight **pp = &s->flights;
@@ -854,22 +1174,14 @@ int cg_cache_load(cg_cache *c, int64_t handle, int kind, cg_cache_loader load, v
             pp = &(*pp)->next;
         *pp = f->next;
     }
-    f->done = 1;
-    f->err = err;
-    f->shared = shared;
-    if (err == CG_ENOTFOUND)
-        f->detail = *cg_error_last();
-    if (f->waiters > 0) {
-        if (err == 0 && shared)
-            f->part = part_ref(part);
-        pthread_cond_broadcast(&f->cv);
-    } else {
-        flight_free(f);
-    }
+    joined = f->joined; /* final: f is no longer listed */
+    shard_unlock(s);
+    flight_publish(s, f, joined, err, shared, part);
     *out = part;
 
-unlock:
-    shard_unlock(s);
+done:
+    trash_empty(&t);
+    flight_free(spare);
     return err;
 }
 

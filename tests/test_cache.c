@@ -1,7 +1,9 @@
 /*
  * test_cache.c — the core's cache (coregroup/cache.c): hits and counters, floors and ghosts,
  * tickets against late stale fills, CLOCK eviction within max_entries, TTL, single-flight
- * loads, and a multi-threaded stress run that checks the monotonic-cache invariant (I4).
+ * loads, a multi-threaded stress run that checks the monotonic-cache invariant (I4), and
+ * contention runs (four threads on one shard's spinlock) that also check every reference
+ * count when the cache is gone.
  * No repository: parts are made in memory. Threads record what they saw and the main thread
  * asserts, so a failure is reported by Check rather than lost in a worker.
  */
@@ -400,6 +402,36 @@ START_TEST(parts_outlive_their_entries)
     cg_part_free(b);
     cg_part_free(d);
     cg_part_free(e);
+}
+END_TEST
+
+START_TEST(max_entries_exact_after_reset)
+{
+    /* a reset starts every shard's table small again; it regrows to the same exact bound */
+    static const long sizes[] = {1, 33, 1000, 5000};
+    size_t i;
+    for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        long max = sizes[i], k, hits = 0;
+        cg_cache *c = new_cache(max, 0);
+        cg_cache_stats st;
+        for (k = 0; k < 3 * max; k++)
+            ck_assert_int_eq(fill(c, k + 1, 0, 1), 1);
+        ck_assert_uint_eq(stats(c).entries, (uint64_t)max);
+        cg_cache_reset(c);
+        ck_assert_uint_eq(stats(c).entries, 0);
+        for (k = 0; k < 3 * max; k++)
+            ck_assert_int_eq(cached(c, k + 1, 0), -1);
+        for (k = 0; k < 3 * max; k++)
+            ck_assert_int_eq(fill(c, k + 1, 0, 2), 1);
+        st = stats(c);
+        ck_assert_msg(st.entries == (uint64_t)max, "max_entries %ld: %llu entries after reset", max,
+                      (unsigned long long)st.entries);
+        ck_assert_uint_eq(st.evictions, 4 * (uint64_t)max);
+        for (k = 0; k < 3 * max; k++)
+            hits += cached(c, k + 1, 0) == 2;
+        ck_assert_int_eq(hits, max);
+        cg_cache_free(c);
+    }
 }
 END_TEST
 
@@ -864,6 +896,217 @@ START_TEST(stress_monotonic_ghost_overflow)
 }
 END_TEST
 
+/* ---- contention --------------------------------------------------------------------------- */
+
+/* Four threads hammer few shards (one, for a cache under 64 entries) with hits, fills, puts,
+ * loads, invalidations, evictions and the odd reset, so the shard lock is always contended
+ * and tables grow while others wait. Every part is made up front and the test keeps one
+ * reference to each: parts handed out must be intact (a freed one would fail its body check,
+ * or ASan), no get or load may return a version below one already seen (I4), and once the
+ * cache is freed every part must be back to exactly the test's reference. A commit (bump the
+ * version, then put or invalidate) holds the key's row lock, as a real one holds the row. */
+typedef struct {
+    cg_cache *cache;
+    int nkeys;
+    int nversions;
+    cg_part **made;       /* made[k * nversions + v - 1]: version v of key k */
+    pthread_mutex_t *row; /* per key: held across a commit */
+    atomic_llong *repo;   /* the committed version of each key, 1..nversions */
+    atomic_llong *seen;   /* as in the stress run */
+    atomic_int stop;
+    atomic_long violations;
+    atomic_long broken; /* parts that did not read back as made */
+    char first[256];
+    pthread_mutex_t first_lock;
+} hammer;
+
+typedef struct {
+    hammer *hm;
+    int key;
+} hammer_load_ctx;
+
+static cg_part *made(hammer *hm, int k, long long v)
+{
+    return hm->made[(size_t)k * (size_t)hm->nversions + (size_t)(v - 1)];
+}
+
+static void hammer_fail(hammer *hm, atomic_long *counter, const char *fmt, int k, long long a,
+                        long long b)
+{
+    atomic_fetch_add(counter, 1);
+    pthread_mutex_lock(&hm->first_lock);
+    if (hm->first[0] == '\0')
+        snprintf(hm->first, sizeof(hm->first), fmt, k, a, b);
+    pthread_mutex_unlock(&hm->first_lock);
+}
+
+/* A part handed out for key k: intact, and not older than `lo`, which was seen before. */
+static void hammer_check(hammer *hm, const char *what, int k, cg_part *p, long long lo)
+{
+    long long v = cg_part_version(p);
+    char body[64];
+    if (cg_part_handle(p) != k || cg_part_kind_of(p) != 0 || v < 1 || v > hm->nversions ||
+        p != made(hm, k, v)) {
+        hammer_fail(hm, &hm->broken, "key %d: got a part of key %lld, version %lld", k,
+                    (long long)cg_part_handle(p), v);
+        return;
+    }
+    snprintf(body, sizeof(body), "{\"h\":%d,\"v\":%lld}", k, v);
+    if (strcmp(cg_part_body(p), body) != 0)
+        hammer_fail(hm, &hm->broken, "key %d: version %lld has a broken body (refs %lld)", k, v,
+                    (long long)atomic_load(&p->refs));
+    if (v < lo) {
+        char fmt[128];
+        snprintf(fmt, sizeof(fmt), "%s: key %%d returned v%%lld after v%%lld was seen", what);
+        hammer_fail(hm, &hm->violations, fmt, k, v, lo);
+    }
+    raise_to(&hm->seen[k], v);
+}
+
+static int hammer_loader(cg_part **out, void *arg)
+{
+    hammer_load_ctx *lc = arg;
+    *out = cg_part__ref(made(lc->hm, lc->key, atomic_load(&lc->hm->repo[lc->key])));
+    return 0;
+}
+
+static void *hammer_thread(void *arg)
+{
+    hammer *hm = arg;
+    uint64_t x = (uint64_t)(uintptr_t)&arg ^ 0x2545f4914f6cdd1dULL;
+
+    while (!atomic_load(&hm->stop)) {
+        unsigned r;
+        int k;
+        long long lo;
+        cg_part *p = NULL;
+
+        x ^= x << 13; /* xorshift64 */
+        x ^= x >> 7;
+        x ^= x << 17;
+        r = (unsigned)(x >> 32) % 1000;
+        k = (int)((x >> 8) % (uint64_t)hm->nkeys);
+        lo = atomic_load(&hm->seen[k]);
+        if (r < 500) { /* a hit, mostly */
+            if (cg_cache_get(hm->cache, k, 0, &p) == 0) {
+                hammer_check(hm, "get", k, p, lo);
+                cg_part_free(p);
+            }
+        } else if (r < 650) { /* read the repository and fill */
+            uint64_t t = cg_cache_ticket(hm->cache, k, 0);
+            long long v = atomic_load(&hm->repo[k]);
+            if (cg_cache_fill(hm->cache, made(hm, k, v), t) == 1)
+                raise_to(&hm->seen[k], v);
+        } else if (r < 750) { /* single-flight load */
+            hammer_load_ctx lc = {hm, k};
+            if (cg_cache_load(hm->cache, k, 0, hammer_loader, &lc, &p) == 0) {
+                hammer_check(hm, "load", k, p, lo);
+                cg_part_free(p);
+            }
+        } else if (r < 970) { /* commit: bump, then put (this core) or invalidate (another) */
+            pthread_mutex_lock(&hm->row[k]);
+            if (atomic_load(&hm->repo[k]) < hm->nversions) {
+                long long v = atomic_fetch_add(&hm->repo[k], 1) + 1;
+                if (r & 1)
+                    cg_cache_put(hm->cache, made(hm, k, v));
+                else
+                    cg_cache_invalidate(hm->cache, k, 0, v);
+                raise_to(&hm->seen[k], v);
+            }
+            pthread_mutex_unlock(&hm->row[k]);
+        } else if (r < 999) {
+            cg_cache_evict(hm->cache, k, 0);
+        } else {
+            cg_cache_reset(hm->cache);
+        }
+    }
+    return NULL;
+}
+
+static void run_hammer(int nkeys, int nversions, long max_entries, long ttl_ms, double seconds)
+{
+    hammer hm;
+    pthread_t tid[4];
+    cg_cache_stats cs;
+    int i, k;
+    long long v;
+
+    memset(&hm, 0, sizeof(hm));
+    hm.cache = new_cache(max_entries, ttl_ms);
+    hm.nkeys = nkeys;
+    hm.nversions = nversions;
+    hm.made = calloc((size_t)nkeys * (size_t)nversions, sizeof(*hm.made));
+    hm.row = calloc((size_t)nkeys, sizeof(*hm.row));
+    hm.repo = calloc((size_t)nkeys, sizeof(*hm.repo));
+    hm.seen = calloc((size_t)nkeys, sizeof(*hm.seen));
+    ck_assert_ptr_nonnull(hm.made);
+    ck_assert_ptr_nonnull(hm.row);
+    ck_assert_ptr_nonnull(hm.repo);
+    ck_assert_ptr_nonnull(hm.seen);
+    for (k = 0; k < nkeys; k++) {
+        for (v = 1; v <= nversions; v++)
+            hm.made[(size_t)k * (size_t)nversions + (size_t)(v - 1)] = mk(k, 0, v);
+        pthread_mutex_init(&hm.row[k], NULL);
+        atomic_init(&hm.repo[k], 1);
+        atomic_init(&hm.seen[k], 0);
+    }
+    pthread_mutex_init(&hm.first_lock, NULL);
+    for (i = 0; i < 4; i++)
+        ck_assert_int_eq(pthread_create(&tid[i], NULL, hammer_thread, &hm), 0);
+    sleep_ms((long)(seconds * 1000));
+    atomic_store(&hm.stop, 1);
+    for (i = 0; i < 4; i++)
+        pthread_join(tid[i], NULL);
+
+    ck_assert_msg(atomic_load(&hm.broken) == 0, "%ld broken parts; first: %s",
+                  atomic_load(&hm.broken), hm.first);
+    ck_assert_msg(atomic_load(&hm.violations) == 0, "%ld violations of I4; first: %s",
+                  atomic_load(&hm.violations), hm.first);
+    cs = stats(hm.cache);
+    ck_assert_uint_le(cs.entries, (uint64_t)max_entries);
+    ck_assert_uint_gt(cs.hits, 0);
+    for (k = 0; k < nkeys; k++) {
+        int64_t got = cached(hm.cache, k, 0);
+        ck_assert(got == -1 ||
+                  (got >= atomic_load(&hm.seen[k]) && got <= atomic_load(&hm.repo[k])));
+    }
+    /* with the cache gone, every part is back to the test's own reference */
+    cg_cache_free(hm.cache);
+    for (k = 0; k < nkeys; k++)
+        for (v = 1; v <= nversions; v++) {
+            cg_part *p = made(&hm, k, v);
+            ck_assert_msg(atomic_load(&p->refs) == 1, "key %d v%lld: %u references", k, v,
+                          atomic_load(&p->refs));
+            cg_part_free(p);
+        }
+    for (k = 0; k < nkeys; k++)
+        pthread_mutex_destroy(&hm.row[k]);
+    pthread_mutex_destroy(&hm.first_lock);
+    free(hm.made);
+    free(hm.row);
+    free(hm.repo);
+    free(hm.seen);
+}
+
+START_TEST(contention_one_shard)
+{
+    run_hammer(64, 400, 48, 0, 0.5); /* one shard, CLOCK eviction, the table grows once */
+}
+END_TEST
+
+START_TEST(contention_growing_tables)
+{
+    /* 64 shards of 78-79 entries: each table grows from 64 to 256 slots while contended */
+    run_hammer(6000, 6, 5000, 0, 0.5);
+}
+END_TEST
+
+START_TEST(contention_ttl)
+{
+    run_hammer(64, 400, 48, 2, 0.5); /* entries keep expiring under the hits */
+}
+END_TEST
+
 static Suite *cache_suite(void)
 {
     Suite *s = suite_create("cache");
@@ -886,6 +1129,7 @@ static Suite *cache_suite(void)
     tcase_add_test(tc, max_entries_exact);
     tcase_add_test(tc, clock_keeps_referenced_entry);
     tcase_add_test(tc, parts_outlive_their_entries);
+    tcase_add_test(tc, max_entries_exact_after_reset);
     suite_add_tcase(s, tc);
     tc = tcase_create("ttl");
     tcase_add_test(tc, ttl_expiry);
@@ -904,6 +1148,12 @@ static Suite *cache_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, stress_monotonic_small);
     tcase_add_test(tc, stress_monotonic_ghost_overflow);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("contention");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, contention_one_shard);
+    tcase_add_test(tc, contention_growing_tables);
+    tcase_add_test(tc, contention_ttl);
     suite_add_tcase(s, tc);
     return s;
 }
