@@ -17,12 +17,15 @@
  *    numbered by the group's event sequence, in the same round trip as COMMIT; only after it
  *    succeeded are the staged changes applied to the cache and the list handed to the
  *    publisher. An aborted call publishes nothing.
+ *  - A call remembers the core's incarnation when it begins and commits under it: a core that
+ *    was fenced and rejoined while the call ran cannot commit the old call's writes.
  *  - Retries: a retryable failure of the FIRST statement of a call (a connection that died
  *    while idle, the repository restarting) is retried per [retry] after reconnecting; once a
  *    statement of the call has succeeded, a retryable failure ends the call with
  *    CG_ERETRYABLE and nothing half-applied. cg_call_run() retries whole calls.
  */
 #include <assert.h>
+#include <signal.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,10 +51,12 @@ typedef struct {
 
 struct cg_call {
     cg_core *core;
-    cg_conn *conn;  /* NULL until the call needs the repository */
-    int statements; /* repository statements of this call that succeeded */
-    int one_read;   /* cg_part_read(): the call is exactly one read */
-    int failed;     /* the code that ended the call's transaction; 0 while usable */
+    cg_conn *conn;       /* NULL until the call needs the repository */
+    int statements;      /* repository statements of this call that succeeded */
+    int one_read;        /* cg_part_read(): the call is exactly one read */
+    int64_t incarnation; /* the core's incarnation when the call began: its writes are fenced
+                            by it, even if the core rejoins as a new incarnation meanwhile */
+    int failed;          /* the code that ended the call's transaction; 0 while usable */
     cg_error failure;
     staged_write *writes;
     size_t n_writes, cap_writes;
@@ -290,6 +295,7 @@ int cg_call_begin(cg_call **out, cg_core *core)
     if ((call = calloc(1, sizeof(*call))) == NULL)
         return cg_error_nomem();
     call->core = core;
+    call->incarnation = atomic_load(&core->incarnation);
     *out = call;
     return 0;
 }
@@ -357,9 +363,13 @@ int cg_call_commit(cg_call *call)
     }
     if (call->conn && call->conn->in_tx) {
         err = cg_repo_commit(&seq, &committed_us, call->conn, core->cfg->group_id,
-                             core->cfg->core_name, core->incarnation, items, n);
+                             core->cfg->core_name, call->incarnation, items, n);
         if (err < 0) {
             cg_core__retryable(core, &err);
+            /* the subscriber thread rejoins at once, unless the core already did since this
+             * call began (then the call was simply from the old incarnation) */
+            if (err == CG_EFENCED && call->incarnation == atomic_load(&core->incarnation))
+                atomic_store(&core->rejoin, 1);
             end_failed(call, err);
             goto done;
         }
@@ -373,14 +383,16 @@ int cg_call_commit(cg_call *call)
             cg_cache_invalidate(core->cache, w->handle, w->kind, w->version);
     }
 #ifdef CG_TEST_HOOKS
+    if (core->hooks.exit_after_commit == 2)
+        kill(getpid(), SIGKILL); /* kill -9 between commit and publish */
     if (core->hooks.exit_after_commit)
-        _exit(0); /* a core killed between commit and publish */
+        _exit(0); /* a core dying between commit and publish */
 #endif
     if (n > 0 && core->publish) {
         cg_inval_batch batch = {core->cfg->group_id,
                                 seq,
                                 core->cfg->core_name,
-                                core->incarnation,
+                                call->incarnation,
                                 committed_us,
                                 items,
                                 n};

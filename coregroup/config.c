@@ -25,7 +25,16 @@
 
 #define PRIVATE_PREFIX "private."
 
-typedef enum { T_STRING, T_NAME, T_INT, T_LONG, T_ENDPOINTS, T_SQLSTATES, T_STRATEGY } key_type;
+typedef enum {
+    T_STRING,
+    T_NAME,
+    T_INT,
+    T_LONG,
+    T_ENDPOINTS,
+    T_SQLSTATES,
+    T_STRATEGY,
+    T_LOGLEVEL
+} key_type;
 
 typedef struct {
     const char *section;
@@ -44,6 +53,8 @@ static const key_def keys[] = {
     {"repository", "keepalive_idle_s", T_INT, OFF(keepalive_idle_s), 1, 3600, 0},
     {"core", "name", T_NAME, OFF(core_name), 0, 0, 1},
     {"core", "group", T_NAME, OFF(group_id), 0, 0, 0},
+    {"core", "failure_timeout_ms", T_INT, OFF(failure_timeout_ms), 100, 3600000, 0},
+    {"core", "log_level", T_LOGLEVEL, OFF(log_level), 0, 0, 0},
     {"bus", "publish", T_ENDPOINTS, OFF(publish), 0, 0, 0},
     {"bus", "subscribe", T_ENDPOINTS, OFF(subscribe), 0, 0, 0},
     {"bus", "poll_interval_ms", T_INT, OFF(poll_interval_ms), 10, 3600000, 0},
@@ -58,6 +69,9 @@ static const key_def keys[] = {
     {"cache", "strategy", T_STRATEGY, OFF(strategy), 0, 0, 0},
     {"cache", "max_entries", T_LONG, OFF(max_entries), 1, 100000000, 0},
     {"cache", "ttl_ms", T_LONG, OFF(ttl_ms), 0, 86400000L * 30, 0},
+    {"daemon", "listen", T_STRING, OFF(listen), 0, 0, 0},
+    {"daemon", "workers", T_INT, OFF(workers), 1, 64, 0},
+    {"daemon", "pidfile", T_STRING, OFF(pidfile), 0, 0, 0},
 };
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 
@@ -122,6 +136,9 @@ int cg_config_new(cg_config **out)
     cfg->keepalive_idle_s = 10;
     cfg->poll_interval_ms = 1000;
     cfg->heartbeat_interval_ms = 1000;
+    cfg->failure_timeout_ms = 5000;
+    cfg->workers = 4;
+    cfg->log_level = 2;
     cfg->outbox_retention_s = 3600;
     cfg->retry_attempts = 5;
     cfg->retry_interval_ms = 500;
@@ -147,6 +164,8 @@ void cg_config_free(cg_config *cfg)
     free(cfg->curve_server_key);
     free(cfg->curve_public_key);
     free(cfg->curve_secret_key);
+    free(cfg->listen);
+    free(cfg->pidfile);
     for (i = 0; i < CG_CONFIG_MAX_ENDPOINTS; i++) {
         free(cfg->publish[i]);
         free(cfg->subscribe[i]);
@@ -280,6 +299,16 @@ static int set_value(parse_state *ps, const key_def *k, const char *value)
         return set_endpoints(ps, k, value);
     case T_SQLSTATES:
         return set_sqlstates(ps, k, value);
+    case T_LOGLEVEL: {
+        static const char *levels[] = {"error", "warn", "info", "debug"};
+        int i;
+        for (i = 0; i < 4; i++)
+            if (strcmp(value, levels[i]) == 0) {
+                ps->cfg->log_level = i;
+                return 0;
+            }
+        return bad(ps, k, "expected error, warn, info or debug, got \"%s\"", value);
+    }
     case T_STRATEGY:
         if (strcmp(value, "invalidate") == 0)
             ps->cfg->strategy = CG_CACHE_INVALIDATE;
@@ -323,12 +352,12 @@ static int on_key(void *user, const char *section, const char *name, const char 
     if (*section == '\0')
         cg_error_set(CG_EINVALID, CG_ERRCLASS_CONFIG,
                      "%s:%d: %s: key outside any section (expected [repository], [core], [bus], "
-                     "[retry] or [cache] first)",
+                     "[retry], [cache] or [daemon] first)",
                      ps->source, ps->line, name);
     else if (!known_section)
         cg_error_set(CG_EINVALID, CG_ERRCLASS_CONFIG,
                      "%s:%d: [%s] %s: unknown section \"%s\" (expected repository, core, bus, "
-                     "retry or cache)",
+                     "retry, cache or daemon)",
                      ps->source, ps->line, section, name, section);
     else
         cg_error_set(CG_EINVALID, CG_ERRCLASS_CONFIG, "%s:%d: [%s] %s: unknown key", ps->source,

@@ -136,6 +136,7 @@ int cg_core_open_config(cg_core **out, const cg_config *given)
         c->source = src;
         c->dsn = c->core_name = c->group_id = NULL;
         c->curve_server_key = c->curve_public_key = c->curve_secret_key = NULL;
+        c->listen = c->pidfile = NULL;
         memset(c->publish, 0, sizeof(c->publish));
         memset(c->subscribe, 0, sizeof(c->subscribe));
         if ((err = cg_config_set_string(&c->source, given->source)) < 0 ||
@@ -144,7 +145,9 @@ int cg_core_open_config(cg_core **out, const cg_config *given)
             (err = cg_config_set_string(&c->group_id, given->group_id)) < 0 ||
             (err = cg_config_set_string(&c->curve_server_key, given->curve_server_key)) < 0 ||
             (err = cg_config_set_string(&c->curve_public_key, given->curve_public_key)) < 0 ||
-            (err = cg_config_set_string(&c->curve_secret_key, given->curve_secret_key)) < 0)
+            (err = cg_config_set_string(&c->curve_secret_key, given->curve_secret_key)) < 0 ||
+            (err = cg_config_set_string(&c->listen, given->listen)) < 0 ||
+            (err = cg_config_set_string(&c->pidfile, given->pidfile)) < 0)
             goto fail;
         for (i = 0; i < given->n_publish; i++)
             if ((err = cg_config_set_string(&c->publish[i], given->publish[i])) < 0)
@@ -168,10 +171,14 @@ int cg_core_open_config(cg_core **out, const cg_config *given)
 
     if ((err = cg_core__conn_acquire(core, &conn)) < 0)
         goto fail;
-    if ((err = cg_repo_group_ensure(conn, core->cfg->group_id)) < 0 ||
-        (err = cg_repo_core_register(&core->incarnation, conn, core->cfg->group_id,
-                                     core->cfg->core_name, core->host, (int)getpid())) < 0)
-        goto fail;
+    {
+        int64_t incarnation = 0;
+        if ((err = cg_repo_group_ensure(conn, core->cfg->group_id)) < 0 ||
+            (err = cg_repo_core_register(&incarnation, conn, core->cfg->group_id,
+                                         core->cfg->core_name, core->host, (int)getpid())) < 0)
+            goto fail;
+        atomic_store(&core->incarnation, incarnation);
+    }
     cg_core__conn_release(core, conn);
     conn = NULL;
     if ((err = cg_bus_start(&core->bus, core)) < 0)
@@ -202,14 +209,14 @@ void cg_core_close(cg_core *core)
     int i;
     if (core == NULL)
         return;
-    cg_bus_stop(core->bus); /* first: its threads use the core */
-    core->bus = NULL;
-    if (core->incarnation > 0 && core->n_idle > 0) {
+    atomic_store(&core->leaving, 1);
+    if (atomic_load(&core->incarnation) > 0 && core->n_idle > 0) {
         cg_error saved = *cg_error_last();
-        cg_repo_core_leave(core->idle[core->n_idle - 1], core->cfg->group_id, core->cfg->core_name,
-                           core->incarnation);
+        cg_membership_leave(core, core->idle[core->n_idle - 1]); /* row and bus message */
         *cg_error__mut() = saved; /* closing must not clobber the caller's last error */
     }
+    cg_bus_stop(core->bus); /* its publisher sends what is queued, the leave event last */
+    core->bus = NULL;
     for (i = 0; i < core->n_idle; i++)
         cg_repo_close(core->idle[i]);
     free(core->idle);
@@ -232,7 +239,7 @@ const char *cg_core_group(const cg_core *core)
 
 int64_t cg_core_incarnation(const cg_core *core)
 {
-    return core->incarnation;
+    return atomic_load(&((cg_core *)core)->incarnation);
 }
 
 void cg_core_stats_get(const cg_core *core, cg_core_stats *out)
@@ -257,6 +264,11 @@ void cg_core_stats_get(const cg_core *core, cg_core_stats *out)
     out->polls = bs.polls;
     out->applied_seq = bs.applied_seq;
     out->degraded = atomic_load(&c->degraded);
+    out->members_suspected = atomic_load(&c->suspected);
+    out->members_failed = atomic_load(&c->failed);
+    out->recoveries = atomic_load(&c->recoveries);
+    out->recovered_events = atomic_load(&c->republished);
+    out->rejoins = atomic_load(&c->rejoins);
     out->calls_committed = atomic_load(&c->calls_committed);
     out->calls_aborted = atomic_load(&c->calls_aborted);
     out->cache_hits = cs.hits;
@@ -271,6 +283,54 @@ void cg_core_stats_get(const cg_core *core, cg_core_stats *out)
     out->cache_resets = atomic_load(&c->cache_resets);
     out->repository_reads = atomic_load(&c->repository_reads);
     out->repository_reconnects = atomic_load(&c->repository_reconnects);
+}
+
+int cg_core_members(cg_member_list *out, cg_core *core)
+{
+    cg_conn *conn;
+    int err;
+    out->members = NULL;
+    out->n = 0;
+    if ((err = cg_core__conn_acquire(core, &conn)) < 0)
+        return err;
+    err = cg_repo_members(out, conn, core->cfg->group_id);
+    cg_core__conn_release(core, conn);
+    return err;
+}
+
+void cg_member_list_dispose(cg_member_list *list)
+{
+    if (list == NULL)
+        return;
+    free(list->members);
+    list->members = NULL;
+    list->n = 0;
+}
+
+int cg_core_health_get(cg_core_health *out, cg_core *core)
+{
+    cg_bus_stats bs;
+    cg_conn *conn = NULL;
+    int64_t seq = -1;
+
+    memset(out, 0, sizeof(*out));
+    if (cg_core__conn_acquire(core, &conn) == 0 &&
+        cg_repo_event_seq(&seq, conn, core->cfg->group_id) == 0)
+        out->repository_ok = 1;
+    cg_core__conn_release(core, conn);
+    cg_bus_stats_get(core->bus, &bs);
+    out->bus_silent = bs.bus_silent;
+    out->degraded = atomic_load(&core->degraded);
+    out->fenced = atomic_load(&core->fenced);
+    out->applied_seq = bs.applied_seq;
+    out->event_seq = out->repository_ok ? seq : -1;
+    if (out->degraded || !out->repository_ok || out->fenced)
+        return cg_error_set(CG_EDEGRADED, CG_ERRCLASS_REPOSITORY, "core %s is %s",
+                            core->cfg->core_name,
+                            out->fenced     ? "fenced and rejoining"
+                            : out->degraded ? "degraded: bus silent and repository unreachable"
+                                            : "unable to reach the repository");
+    return 0;
 }
 
 void cg_core__set_publisher(cg_core *core, cg_publish_fn fn, void *ctx)

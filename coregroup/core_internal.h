@@ -35,7 +35,7 @@ typedef void (*cg_publish_fn)(void *ctx, const cg_inval_batch *batch);
 struct cg_core {
     cg_config *cfg;
     char host[256];
-    int64_t incarnation;
+    _Atomic int64_t incarnation; /* changes when the core rejoins after being fenced */
     cg_cache *cache;
 
     /* the connection pool: idle connections, and how many are open in all */
@@ -51,13 +51,17 @@ struct cg_core {
 #ifdef CG_TEST_HOOKS
     /* Fault injection, compiled into test builds only (CMake option CG_TEST_HOOKS). */
     struct {
-        int exit_after_commit; /* _exit(0) after COMMIT, before publishing */
+        int exit_after_commit; /* after COMMIT, before publishing: 1 _exit(0), 2 SIGKILL */
         int drop_every;        /* the publisher drops every Nth invalidation */
         atomic_uint published; /* the publisher's count, for drop_every */
     } hooks;
 #endif
 
     atomic_int degraded; /* 1: serve reads from the repository, not the cache */
+    atomic_int fenced;   /* 1: the group fenced this incarnation; rejoining */
+    atomic_int rejoin;   /* a commit was refused as fenced: rejoin at once */
+    atomic_int leaving;  /* cg_core_close has begun: membership must not rejoin */
+    atomic_uint_fast64_t suspected, failed, recoveries, republished, rejoins;
     atomic_uint_fast64_t calls_committed, calls_aborted, stale_errors;
     atomic_uint_fast64_t invalidations_applied, cache_resets;
     atomic_uint_fast64_t repository_reads, repository_reconnects;
@@ -73,6 +77,14 @@ int cg_core__reconnect(cg_core *core, cg_conn *conn, int first_attempt);
 /* 1 when err should be retried: CG_ERETRYABLE, or a SQLSTATE listed in [retry] sqlstates
  * (then the error code is rewritten to CG_ERETRYABLE). */
 int cg_core__retryable(cg_core *core, int *err);
+
+/* Membership (membership.c), run by the bus's subscriber thread on its own connection:
+ * record this core's heartbeat (rejoining when it finds itself fenced), suspect silent
+ * members, and — when this core is the deterministically chosen one — fence a member silent
+ * for twice the failure timeout and redo its publishing. */
+void cg_membership_tick(cg_core *core, cg_conn *conn, int64_t applied_seq);
+/* Leave the group (state 'left'); on close. */
+void cg_membership_leave(cg_core *core, cg_conn *conn);
 
 /* Install the publisher hook (NULL: none). Not thread-safe against running calls: set it
  * before calls start. */

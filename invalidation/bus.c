@@ -50,10 +50,17 @@
 #define CATCHUP_STEP 1000 /* events read from the outbox per round trip */
 #define PRUNE_EVERY  60   /* polls between outbox prunings */
 
+/* What the publisher thread is asked to send. */
 typedef struct {
-    int64_t seq, committed_us;
-    cg_bus_item *items;
+    int type;                  /* CG_MSG_INVALIDATION or CG_MSG_MEMBERSHIP */
+    int64_t seq, committed_us; /* invalidation */
+    cg_bus_item *items;        /* invalidation; the queue owns it */
     size_t n;
+    char origin[CG_NAME_MAX + 1]; /* "": this core; else a failed member being recovered */
+    int64_t origin_incarnation;
+    int event; /* membership */
+    char member[CG_NAME_MAX + 1];
+    int64_t member_incarnation;
 } queued;
 
 struct cg_bus {
@@ -183,28 +190,77 @@ fail:
 
 /* ---- publisher ------------------------------------------------------------------------ */
 
+/* Put a request on the publisher's queue; never blocks: a full queue drops it (counted). The
+ * queue takes ownership of q->items. */
+static void push(cg_bus *bus, const queued *q)
+{
+    pthread_mutex_lock(&bus->mu);
+    if (bus->q_len == QUEUE_MAX || bus->n_pub == 0) {
+        pthread_mutex_unlock(&bus->mu);
+        free(q->items);
+        atomic_fetch_add(&bus->publish_dropped, 1);
+        return;
+    }
+    bus->queue[(bus->q_head + bus->q_len++) % QUEUE_MAX] = *q;
+    pthread_cond_signal(&bus->cv);
+    pthread_mutex_unlock(&bus->mu);
+}
+
+static int copy_items(queued *q, const cg_bus_item *items, size_t n)
+{
+    if (n == 0 || n > CG_BUS_MSG_MAX_ITEMS || (q->items = malloc(n * sizeof(*items))) == NULL)
+        return -1;
+    memcpy(q->items, items, n * sizeof(*items));
+    q->n = n;
+    return 0;
+}
+
 /* The core's publish hook: runs on the committing thread; copies and queues, never blocks. */
 static void enqueue(void *arg, const cg_inval_batch *b)
 {
     cg_bus *bus = arg;
-    cg_bus_item *items = malloc(b->n * sizeof(*items));
-    if (items == NULL || b->n > CG_BUS_MSG_MAX_ITEMS) {
-        free(items);
+    queued q;
+    memset(&q, 0, sizeof(q));
+    q.type = CG_MSG_INVALIDATION;
+    q.seq = b->seq;
+    q.committed_us = b->committed_us;
+    if (copy_items(&q, b->items, b->n) < 0) {
         atomic_fetch_add(&bus->publish_dropped, 1);
         return;
     }
-    memcpy(items, b->items, b->n * sizeof(*items));
-    pthread_mutex_lock(&bus->mu);
-    if (bus->q_len == QUEUE_MAX) {
-        pthread_mutex_unlock(&bus->mu);
-        free(items);
+    push(bus, &q);
+}
+
+void cg_bus_publish_member(cg_bus *bus, int event, const char *member, int64_t incarnation)
+{
+    queued q;
+    if (bus == NULL)
+        return;
+    memset(&q, 0, sizeof(q));
+    q.type = CG_MSG_MEMBERSHIP;
+    q.event = event;
+    snprintf(q.member, sizeof(q.member), "%s", member);
+    q.member_incarnation = incarnation;
+    push(bus, &q);
+}
+
+void cg_bus_republish(cg_bus *bus, const char *origin, int64_t incarnation, int64_t seq,
+                      int64_t committed_us, const cg_bus_item *items, size_t n)
+{
+    queued q;
+    if (bus == NULL)
+        return;
+    memset(&q, 0, sizeof(q));
+    q.type = CG_MSG_INVALIDATION;
+    q.seq = seq;
+    q.committed_us = committed_us;
+    snprintf(q.origin, sizeof(q.origin), "%s", origin);
+    q.origin_incarnation = incarnation;
+    if (copy_items(&q, items, n) < 0) {
         atomic_fetch_add(&bus->publish_dropped, 1);
         return;
     }
-    bus->queue[(bus->q_head + bus->q_len++) % QUEUE_MAX] =
-        (queued){b->seq, b->committed_us, items, b->n};
-    pthread_cond_signal(&bus->cv);
-    pthread_mutex_unlock(&bus->mu);
+    push(bus, &q);
 }
 
 /* Send one encoded message on every PUB socket; a full high-water mark drops it there. */
@@ -231,18 +287,28 @@ static void publish_one(cg_bus *bus, const queued *q)
     size_t len;
 
     memset(&m, 0, sizeof(m));
-    m.type = CG_MSG_INVALIDATION;
+    m.type = q->type;
     snprintf(m.group, sizeof(m.group), "%s", core->cfg->group_id);
-    snprintf(m.origin, sizeof(m.origin), "%s", core->cfg->core_name);
+    snprintf(m.origin, sizeof(m.origin), "%s", q->origin[0] ? q->origin : core->cfg->core_name);
+    m.incarnation = q->origin[0] ? q->origin_incarnation : atomic_load(&core->incarnation);
+    if (q->type == CG_MSG_MEMBERSHIP) {
+        m.at_us = wall_us();
+        m.event = q->event;
+        snprintf(m.member, sizeof(m.member), "%s", q->member);
+        m.member_incarnation = q->member_incarnation;
+        if (cg_bus_msg_encode(&payload, &len, &m) == 0)
+            send_all(bus, payload, len);
+        free(payload);
+        return;
+    }
     m.seq = q->seq;
-    m.incarnation = core->incarnation;
     m.at_us = q->committed_us;
     m.items = q->items;
     m.n_items = q->n;
-    if (q->seq > bus->last_published)
+    if (!q->origin[0] && q->seq > bus->last_published)
         bus->last_published = q->seq;
 #ifdef CG_TEST_HOOKS
-    if (core->hooks.drop_every > 0 &&
+    if (!q->origin[0] && core->hooks.drop_every > 0 &&
         atomic_fetch_add(&core->hooks.published, 1) % (unsigned)core->hooks.drop_every ==
             (unsigned)core->hooks.drop_every - 1) {
         atomic_fetch_add(&bus->publish_dropped, 1);
@@ -268,7 +334,7 @@ static void publish_heartbeat(cg_bus *bus)
     snprintf(m.group, sizeof(m.group), "%s", core->cfg->group_id);
     snprintf(m.origin, sizeof(m.origin), "%s", core->cfg->core_name);
     m.seq = bus->last_published;
-    m.incarnation = core->incarnation;
+    m.incarnation = atomic_load(&core->incarnation);
     m.at_us = wall_us();
     m.applied_seq = atomic_load(&bus->applied);
     if (cg_bus_msg_encode(&payload, &len, &m) == 0 && send_all(bus, payload, len) > 0)
@@ -491,16 +557,13 @@ static void drain_socket(cg_bus *bus, void *sock)
     }
 }
 
-/* The backstop: catch up with the repository, record applied seq, prune now and then. */
+/* The backstop: catch up with the repository, prune the outbox now and then. */
 static void poll_repository(cg_bus *bus, int64_t n_poll)
 {
     cg_core *core = bus->core;
     atomic_fetch_add(&bus->polls, 1);
     if (catch_up(bus) < 0)
         return;
-    if (cg_repo_core_beat(bus->conn, core->cfg->group_id, core->cfg->core_name, core->incarnation,
-                          atomic_load(&bus->applied)) < 0)
-        bus->repo_ok = cg_repo_usable(bus->conn);
     if (core->cfg->outbox_retention_s > 0 && n_poll % PRUNE_EVERY == 0) {
         int64_t deleted;
         cg_repo_outbox_prune(&deleted, bus->conn, core->cfg->group_id,
@@ -514,6 +577,10 @@ static void *subscriber(void *arg)
     const cg_config *cfg = bus->core->cfg;
     zmq_pollitem_t items[CG_CONFIG_MAX_ENDPOINTS];
     int64_t next_poll = now_ms() + cfg->poll_interval_ms, n_poll = 0;
+    /* membership: heartbeats into the repository and failure detection, four times per
+     * failure timeout, whatever the poll interval */
+    int64_t member_every = cfg->failure_timeout_ms / 4 > 25 ? cfg->failure_timeout_ms / 4 : 25;
+    int64_t next_member = now_ms() + member_every; /* registering was its first heartbeat */
     size_t i;
 
     for (i = 0; i < bus->n_sub; i++)
@@ -533,6 +600,13 @@ static void *subscriber(void *arg)
         if (now >= next_poll) {
             poll_repository(bus, ++n_poll);
             next_poll = now + cfg->poll_interval_ms;
+        }
+        if (now >= next_member || atomic_load(&bus->core->rejoin)) {
+            cg_conn *c = repo(bus);
+            if (c != NULL)
+                cg_membership_tick(bus->core, c, atomic_load(&bus->applied));
+            bus->repo_ok = cg_repo_usable(bus->conn);
+            next_member = now + member_every;
         }
         silent =
             bus->n_sub == 0 || now - bus->last_heard_ms > 3 * (int64_t)cfg->heartbeat_interval_ms;
@@ -604,6 +678,7 @@ int cg_bus_start(cg_bus **out, cg_core *core)
         }
         bus->pub_running = 1;
         cg_core__set_publisher(core, enqueue, bus);
+        cg_bus_publish_member(bus, CG_MEMBER_JOIN, cfg->core_name, atomic_load(&core->incarnation));
     }
     *out = bus;
     return 0;

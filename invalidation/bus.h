@@ -46,4 +46,13 @@ void cg_bus_stop(cg_bus *bus);
 
 void cg_bus_stats_get(cg_bus *bus, cg_bus_stats *out);
 
+/* Queue a membership event about `member` (incarnation `incarnation`) for the publisher; never
+ * blocks. Accepts a NULL bus (no publish endpoints): nothing is sent. */
+void cg_bus_publish_member(cg_bus *bus, int event, const char *member, int64_t incarnation);
+
+/* Queue an invalidation committed by another core (a failed member being recovered), sent with
+ * that core's name and incarnation as origin. Copies items; never blocks. */
+void cg_bus_republish(cg_bus *bus, const char *origin, int64_t incarnation, int64_t seq,
+                      int64_t committed_us, const cg_bus_item *items, size_t n);
+
 #endif

@@ -48,6 +48,11 @@ enum {
     ST_OUTBOX_ITEMS,
     ST_CORE_BEAT,
     ST_OUTBOX_PRUNE,
+    ST_MEMBERS,
+    ST_SUSPECT,
+    ST_FENCE,
+    ST_OUTBOX_OF,
+    ST_FENCE_CHECK,
     ST_COUNT
 };
 
@@ -133,12 +138,43 @@ static const struct {
                          "SELECT i.seq, (x ->> 'h')::bigint, x ->> 'p', (x ->> 'v')::bigint "
                          "FROM invalidations i CROSS JOIN LATERAL jsonb_array_elements(i.items) x "
                          "WHERE i.group_id = $1 AND i.seq > $2 AND i.seq <= $3 ORDER BY i.seq"},
-    [ST_CORE_BEAT] = {"cg_core_beat", "UPDATE cores SET applied_seq = $4, heartbeat_at = now() "
-                                      "WHERE group_id = $1 AND core_name = $2 "
-                                      "AND incarnation = $3"},
+    /* the member's own heartbeat; no row: this incarnation was fenced */
+    [ST_CORE_BEAT] = {"cg_core_beat",
+                      "UPDATE cores SET applied_seq = $4, heartbeat_at = now(), "
+                      "       state = CASE WHEN state = 'suspect' THEN 'alive' ELSE state END "
+                      "WHERE group_id = $1 AND core_name = $2 AND incarnation = $3 "
+                      "AND state NOT IN ('failed', 'left') RETURNING 1"},
     [ST_OUTBOX_PRUNE] = {"cg_outbox_prune",
                          "DELETE FROM invalidations WHERE group_id = $1 "
                          "AND committed_at < now() - make_interval(secs => $2::double precision)"},
+    [ST_MEMBERS] = {"cg_members",
+                    "SELECT c.core_name, c.incarnation, c.state, c.host, c.pid, "
+                    "       (extract(epoch FROM now() - c.heartbeat_at) * 1000)::bigint, "
+                    "       c.applied_seq, g.event_seq "
+                    "FROM cores c JOIN core_groups g USING (group_id) "
+                    "WHERE c.group_id = $1 ORDER BY c.core_name"},
+    /* failure detection: conditional on the incarnation seen and the silence, so a member
+     * that spoke up meanwhile, or one already handled, is left alone */
+    [ST_SUSPECT] = {"cg_suspect",
+                    "UPDATE cores SET state = 'suspect' "
+                    "WHERE group_id = $1 AND core_name = $2 AND incarnation = $3 "
+                    "AND state IN ('joining', 'alive') "
+                    "AND heartbeat_at < now() - make_interval(secs => $4::double precision / 1000) "
+                    "RETURNING 1"},
+    [ST_FENCE] = {"cg_fence",
+                  "UPDATE cores SET state = 'failed', incarnation = incarnation + 1 "
+                  "WHERE group_id = $1 AND core_name = $2 AND incarnation = $3 "
+                  "AND state IN ('joining', 'alive', 'suspect') "
+                  "AND heartbeat_at < now() - make_interval(secs => $4::double precision / 1000) "
+                  "RETURNING incarnation"},
+    /* recovery: a failed member's outbox rows after a point, one row per item */
+    [ST_OUTBOX_OF] = {"cg_outbox_of",
+                      "SELECT i.seq, (x ->> 'h')::bigint, x ->> 'p', (x ->> 'v')::bigint, "
+                      "       (extract(epoch FROM i.committed_at) * 1000000)::bigint "
+                      "FROM invalidations i CROSS JOIN LATERAL jsonb_array_elements(i.items) x "
+                      "WHERE i.group_id = $1 AND i.origin_core = $2 "
+                      "AND i.origin_incarnation = $3 AND i.seq > $4 ORDER BY i.seq"},
+    [ST_FENCE_CHECK] = {"cg_fence_check", "SELECT cg_fence_check($1, $2, $3)"},
 };
 
 /* ---- connections ---------------------------------------------------------------------- */
@@ -439,11 +475,83 @@ int cg_repo_core_beat(cg_conn *c, const char *group, const char *core, int64_t i
 {
     char b_inc[24], b_seq[24];
     const char *vals[4] = {group, core, I64(b_inc, incarnation), I64(b_seq, applied_seq)};
-    PGresult *r = run_auto(c, ST_CORE_BEAT, 4, vals, PGRES_COMMAND_OK, "record the applied seq");
+    PGresult *r = run_auto(c, ST_CORE_BEAT, 4, vals, PGRES_TUPLES_OK, "record a heartbeat");
+    int alive;
     if (r == NULL)
         return cg_error_last()->code;
+    alive = PQntuples(r) == 1;
     PQclear(r);
-    return 0;
+    return alive;
+}
+
+/* Run a conditional membership update; 1 when it changed the row, 0 when not. */
+static int member_update(int64_t *incarnation, cg_conn *c, int st, const char *group,
+                         const char *core, int64_t seen, int silence_ms)
+{
+    char b_inc[24], b_ms[24];
+    const char *vals[4] = {group, core, I64(b_inc, seen), I64(b_ms, silence_ms)};
+    PGresult *r = run_auto(c, st, 4, vals, PGRES_TUPLES_OK, "update a member");
+    int changed;
+    if (r == NULL)
+        return cg_error_last()->code;
+    changed = PQntuples(r) == 1;
+    if (changed && incarnation)
+        *incarnation = get_i64(r, 0, 0);
+    PQclear(r);
+    return changed;
+}
+
+int cg_repo_suspect(cg_conn *c, const char *group, const char *core, int64_t seen, int silence_ms)
+{
+    return member_update(NULL, c, ST_SUSPECT, group, core, seen, silence_ms);
+}
+
+int cg_repo_fence(int64_t *new_incarnation, cg_conn *c, const char *group, const char *core,
+                  int64_t seen, int silence_ms)
+{
+    return member_update(new_incarnation, c, ST_FENCE, group, core, seen, silence_ms);
+}
+
+int cg_repo_outbox_of(cg_outbox_rows *out, int64_t **committed_us, cg_conn *c, const char *group,
+                      const char *origin, int64_t incarnation, int64_t after)
+{
+    char b_inc[24], b_after[24];
+    const char *vals[4] = {group, origin, I64(b_inc, incarnation), I64(b_after, after)};
+    PGresult *r = run_auto(c, ST_OUTBOX_OF, 4, vals, PGRES_TUPLES_OK, "read a member's outbox");
+    int i, n, err = 0;
+
+    out->seq = NULL;
+    out->items = NULL;
+    out->n = 0;
+    *committed_us = NULL;
+    if (r == NULL)
+        return cg_error_last()->code;
+    n = PQntuples(r);
+    if (n > 0 && ((out->seq = malloc((size_t)n * sizeof(*out->seq))) == NULL ||
+                  (out->items = malloc((size_t)n * sizeof(*out->items))) == NULL ||
+                  (*committed_us = malloc((size_t)n * sizeof(int64_t))) == NULL)) {
+        err = cg_error_nomem();
+        goto done;
+    }
+    for (i = 0; i < n; i++) {
+        cg_part_kind k;
+        if (cg_part_kind_parse(&k, PQgetvalue(r, i, 2)) < 0) {
+            err = CG_ERROR;
+            goto done;
+        }
+        out->seq[i] = get_i64(r, i, 0);
+        out->items[i] = (cg_bus_item){get_i64(r, i, 1), (int)k, get_i64(r, i, 3)};
+        (*committed_us)[i] = get_i64(r, i, 4);
+    }
+    out->n = (size_t)n;
+done:
+    if (err < 0) {
+        cg_outbox_rows_dispose(out);
+        free(*committed_us);
+        *committed_us = NULL;
+    }
+    PQclear(r);
+    return err;
 }
 
 int cg_repo_outbox_prune(int64_t *deleted, cg_conn *c, const char *group, long retention_s)
@@ -456,6 +564,40 @@ int cg_repo_outbox_prune(int64_t *deleted, cg_conn *c, const char *group, long r
     *deleted = strtoll(PQcmdTuples(r), NULL, 10);
     PQclear(r);
     return 0;
+}
+
+int cg_repo_members(cg_member_list *out, cg_conn *c, const char *group)
+{
+    const char *vals[1] = {group};
+    PGresult *r = run_auto(c, ST_MEMBERS, 1, vals, PGRES_TUPLES_OK, "read the members");
+    int i, n, err = 0;
+
+    out->members = NULL;
+    out->n = 0;
+    out->event_seq = 0;
+    if (r == NULL)
+        return cg_error_last()->code;
+    n = PQntuples(r);
+    if (n > 0 && (out->members = calloc((size_t)n, sizeof(*out->members))) == NULL) {
+        err = cg_error_nomem();
+        goto done;
+    }
+    for (i = 0; i < n; i++) {
+        cg_member *m = &out->members[i];
+        snprintf(m->name, sizeof(m->name), "%s", PQgetvalue(r, i, 0));
+        m->incarnation = get_i64(r, i, 1);
+        snprintf(m->state, sizeof(m->state), "%s", PQgetvalue(r, i, 2));
+        snprintf(m->host, sizeof(m->host), "%s", PQgetvalue(r, i, 3));
+        m->pid = (int)get_i64(r, i, 4);
+        m->heartbeat_age_ms = get_i64(r, i, 5);
+        m->applied_seq = get_i64(r, i, 6);
+        out->event_seq = get_i64(r, i, 7);
+        m->lag = out->event_seq - m->applied_seq;
+    }
+    out->n = (size_t)n;
+done:
+    PQclear(r);
+    return err;
 }
 
 void cg_outbox_rows_dispose(cg_outbox_rows *rows)
@@ -870,23 +1012,25 @@ int cg_repo_commit(int64_t *seq, int64_t *committed_us, cg_conn *c, const char *
         return 0; /* nothing was sent: nothing to commit */
     if (n == 0 && !c->wrote)
         return commit_deferred(c);
+    vals[0] = group;
+    vals[1] = core;
+    vals[2] = I64(b_inc, incarnation);
+    if (n == 0) /* it wrote, but no part: still only a current incarnation may commit */
+        cmds[ncmds++] = (command){statements[ST_FENCE_CHECK].name, NULL, 3, vals};
     if (n > 0) {
         if ((json = items_json(items, n)) == NULL) {
             err = cg_error_nomem();
             goto fail;
         }
-        vals[0] = group;
-        vals[1] = core;
-        vals[2] = I64(b_inc, incarnation);
         vals[3] = json;
         cmds[ncmds++] = (command){statements[ST_OUTBOX].name, NULL, 4, vals};
     }
     cmds[ncmds++] = (command){statements[ST_COMMIT].name, NULL, 0, NULL};
     if ((err = pipeline(c, cmds, ncmds, res)) < 0)
         goto fail;
-    if (n > 0 && PQresultStatus(res[0]) != PGRES_TUPLES_OK) {
+    if (ncmds == 2 && PQresultStatus(res[0]) != PGRES_TUPLES_OK) {
         const char *state = PQresultErrorField(res[0], PG_DIAG_SQLSTATE);
-        err = cg_pg_error(c->pg, res[0], "append to the outbox");
+        err = cg_pg_error(c->pg, res[0], n > 0 ? "append to the outbox" : "check the fence");
         if (state && strcmp(state, "CGF01") == 0)
             err = cg_error_set_sqlstate(CG_EFENCED, state, "%s", cg_error_last()->message);
         goto fail;

@@ -46,11 +46,23 @@ int cg_repo_core_register(int64_t *incarnation, cg_conn *c, const char *group, c
                           const char *host, int pid);
 int cg_repo_core_leave(cg_conn *c, const char *group, const char *core, int64_t incarnation);
 int cg_repo_event_seq(int64_t *seq, cg_conn *c, const char *group);
-/* Record this core's applied event seq and a heartbeat in its membership row. */
+/* Record this core's applied event seq and a heartbeat in its membership row (a suspect
+ * member becomes alive again). 1 when recorded; 0 when this incarnation is no longer a member
+ * (fenced, failed or left); or an error. */
 int cg_repo_core_beat(cg_conn *c, const char *group, const char *core, int64_t incarnation,
                       int64_t applied_seq);
+/* Mark a member silent for silence_ms as suspect: 1 done, 0 not (it spoke up, or was
+ * handled already), or an error. Conditional on the incarnation seen. */
+int cg_repo_suspect(cg_conn *c, const char *group, const char *core, int64_t seen, int silence_ms);
+/* Declare a member silent for silence_ms failed and fence it (incarnation + 1): 1 when this
+ * call did it (*new_incarnation set) — exactly one caller can — 0 when not, or an error. */
+int cg_repo_fence(int64_t *new_incarnation, cg_conn *c, const char *group, const char *core,
+                  int64_t seen, int silence_ms);
 /* Delete outbox rows older than retention_s seconds; *deleted gets how many. */
 int cg_repo_outbox_prune(int64_t *deleted, cg_conn *c, const char *group, long retention_s);
+
+/* The group's membership rows, by name. */
+int cg_repo_members(cg_member_list *out, cg_conn *c, const char *group);
 
 /* The outbox's items of events (after, upto], in event order: items[i] belongs to seq[i]. */
 typedef struct {
@@ -61,6 +73,10 @@ typedef struct {
 int cg_repo_outbox_items(cg_outbox_rows *out, cg_conn *c, const char *group, int64_t after,
                          int64_t upto);
 void cg_outbox_rows_dispose(cg_outbox_rows *rows);
+/* The outbox rows an incarnation of a member wrote after event `after` (for recovery); the
+ * caller frees *committed_us (one per item) and disposes of the rows. */
+int cg_repo_outbox_of(cg_outbox_rows *out, int64_t **committed_us, cg_conn *c, const char *group,
+                      const char *origin, int64_t incarnation, int64_t after);
 
 /* ---- inside a call (BEGIN is sent with the first statement) ---- */
 int cg_repo_resource_create(int64_t *handle, cg_conn *c, const char *group, const char *kind,

@@ -187,3 +187,18 @@ BEGIN
     VALUES (p_group, seq, p_core, p_incarnation, p_items, to_timestamp(committed_us / 1000000.0));
 END
 $$;
+
+-- ---- 0003_fence_check: writing calls that change no part are fenced too ----
+CREATE FUNCTION cg_fence_check(p_group text, p_core text, p_incarnation bigint)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM 1 FROM cores
+     WHERE group_id = p_group AND core_name = p_core AND incarnation = p_incarnation
+       AND state NOT IN ('failed', 'left')
+       FOR SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'core "%" incarnation % of group "%" is fenced', p_core, p_incarnation, p_group
+            USING ERRCODE = 'CGF01';
+    END IF;
+END
+$$;

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -711,20 +712,63 @@ END_TEST
 
 START_TEST(fenced_incarnation_cannot_write)
 {
-    cg_core *old = cgt_core_open(dsn, "fenced", "g-fence");
-    int64_t h = create(old, "{\"n\":0}", NULL), v;
-    cg_core *successor = cgt_core_open(dsn, "fenced", "g-fence"); /* same name: new incarnation */
+    /* A core restarted under the same name (a new incarnation) fences the old process, which
+     * may still be running; here the successor comes and goes again at once. */
+    cg_core *old = cgt_core_open(dsn, "fenced", "g-fence"), *successor;
+    int64_t h = create(old, "{\"n\":0}", NULL), v, until, successor_inc;
+    cg_core_stats st;
     cg_call *call;
-    ck_assert_int_eq(cg_core_incarnation(successor), cg_core_incarnation(old) + 1);
+
+    successor = cgt_core_open(dsn, "fenced", "g-fence");
+    successor_inc = cg_core_incarnation(successor);
+    ck_assert_int_eq(successor_inc, cg_core_incarnation(old) + 1);
+    cg_core_close(successor);
     CGT_OK(cg_call_begin(&call, old));
     CGT_OK(cg_part_update(&v, call, h, CG_PART_STATE, 1, "{\"n\":1}"));
     CGT_EXPECT(CG_EFENCED, cg_call_commit(call));
     ck_assert(strstr(cg_error_last()->message, "is fenced"));
     ck_assert_str_eq(cg_error_last()->sqlstate, "CGF01");
     ck_assert_int_eq(db_version("g-fence", h, CG_PART_STATE), 1);
-    update_part(successor, h, CG_PART_STATE, 1, "{\"n\":1}");
+
+    /* The fenced core notices at once, drops its cache and rejoins as a newer incarnation. */
+    until = (int64_t)time(NULL) + 10;
+    do {
+        usleep(20000);
+        cg_core_stats_get(old, &st);
+    } while (st.rejoins == 0 && (int64_t)time(NULL) < until);
+    ck_assert_uint_eq(st.rejoins, 1);
+    ck_assert_int_eq(cg_core_incarnation(old), successor_inc + 1);
+    ck_assert_int_eq(db_count("SELECT incarnation FROM cores WHERE core_name = 'fenced' AND "
+                              "state = 'alive'"),
+                     successor_inc + 1);
+    /* a call begun under the old incarnation stays fenced, even one that writes no part */
+    update_part(old, h, CG_PART_STATE, 1, "{\"n\":1}");
     cg_core_close(old);
+}
+END_TEST
+
+START_TEST(a_call_from_before_a_rejoin_cannot_commit)
+{
+    cg_core *old = cgt_core_open(dsn, "fenced2", "g-fence"), *successor;
+    cg_call *stale_call;
+    cg_core_stats st;
+    int64_t h, until;
+
+    CGT_OK(cg_call_begin(&stale_call, old)); /* begun under incarnation 1 */
+    successor = cgt_core_open(dsn, "fenced2", "g-fence");
     cg_core_close(successor);
+    CGT_OK(cg_resource_create(&h, stale_call, NULL)); /* writes no part: the fence check */
+    CGT_EXPECT(CG_EFENCED, cg_call_commit(stale_call));
+    until = (int64_t)time(NULL) + 10;
+    do {
+        usleep(20000);
+        cg_core_stats_get(old, &st);
+    } while (st.rejoins == 0 && (int64_t)time(NULL) < until);
+    ck_assert_uint_eq(st.rejoins, 1);
+    ck_assert_int_eq(db_count("SELECT count(*) FROM resources WHERE group_id = 'g-fence' AND "
+                              "handle <> 0"),
+                     1); /* only the first test's resource */
+    cg_core_close(old);
 }
 END_TEST
 
@@ -905,6 +949,7 @@ int main(void)
     tcase_add_test(tc, late_stale_fill_is_refused);
     tcase_add_test(tc, retry_helper_reruns_stale_calls);
     tcase_add_test(tc, fenced_incarnation_cannot_write);
+    tcase_add_test(tc, a_call_from_before_a_rejoin_cannot_commit);
     tcase_add_test(tc, cache_strategies);
     suite_add_tcase(s, tc);
 

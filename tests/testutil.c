@@ -212,6 +212,7 @@ cg_config *cgt_core_config(const char *dsn, const char *name, const char *group)
     /* Tests decide when a core learns of others' changes: no bus unless a test configures
      * one, and a backstop poll that never fires unless a test shortens it. */
     cfg->poll_interval_ms = 3600000;
+    cfg->failure_timeout_ms = 3600000; /* and membership ticks rarely: nobody gets fenced */
     free(core_dsn);
     return cfg;
 }

@@ -5,11 +5,12 @@
  * The file has five sections (see repository.ini.example, which documents every key):
  *
  *     [repository]  dsn (required), pool_size, keepalive_idle_s
- *     [core]        name (required), group (optional)
+ *     [core]        name (required), group (optional), failure_timeout_ms, log_level
  *     [bus]         publish, subscribe, poll_interval_ms, heartbeat_interval_ms,
  *                   outbox_retention_s, curve_server_key, curve_public_key, curve_secret_key
  *     [retry]       attempts, interval_ms, sqlstates
  *     [cache]       strategy, max_entries, ttl_ms
+ *     [daemon]      listen, workers, pidfile (read by coregroupd; ignored by the library)
  *
  * A core without a group gets the private group "private.<name>", so its data stays its own
  * across restarts and no other core shares it (e-Speak design §2.7.1). Configured group ids
@@ -47,9 +48,12 @@ typedef struct cg_config {
     int keepalive_idle_s; /**< TCP keepalive idle seconds on every connection (default 10) */
 
     /* [core] */
-    char *core_name;      /**< [A-Za-z0-9][A-Za-z0-9._-]*, at most 63 (required) */
-    char *group_id;       /**< the configured group, or "private.<core_name>" */
-    int group_is_private; /**< 1 when group_id was derived from the core name */
+    char *core_name;        /**< [A-Za-z0-9][A-Za-z0-9._-]*, at most 63 (required) */
+    char *group_id;         /**< the configured group, or "private.<core_name>" */
+    int group_is_private;   /**< 1 when group_id was derived from the core name */
+    int failure_timeout_ms; /**< a member silent this long is suspected, twice this long
+                                 declared failed and fenced (default 5000) */
+    int log_level;          /**< for programs: 0 error, 1 warn, 2 info (default), 3 debug */
 
     /* [bus] */
     char *publish[CG_CONFIG_MAX_ENDPOINTS]; /**< ZeroMQ endpoints this core publishes to */
@@ -76,6 +80,11 @@ typedef struct cg_config {
     cg_cache_strategy strategy;
     long max_entries; /**< bound on cached parts, 1..100000000 (default 100000) */
     long ttl_ms;      /**< expiry of a cached part, 0 = none (default 0) */
+
+    /* [daemon] */
+    char *listen;  /**< coregroupd's request endpoint (ZeroMQ ROUTER, bound); NULL: none */
+    int workers;   /**< coregroupd's worker threads, 1..64 (default 4) */
+    char *pidfile; /**< where coregroupd writes its pid; NULL: none */
 } cg_config;
 
 #define CG_CONFIG_VERSION 1

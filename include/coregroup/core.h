@@ -100,10 +100,55 @@ typedef struct cg_core_stats {
     uint64_t polls;      /**< backstop comparisons with the repository */
     int64_t applied_seq; /**< every group event up to this one is in the cache */
     int degraded;        /**< 1: bus silent and repository unreachable */
+    /* membership */
+    uint64_t members_suspected; /**< members this core marked suspect */
+    uint64_t members_failed;    /**< members this core declared failed and fenced */
+    uint64_t recoveries;        /**< failed members whose publishing this core redid */
+    uint64_t recovered_events;  /**< their outbox events it published again */
+    uint64_t rejoins;           /**< times this core found itself fenced and rejoined */
 } cg_core_stats;
 
 /** Read the core's counters (a consistent-enough snapshot; counters only grow). */
 CG_EXTERN(void) cg_core_stats_get(const cg_core *core, cg_core_stats *out);
+
+/** One member of the core's group, as the repository's membership table says. */
+typedef struct cg_member {
+    char name[CG_NAME_MAX + 1];
+    int64_t incarnation;
+    char state[12]; /**< joining, alive, suspect, failed or left */
+    char host[256];
+    int pid;
+    int64_t heartbeat_age_ms; /**< how long ago its last heartbeat was recorded */
+    int64_t applied_seq;      /**< every group event up to this one is out of its cache */
+    int64_t lag;              /**< the group's event_seq minus applied_seq */
+} cg_member;
+
+typedef struct cg_member_list {
+    cg_member *members;
+    size_t n;
+    int64_t event_seq; /**< the group's event counter when the list was read */
+} cg_member_list;
+
+/** Read the group's members, by name. Free with cg_member_list_dispose(). */
+CG_EXTERN(int) cg_core_members(cg_member_list *out, cg_core *core);
+CG_EXTERN(void) cg_member_list_dispose(cg_member_list *list);
+
+/** What a fault monitor needs to know (Sun Cluster API guide: probe with a timeout). */
+typedef struct cg_core_health {
+    int repository_ok;   /**< a statement just went through */
+    int bus_silent;      /**< nothing heard on the bus for three heartbeat intervals */
+    int degraded;        /**< bus silent and repository unreachable: not serving from cache */
+    int fenced;          /**< the group fenced this incarnation; the core is rejoining */
+    int64_t applied_seq; /**< every group event up to this one is in the cache */
+    int64_t event_seq;   /**< the group's counter (-1 when the repository did not answer) */
+} cg_core_health;
+
+/**
+ * Probe the core: one cheap statement against the repository (bounded by the connection's own
+ * timeouts) plus the bus's state. Returns 0 when healthy, CG_EDEGRADED when the core serves
+ * but cannot prove its cache fresh or cannot reach the repository, with *out filled either way.
+ */
+CG_EXTERN(int) cg_core_health_get(cg_core_health *out, cg_core *core);
 
 /* ---- calls ---------------------------------------------------------------------------- */
 

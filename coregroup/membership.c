@@ -1,0 +1,133 @@
+/*
+ * membership.c — who is in the group, who has failed, and fencing (Shoal GMS: join, planned
+ * shutdown, failure suspicion, failure; "delegate recovery instance selection").
+ *
+ * The repository decides membership; the bus only tells the others sooner. Every tick (four
+ * times per [core] failure_timeout_ms, on the bus's subscriber thread and its connection):
+ *
+ *  1. This core records its heartbeat in its `cores` row, conditional on its incarnation. No
+ *     row means the group fenced this incarnation (it was paused or cut off for too long):
+ *     the core drops its whole cache, registers again with a new incarnation and announces
+ *     "join". A commit refused as fenced asks for this at once instead of at the next tick.
+ *  2. It reads the members. A member silent for failure_timeout is marked "suspect" (by any
+ *     core: the update is conditional, so it happens once), and "suspect" is announced.
+ *  3. A member silent for twice failure_timeout is declared "failed" and FENCED: its
+ *     incarnation is bumped, so every later write of the old incarnation is refused by the
+ *     repository (cg_outbox_append and cg_fence_check compare incarnations FOR SHARE). Only one
+ *     survivor acts — the live member with the smallest name, a choice every member makes
+ *     alike from the same rows — and the conditional update makes it exactly one even if two
+ *     disagreed for a moment. That survivor announces "failed" and does the recovery: it
+ *     publishes again the failed incarnation's outbox events that some live member may not
+ *     have applied yet (after the smallest applied seq of the live members), in case the
+ *     failed core committed them and died before publishing.
+ *
+ * Silence is measured by the repository's clock (now() - heartbeat_at), so cores on hosts with
+ * skewed clocks agree. A core whose heartbeat stops reaching the repository is the one that
+ * gets fenced; a core that cannot reach the repository fences nobody.
+ * Not here: a split brain between cores that each reach the repository cannot happen, because
+ * the repository is the single arbiter; PostgreSQL's own HA is outside coregroup.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core_internal.h"
+#include "error.h"
+
+static int live(const cg_member *m, int timeout_ms)
+{
+    return (strcmp(m->state, "alive") == 0 || strcmp(m->state, "joining") == 0) &&
+           m->heartbeat_age_ms < timeout_ms;
+}
+
+/* Found fenced: forget everything, come back as a new incarnation. */
+static void rejoin(cg_core *core, cg_conn *conn)
+{
+    int64_t incarnation;
+    atomic_store(&core->fenced, 1);
+    cg_core__reset(core);
+    if (cg_repo_core_register(&incarnation, conn, core->cfg->group_id, core->cfg->core_name,
+                              core->host, (int)getpid()) < 0)
+        return; /* still fenced; the next tick tries again */
+    atomic_store(&core->incarnation, incarnation);
+    atomic_store(&core->rejoin, 0);
+    atomic_store(&core->fenced, 0);
+    atomic_fetch_add(&core->rejoins, 1);
+    cg_bus_publish_member(core->bus, CG_MEMBER_JOIN, core->cfg->core_name, incarnation);
+}
+
+/* Publish again what a failed incarnation committed after the live members' common point. */
+static void recover(cg_core *core, cg_conn *conn, const cg_member *failed, int64_t after)
+{
+    cg_outbox_rows rows;
+    int64_t *at = NULL;
+    size_t i, start;
+
+    if (cg_repo_outbox_of(&rows, &at, conn, core->cfg->group_id, failed->name, failed->incarnation,
+                          after) < 0)
+        return;
+    for (start = 0, i = 1; i <= rows.n; i++) /* one message per event (its run of rows) */
+        if (i == rows.n || rows.seq[i] != rows.seq[start]) {
+            cg_bus_republish(core->bus, failed->name, failed->incarnation, rows.seq[start],
+                             at[start], &rows.items[start], i - start);
+            atomic_fetch_add(&core->republished, 1);
+            start = i;
+        }
+    free(at);
+    cg_outbox_rows_dispose(&rows);
+    atomic_fetch_add(&core->recoveries, 1);
+}
+
+void cg_membership_tick(cg_core *core, cg_conn *conn, int64_t applied_seq)
+{
+    const char *group = core->cfg->group_id, *me = core->cfg->core_name;
+    int timeout = core->cfg->failure_timeout_ms;
+    cg_member_list list;
+    const cg_member *chooser = NULL;
+    int64_t common = -1;
+    size_t i;
+    int beat;
+
+    if (atomic_load(&core->leaving))
+        return; /* closing: its row says "left" now, which is not a reason to rejoin */
+    beat = cg_repo_core_beat(conn, group, me, atomic_load(&core->incarnation), applied_seq);
+    if (beat == 0 || (beat == 1 && atomic_load(&core->rejoin)))
+        rejoin(core, conn);
+    if (beat < 0 || cg_repo_members(&list, conn, group) < 0)
+        return;
+    for (i = 0; i < list.n; i++) {
+        const cg_member *m = &list.members[i];
+        if (!live(m, timeout) && strcmp(m->name, me) != 0)
+            continue;
+        if (chooser == NULL || strcmp(m->name, chooser->name) < 0)
+            chooser = m;
+        if (common < 0 || m->applied_seq < common)
+            common = m->applied_seq;
+    }
+    for (i = 0; i < list.n; i++) {
+        cg_member *m = &list.members[i];
+        int64_t fenced_as;
+        if (strcmp(m->name, me) == 0 || strcmp(m->state, "failed") == 0 ||
+            strcmp(m->state, "left") == 0)
+            continue;
+        if (m->heartbeat_age_ms >= timeout && strcmp(m->state, "suspect") != 0 &&
+            cg_repo_suspect(conn, group, m->name, m->incarnation, timeout) == 1) {
+            atomic_fetch_add(&core->suspected, 1);
+            cg_bus_publish_member(core->bus, CG_MEMBER_SUSPECT, m->name, m->incarnation);
+        }
+        if (m->heartbeat_age_ms >= 2 * timeout && chooser && strcmp(chooser->name, me) == 0 &&
+            cg_repo_fence(&fenced_as, conn, group, m->name, m->incarnation, 2 * timeout) == 1) {
+            atomic_fetch_add(&core->failed, 1);
+            cg_bus_publish_member(core->bus, CG_MEMBER_FAILED, m->name, m->incarnation);
+            recover(core, conn, m, common < 0 ? 0 : common);
+        }
+    }
+    cg_member_list_dispose(&list);
+}
+
+void cg_membership_leave(cg_core *core, cg_conn *conn)
+{
+    int64_t incarnation = atomic_load(&core->incarnation);
+    if (cg_repo_core_leave(conn, core->cfg->group_id, core->cfg->core_name, incarnation) == 0)
+        cg_bus_publish_member(core->bus, CG_MEMBER_LEAVE, core->cfg->core_name, incarnation);
+}

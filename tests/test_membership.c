@@ -1,0 +1,226 @@
+/*
+ * test_membership.c — membership and fencing with real processes (Shoal GMS; DESIGN.md "a core
+ * paused past its heartbeat timeout: declared failed, fenced by incarnation"):
+ *  - SIGSTOP a core in the middle of a call past the failure timeout: the others declare it
+ *    failed and fence it (its incarnation is bumped), exactly one of them (the one chosen by
+ *    name) does it, the stopped core's write after SIGCONT is refused, and it then notices,
+ *    drops its cache and rejoins as a new incarnation;
+ *  - kill -9 a core between COMMIT and publishing: it is declared failed, and exactly one
+ *    survivor does the recovery, publishing its committed-but-unpublished change, which
+ *    reaches the other survivor over the bus (that survivor never polls).
+ * Needs CG_TEST_HOOKS.
+ */
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "bustest.h"
+#include "core_internal.h"
+#include "testutil.h"
+
+#define TIMEOUT_MS 400 /* failure timeout of every core here: suspect at 0.4 s, failed at 0.8 s */
+
+static char *dsn, *dir;
+static PGconn *dba;
+static bt_busd fwd;
+
+static void setup(void)
+{
+    dsn = cgt_createdb("members", 1);
+    dba = cgt_connect(dsn);
+    dir = cgt_tmpdir();
+    memset(&fwd, 0, sizeof(fwd));
+    bt_busd_start(&fwd, dir, "members", NULL);
+}
+
+static void teardown(void)
+{
+    bt_busd_kill(&fwd);
+    PQfinish(dba);
+    free(dsn);
+    free(dir);
+}
+
+static char *db_str(const char *sql)
+{
+    return cgt_query1(dba, sql);
+}
+
+static int64_t db_i64(const char *sql)
+{
+    char *v = db_str(sql);
+    int64_t n = strtoll(v, NULL, 10);
+    free(v);
+    return n;
+}
+
+static cg_core *member(const char *name, const char *group)
+{
+    cg_config *cfg = cgt_core_config(dsn, name, group);
+    cg_config_set_string(&cfg->publish[cfg->n_publish++], fwd.fe);
+    cg_config_set_string(&cfg->subscribe[cfg->n_subscribe++], fwd.be);
+    cfg->heartbeat_interval_ms = 50;
+    cfg->failure_timeout_ms = TIMEOUT_MS;
+    return cgt_core_open_cfg(cfg);
+}
+
+static int64_t create(cg_core *core)
+{
+    cg_call *call;
+    int64_t h;
+    CGT_OK(cg_call_begin(&call, core));
+    CGT_OK(cg_resource_create(&h, call, NULL));
+    CGT_OK(cg_call_commit(call));
+    return h;
+}
+
+static int64_t read_version(cg_core *core, int64_t h)
+{
+    cg_part *p;
+    int64_t v;
+    CGT_OK(cg_part_read(&p, core, h, CG_PART_STATE));
+    v = cg_part_version(p);
+    cg_part_free(p);
+    return v;
+}
+
+/* Wait until the member's row is in `state`; fails the test after `ms`. */
+static void wait_state(const char *name, const char *state, int ms)
+{
+    char sql[256], *got = NULL;
+    int64_t until = bt_ms() + ms;
+    snprintf(sql, sizeof(sql), "SELECT state FROM cores WHERE core_name = '%s'", name);
+    for (;;) {
+        free(got);
+        got = db_str(sql);
+        if (strcmp(got, state) == 0 || bt_ms() > until)
+            break;
+        usleep(20000);
+    }
+    ck_assert_msg(strcmp(got, state) == 0, "%s is %s, not %s", name, got, state);
+    free(got);
+}
+
+START_TEST(paused_core_is_fenced_and_rejoins)
+{
+    cg_core *a = member("m-a", "grp-stop"), *b = member("m-b", "grp-stop");
+    int ready[2], go[2], result[2], status, code;
+    int64_t h = create(a), inc, new_inc;
+    cg_core_stats sa, sb;
+    pid_t pid;
+
+    ck_assert(pipe(ready) == 0 && pipe(go) == 0 && pipe(result) == 0);
+    if ((pid = fork()) == 0) { /* the core that will be paused mid-call */
+        cg_core *v = member("m-v", "grp-stop");
+        cg_call *call;
+        int64_t nv, until;
+        cg_core_stats st;
+        char c;
+        cg_call_begin(&call, v);
+        code = cg_part_update(&nv, call, h, CG_PART_STATE, 1, "{\"from\":\"paused\"}");
+        if (write(ready[1], &code, sizeof(code)) < 0 || read(go[0], &c, 1) != 1)
+            _exit(3);
+        code = cg_call_commit(call); /* after SIGCONT: must be refused */
+        until = bt_ms() + 5000;
+        do { /* it notices and rejoins */
+            usleep(20000);
+            cg_core_stats_get(v, &st);
+        } while (st.rejoins == 0 && bt_ms() < until);
+        nv = cg_core_incarnation(v);
+        if (write(result[1], &code, sizeof(code)) < 0 || write(result[1], &nv, sizeof(nv)) < 0)
+            _exit(3);
+        cg_core_close(v);
+        _exit(0);
+    }
+    ck_assert_int_eq(read(ready[0], &code, sizeof(code)), sizeof(code));
+    ck_assert_int_eq(code, 0); /* its update went through; the call is open */
+    inc = db_i64("SELECT incarnation FROM cores WHERE core_name = 'm-v'");
+    kill(pid, SIGSTOP);
+    wait_state("m-v", "failed", 10 * TIMEOUT_MS);
+    ck_assert_int_eq(db_i64("SELECT incarnation FROM cores WHERE core_name = 'm-v'"), inc + 1);
+    cg_core_stats_get(a, &sa);
+    cg_core_stats_get(b, &sb);
+    ck_assert_uint_eq(sa.members_failed + sb.members_failed, 1);
+    ck_assert_uint_eq(sa.members_failed, 1); /* "m-a" sorts first: it is the chosen one */
+    ck_assert_uint_ge(sa.members_suspected + sb.members_suspected, 1);
+
+    kill(pid, SIGCONT);
+    ck_assert_int_eq(write(go[1], "x", 1), 1);
+    ck_assert_int_eq(read(result[0], &code, sizeof(code)), sizeof(code));
+    ck_assert_int_eq(read(result[0], &new_inc, sizeof(new_inc)), sizeof(new_inc));
+    ck_assert_msg(code == CG_EFENCED, "the paused core's write was not refused: %s",
+                  cg_error_name(code));
+    ck_assert_int_eq(read_version(a, h), 1); /* nothing of it landed */
+    ck_assert_int_gt(new_inc, inc + 1);      /* it rejoined as a newer incarnation */
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    wait_state("m-v", "left", 2000);
+    cg_core_close(a);
+    cg_core_close(b);
+}
+END_TEST
+
+START_TEST(killed_core_is_recovered_by_exactly_one)
+{
+    cg_core *a = member("k-a", "grp-kill"), *b = member("k-b", "grp-kill");
+    int64_t h = create(a), until;
+    cg_core_stats sa, sb;
+    pid_t pid;
+    int status;
+
+    ck_assert_int_eq(read_version(b, h), 1); /* cached on b, which never polls */
+    if ((pid = fork()) == 0) {
+        cg_core *v = member("k-v", "grp-kill");
+        cg_call *call;
+        cg_part *p;
+        int64_t nv;
+        v->hooks.exit_after_commit = 2; /* kill -9 between COMMIT and publishing */
+        cg_call_begin(&call, v);
+        cg_part_lock(&p, call, h, CG_PART_STATE);
+        cg_part_update(&nv, call, h, CG_PART_STATE, cg_part_version(p), "{\"last\":\"words\"}");
+        cg_call_commit(call);
+        _exit(3); /* not reached */
+    }
+    ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+    ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "the hook did not kill");
+    {
+        char sql[256]; /* its commit landed before it died */
+        snprintf(sql, sizeof(sql),
+                 "SELECT version FROM resource_parts WHERE group_id = 'grp-kill' AND handle = "
+                 "%" PRId64 " AND part = 'state'",
+                 h);
+        ck_assert_int_eq(db_i64(sql), 2);
+    }
+    wait_state("k-v", "failed", 10 * TIMEOUT_MS);
+
+    /* b hears the change only through the recovery's republishing */
+    until = bt_ms() + 3000;
+    while (read_version(b, h) < 2 && bt_ms() < until)
+        usleep(10000);
+    ck_assert_int_eq(read_version(b, h), 2);
+    cg_core_stats_get(a, &sa);
+    cg_core_stats_get(b, &sb);
+    ck_assert_uint_eq(sa.recoveries + sb.recoveries, 1);
+    ck_assert_uint_eq(sa.recoveries, 1);
+    ck_assert_uint_ge(sa.recovered_events, 1);
+    ck_assert_uint_eq(sb.polls, 0);
+    cg_core_close(a);
+    cg_core_close(b);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("membership");
+    TCase *tc = tcase_create("failure");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, paused_core_is_fenced_and_rejoins);
+    tcase_add_test(tc, killed_core_is_recovered_by_exactly_one);
+    suite_add_tcase(s, tc);
+    return cgt_run_suite(s);
+}
