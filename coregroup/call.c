@@ -578,8 +578,8 @@ int cg_part_update(int64_t *new_version, cg_call *call, int64_t handle, cg_part_
                             expected_version);
     core = call->core;
     REPO(call, err,
-         cg_repo_part_update(&v, call->conn, core->cfg->group_id, handle, kind, expected_version,
-                             json));
+         cg_repo_part_update(&fresh, call->conn, core->cfg->group_id, handle, kind,
+                             expected_version, json));
     if (err == CG_ESTALE) {
         /* evict the stale copy now and never accept anything older than the repository's */
         cg_cache_invalidate(core->cache, handle, kind, cg_error_last()->actual_version);
@@ -587,9 +587,9 @@ int cg_part_update(int64_t *new_version, cg_call *call, int64_t handle, cg_part_
     }
     if (err < 0)
         return err;
-    if ((fresh = cg_part__new(handle, kind, v, json, strlen(json))) == NULL ||
-        (err = stage(call, handle, kind, v, fresh)) < 0)
-        return end_failed(call, fresh ? err : CG_ERROR);
+    v = cg_part_version(fresh);
+    if ((err = stage(call, handle, kind, v, fresh)) < 0) /* stage takes fresh */
+        return end_failed(call, err);
     if (new_version)
         *new_version = v;
     return 0;

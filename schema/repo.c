@@ -70,7 +70,7 @@ static const struct {
     [ST_PART_UPDATE] = {"cg_part_update",
                         "UPDATE resource_parts SET body = $5::jsonb, version = version + 1 "
                         "WHERE group_id = $1 AND handle = $2 AND part = $3 AND version = $4 "
-                        "RETURNING version"},
+                        "RETURNING version, body::text"},
     [ST_RES_CREATE] = {"cg_res_create",
                        "WITH r AS (INSERT INTO resources (group_id, kind, service_id) "
                        "           VALUES ($1, $2, $3) RETURNING handle), "
@@ -805,8 +805,8 @@ int cg_repo_part_version(int64_t *version, cg_conn *c, const char *group, int64_
     return err;
 }
 
-int cg_repo_part_update(int64_t *new_version, cg_conn *c, const char *group, int64_t handle,
-                        int kind, int64_t expected, const char *body)
+int cg_repo_part_update(cg_part **out, cg_conn *c, const char *group, int64_t handle, int kind,
+                        int64_t expected, const char *body)
 {
     char b_h[24], b_v[24];
     const char *vals[5] = {group, I64(b_h, handle), cg_part_kind_name(kind), I64(b_v, expected),
@@ -816,18 +816,19 @@ int cg_repo_part_update(int64_t *new_version, cg_conn *c, const char *group, int
     int err;
     cg_error *e;
 
+    *out = NULL;
     if (r == NULL)
         return cg_error_last()->code;
     if (PQntuples(r) == 1) {
-        *new_version = get_i64(r, 0, 0);
+        /* the body as the repository stores it, so every cache holds the same text */
+        *out = cg_part__new(handle, kind, get_i64(r, 0, 0), PQgetvalue(r, 0, 1),
+                            (size_t)PQgetlength(r, 0, 1));
         PQclear(r);
-        return 0;
+        return *out ? 0 : CG_ERROR;
     }
     PQclear(r);
     /* Zero rows: stale, or gone. Read what is there now, to name it. */
-    if ((err = cg_repo_part_version(&actual, c, group, handle, kind)) == CG_ENOTFOUND)
-        return err;
-    if (err < 0)
+    if ((err = cg_repo_part_version(&actual, c, group, handle, kind)) < 0)
         return err;
     cg_error_set(CG_ESTALE, CG_ERRCLASS_REPOSITORY,
                  "stale update of resource %" PRId64 " part %s: expected version %" PRId64

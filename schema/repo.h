@@ -96,10 +96,11 @@ int cg_repo_part_get(cg_part **out, cg_conn *c, const char *group, int64_t handl
 int cg_repo_part_read_once(cg_part **out, cg_conn *c, const char *group, int64_t handle, int kind);
 /* The part's current version only (the version-check cache strategy). */
 int cg_repo_part_version(int64_t *version, cg_conn *c, const char *group, int64_t handle, int kind);
-/* Conditional update. CG_ESTALE (cg_error_last() carries expected and actual versions) when
- * the version moved on, CG_ENOTFOUND when the resource does not exist. */
-int cg_repo_part_update(int64_t *new_version, cg_conn *c, const char *group, int64_t handle,
-                        int kind, int64_t expected, const char *body);
+/* Conditional update. On success *out is the part as now stored (new version, the body as
+ * the repository normalised it); CG_ESTALE (cg_error_last() carries expected and actual
+ * versions) when the version moved on, CG_ENOTFOUND when the resource does not exist. */
+int cg_repo_part_update(cg_part **out, cg_conn *c, const char *group, int64_t handle, int kind,
+                        int64_t expected, const char *body);
 
 int cg_repo_name_bind(cg_conn *c, const char *group, int64_t folder, const char *name,
                       int64_t target);

@@ -166,7 +166,7 @@ START_TEST(resources_parts_and_replicas)
     ck_assert_str_eq(body, "{}");
     update_part(a, h1, CG_PART_STATE, 1, "{\"n\":1}");
     ck_assert_int_eq(get_part(a, h1, CG_PART_STATE, body, sizeof(body)), 2);
-    ck_assert_str_eq(body, "{\"n\":1}");
+    ck_assert_str_eq(body, "{\"n\": 1}"); /* as the repository stores it */
     ck_assert_int_eq(db_version("g-crud", h1, CG_PART_STATE), 2);
     ck_assert_int_eq(db_version("g-crud", h1, CG_PART_DESCRIPTION), 1); /* its own version */
 
@@ -241,7 +241,7 @@ START_TEST(own_writes_are_visible_only_to_the_call)
     CGT_OK(cg_part_update(&v, call, h, CG_PART_STATE, 1, "{\"n\":1}"));
     CGT_OK(cg_part_get(&p, call, h, CG_PART_STATE));
     ck_assert_int_eq(cg_part_version(p), 2);
-    ck_assert_str_eq(cg_part_body(p), "{\"n\":1}");
+    ck_assert_str_eq(cg_part_body(p), "{\"n\": 1}");
     cg_part_free(p);
     ck_assert_int_eq(get_part(b, h, CG_PART_STATE, NULL, 0), 1); /* not committed yet */
     CGT_OK(cg_call_commit(call));
