@@ -314,11 +314,22 @@ int cg_core_health_get(cg_core_health *out, cg_core *core)
     int64_t seq = -1;
 
     memset(out, 0, sizeof(*out));
-    if (cg_core__conn_acquire(core, &conn) == 0 &&
-        cg_repo_event_seq(&seq, conn, core->cfg->group_id) == 0)
-        out->repository_ok = 1;
-    cg_core__conn_release(core, conn);
     cg_bus_stats_get(core->bus, &bs);
+    /* A probe must answer within its caller's timeout: it never waits for a busy pool and
+     * never retries connecting. With an idle connection it asks the repository once; without
+     * one it reports what the bus thread saw at its last contact (at most one membership tick
+     * or poll interval ago). */
+    pthread_mutex_lock(&core->pool_mu);
+    if (core->n_idle > 0)
+        conn = core->idle[--core->n_idle];
+    pthread_mutex_unlock(&core->pool_mu);
+    if (conn) {
+        out->repository_ok = cg_repo_event_seq(&seq, conn, core->cfg->group_id) == 0;
+        cg_core__conn_release(core, conn);
+    } else {
+        out->repository_ok = bs.repository_ok;
+        seq = out->repository_ok ? bs.applied_seq : -1;
+    }
     out->bus_silent = bs.bus_silent;
     out->degraded = atomic_load(&core->degraded);
     out->fenced = atomic_load(&core->fenced);
