@@ -1,8 +1,9 @@
 # bootstrap.sh — sourced by run-tests.sh and run-main-job.sh: install what a fresh Debian 12
 # machine lacks, and build. Nothing runs on sourcing.
 
+# docker-compose (v1) validates docker/compose.yaml without an engine (tests/docker_test.sh).
 CG_DEBIAN_PACKAGES=(build-essential cmake pkg-config postgresql postgresql-client libpq-dev
-  libzmq3-dev libcjson-dev check libinih-dev clang clang-format)
+  libzmq3-dev libcjson-dev check libinih-dev clang clang-format docker-compose)
 
 # Install the Debian packages that are missing (apt-get update first, once).
 cg_install_packages() {

@@ -24,6 +24,9 @@ for b in build-bench/tests/bench_*; do
   case "$(basename "$b")" in
   bench_core) "$b" --dsn "$CG_TEST_DSN user=cg_core" --seconds "$seconds" ;;
   bench_bus) "$b" --dsn "$CG_TEST_DSN user=cg_core" --busd build-bench/cg-busd ;;
+  bench_daemon)
+    "$b" --dsn "$CG_TEST_DSN user=cg_core" --coregroupd build-bench/coregroupd --seconds "$seconds"
+    ;;
   *) "$b" --seconds "$seconds" ;;
   esac
 done

@@ -3,9 +3,9 @@
 #
 # Configures a separate build directory, build-fuzz, with clang and -DCG_FUZZ=ON (the library
 # instrumented for libFuzzer, AddressSanitizer and UndefinedBehaviorSanitizer), then runs
-# fuzz_message, fuzz_config and fuzz_sqlsplit one after the other, each on a fresh COPY of its
-# seed corpus in tests/fuzz/corpus/ (the repository's seeds are never modified), with inputs
-# up to 64 KiB. Prints one summary line per fuzzer.
+# fuzz_message, fuzz_config, fuzz_sqlsplit and fuzz_request one after the other, each on a
+# fresh COPY of its seed corpus in tests/fuzz/corpus/ (the repository's seeds are never
+# modified), with inputs up to 64 KiB. Prints one summary line per fuzzer.
 #
 #   tests/fuzz/run-fuzzers.sh 20
 #
@@ -35,8 +35,8 @@ if ! CC=clang cmake -S "$root" -B "$build" -DCG_FUZZ=ON -DCG_BUILD_TESTS=OFF \
   exit 2
 fi
 echo "==> building the fuzzers"
-if ! cmake --build "$build" -j"$(nproc)" --target fuzz_message fuzz_config fuzz_sqlsplit \
-  >"$build/build.log" 2>&1; then
+if ! cmake --build "$build" -j"$(nproc)" \
+  --target fuzz_message fuzz_config fuzz_sqlsplit fuzz_request >"$build/build.log" 2>&1; then
   tail -n 40 "$build/build.log" >&2
   echo "run-fuzzers.sh: build failed (full log: $build/build.log)" >&2
   exit 2
@@ -44,7 +44,7 @@ fi
 
 found=0
 summary=()
-for name in message config sqlsplit; do
+for name in message config sqlsplit request; do
   target="fuzz_$name"
   out="$build/fuzz/$target"
   rm -rf "$out"

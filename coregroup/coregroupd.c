@@ -1,0 +1,842 @@
+/*
+ * coregroupd — the reference core daemon: one core of a core group, serving JSON requests
+ * over ZeroMQ (the request protocol is coregroup/REQUESTS.md).
+ *
+ * It opens the core described by repository.ini (cg_core_open_config: connects the pool,
+ * registers the core in its group with a new incarnation, starts the bus), binds a ROUTER on
+ * [daemon] listen and answers requests with [daemon] workers worker threads. Every resource
+ * or name request is exactly one call (one transaction); a "multi" is one call for all its
+ * operations (daemon_ops.c). Decoding is a pure function in its own file
+ * (daemon_request.c), fuzzed by fuzz_request.c.
+ *
+ * Threads and sockets. The main thread is a load-balancing broker: it owns the front ROUTER
+ * (clients) and a back ROUTER on inproc:// (workers), and a zmq_poll() loop that also
+ * watches a self-pipe for signals (as cg-busd does). Each worker owns one DEALER socket,
+ * announces itself ready, and gets exactly one request at a time; the broker reads from the
+ * front only while a worker is idle, so a slow call never queues requests behind it while
+ * another worker sits idle (a plain DEALER would deal round-robin), and the broker always
+ * knows how many requests are in flight. No ZeroMQ socket is ever used by two threads.
+ *
+ * Envelopes. A DEALER client sends one frame (the request); a REQ client's socket adds an
+ * empty delimiter frame. The reply mirrors the envelope exactly, so both kinds of client
+ * work. Any other shape (more frames, a non-empty second frame) is answered by the broker
+ * with an "invalid" error; frames beyond four are read and discarded, never buffered.
+ *
+ * Limits: a request is at most 1 MiB (larger: an "invalid" reply naming the size); frames
+ * above 1 MiB + 64 KiB make ZeroMQ drop the connection (ZMQ_MAXMSGSIZE) before the daemon
+ * buffers them. Bad input of any kind gets an error reply, is counted and logged at warn,
+ * and the daemon keeps serving (invariant I7).
+ *
+ * Start and stop (Sun Cluster API guide: idempotent start and stop, probes with timeouts):
+ *  - The pid file ([daemon] pidfile) is opened and flock()ed before anything else: a live
+ *    coregroupd holding the lock, or any live process named by the file, means "already
+ *    running" (exit 1); a file nobody holds that names a dead process is stale and is
+ *    overwritten. The pid is written right after the endpoint is bound, before the core is
+ *    opened, so `cgctl stop` can find a daemon that is still retrying its repository. The
+ *    endpoint is bound BEFORE the core is opened: a second daemon configured like the first
+ *    fails on the endpoint and never registers an incarnation that would fence the first.
+ *  - SIGTERM, SIGINT or a "shutdown" request: stop reading requests, let every in-flight
+ *    request finish and its reply go out, stop the workers, cg_core_close() (which marks
+ *    the core 'left' in its group), remove the pid file, exit 0.
+ *
+ * Logs: one line per event on stderr, greppable key=value pairs:
+ *     coregroupd[core-a]: level=info event=started group=payments listen=tcp://... workers=4
+ * at [core] log_level (error, warn, info, debug). Each request is logged at debug, every
+ * error reply at warn. Values from clients are quoted, clipped and made printable.
+ *
+ * Exit status: 0 clean stop (or --help, --version), 1 runtime failure (already running, the
+ * endpoint in use, the repository unreachable after the configured retries, ZeroMQ errors),
+ * 2 bad usage or a bad repository.ini (the message names file, line and key).
+ *
+ * It deliberately does not daemonize (fork, setsid, chdir): a supervisor (systemd, the
+ * cluster framework, or `cgctl start`) does that. The request endpoint is not authenticated:
+ * bind it to a loopback or otherwise private address.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <zmq.h>
+
+#include "daemon.h"
+#include "error.h"
+
+enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
+
+#define MAX_FRAMES      4 /* routing id, delimiter, body (+1 to see that there are too many) */
+#define MAX_WORKERS     64
+#define FRAME_SLACK     (64 * 1024) /* ZMQ_MAXMSGSIZE = CG_REQ_MAX + this */
+#define BACKEND         "inproc://coregroupd-workers"
+#define FRONT_LINGER_MS 1000 /* at exit, time for the last replies to go out */
+#define WORKER_TICK_MS  100  /* a waiting worker checks workers_stop this often */
+
+/* ---- logging ----------------------------------------------------------------------------- */
+
+static int log_level = 2;
+static char log_name[CG_NAME_MAX + 1]; /* the core's name once known */
+static const char *const level_names[] = {"error", "warn", "info", "debug"};
+enum { L_ERROR, L_WARN, L_INFO, L_DEBUG };
+
+/* One event line on stderr: "coregroupd[NAME]: level=L event=E <rest>". */
+static void logev(int level, const char *event, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void logev(int level, const char *event, const char *fmt, ...)
+{
+    char rest[2048];
+    va_list ap;
+    if (level > log_level)
+        return;
+    rest[0] = '\0';
+    if (fmt) {
+        va_start(ap, fmt);
+        vsnprintf(rest, sizeof(rest), fmt, ap);
+        va_end(ap);
+    }
+    flockfile(stderr);
+    if (log_name[0])
+        fprintf(stderr, "coregroupd[%s]: ", log_name);
+    else
+        fputs("coregroupd: ", stderr);
+    fprintf(stderr, "level=%s event=%s%s%s\n", level_names[level], event, rest[0] ? " " : "", rest);
+    fflush(stderr);
+    funlockfile(stderr);
+}
+
+/* A value for a log line: in double quotes, '"' and '\' escaped, anything not printable
+ * ASCII shown as '?', clipped to about 200 characters with "...". */
+static const char *quoted(char *buf, size_t bufsz, const char *s)
+{
+    size_t o = 0, i;
+    buf[o++] = '"';
+    for (i = 0; s[i] && o + 6 < bufsz && i < 200; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\')
+            buf[o++] = '\\', buf[o++] = (char)c;
+        else
+            buf[o++] = c >= 0x20 && c < 0x7f ? (char)c : '?';
+    }
+    if (s[i] && o + 5 < bufsz) {
+        memcpy(buf + o, "...", 3);
+        o += 3;
+    }
+    buf[o++] = '"';
+    buf[o] = '\0';
+    return buf;
+}
+
+/* The request's id for a log line: id="x", id=12 or id=- */
+static const char *id_text(char *buf, size_t bufsz, const cg_request *req)
+{
+    char q[300];
+    if (req->id_type == CG_REQ_ID_STRING)
+        snprintf(buf, bufsz, "%s", quoted(q, sizeof(q), req->id_str));
+    else if (req->id_type == CG_REQ_ID_INT)
+        snprintf(buf, bufsz, "%lld", (long long)req->id_int);
+    else
+        snprintf(buf, bufsz, "-");
+    return buf;
+}
+
+/* ---- signals: a flag and a byte down the self-pipe --------------------------------------- */
+
+static volatile sig_atomic_t stop_signal;
+static atomic_int stop_requested; /* by a "shutdown" request */
+static atomic_int workers_stop;   /* set at exit: every worker returns within WORKER_TICK_MS */
+static int sig_pipe[2] = {-1, -1};
+
+static void wake(void)
+{
+    char c = 1;
+    if (write(sig_pipe[1], &c, 1) < 0) {
+        /* pipe full: a wake-up is already pending */
+    }
+}
+
+static void on_signal(int sig)
+{
+    int saved = errno;
+    stop_signal = sig;
+    wake();
+    errno = saved;
+}
+
+static void request_stop(void)
+{
+    atomic_store(&stop_requested, 1);
+    wake();
+}
+
+static int setup_signals(void)
+{
+    struct sigaction sa;
+    int i;
+    if (pipe(sig_pipe) < 0)
+        return -1;
+    for (i = 0; i < 2; i++) {
+        fcntl(sig_pipe[i], F_SETFL, fcntl(sig_pipe[i], F_GETFL) | O_NONBLOCK);
+        fcntl(sig_pipe[i], F_SETFD, FD_CLOEXEC);
+    }
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGTERM, &sa, NULL) < 0 || sigaction(SIGINT, &sa, NULL) < 0)
+        return -1;
+    signal(SIGPIPE, SIG_IGN);
+    return 0;
+}
+
+static void drain_pipe(void)
+{
+    char buf[64];
+    while (read(sig_pipe[0], buf, sizeof(buf)) > 0)
+        ;
+}
+
+/* ---- the pid file ------------------------------------------------------------------------ */
+
+typedef struct {
+    const char *path;
+    int fd; /* open and locked while we run; -1 without a pid file */
+} pidfile;
+
+/* The pid a pid file names, or 0. */
+static long read_pid(int fd)
+{
+    char buf[32];
+    ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+    char *end;
+    long pid;
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    pid = strtol(buf, &end, 10);
+    return pid > 0 && (*end == '\0' || *end == '\n') ? pid : 0;
+}
+
+/* Open and lock the pid file. 0, or the exit status after a log line. */
+static int pidfile_lock(pidfile *pf)
+{
+    long other;
+    char q[600];
+
+    pf->fd = open(pf->path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (pf->fd < 0) {
+        logev(L_ERROR, "pidfile-failed", "pidfile=%s message=\"cannot open: %s\"",
+              quoted(q, sizeof(q), pf->path), strerror(errno));
+        return EXIT_RUNTIME;
+    }
+    if (flock(pf->fd, LOCK_EX | LOCK_NB) < 0) {
+        int e = errno;
+        other = read_pid(pf->fd);
+        close(pf->fd);
+        pf->fd = -1;
+        if (e == EWOULDBLOCK) {
+            logev(L_ERROR, "already-running",
+                  "pid=%ld pidfile=%s message=\"already running (a live coregroupd holds the "
+                  "pid file)\"",
+                  other, quoted(q, sizeof(q), pf->path));
+            return EXIT_RUNTIME;
+        }
+        logev(L_ERROR, "pidfile-failed", "pidfile=%s message=\"cannot lock: %s\"",
+              quoted(q, sizeof(q), pf->path), strerror(e));
+        return EXIT_RUNTIME;
+    }
+    other = read_pid(pf->fd);
+    if (other > 0 && other != (long)getpid() && (kill((pid_t)other, 0) == 0 || errno == EPERM)) {
+        logev(L_ERROR, "already-running",
+              "pid=%ld pidfile=%s message=\"already running: the pid file names a live process "
+              "(remove the file if that process is not a coregroupd)\"",
+              other, quoted(q, sizeof(q), pf->path));
+        close(pf->fd); /* not ours: leave the file alone */
+        pf->fd = -1;
+        return EXIT_RUNTIME;
+    }
+    if (other > 0)
+        logev(L_INFO, "stale-pidfile", "pid=%ld pidfile=%s", other, quoted(q, sizeof(q), pf->path));
+    return 0;
+}
+
+/* Write our pid into the locked file. 0, or the exit status after a log line. */
+static int pidfile_write(pidfile *pf)
+{
+    char buf[32], q[600];
+    int n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
+    if (ftruncate(pf->fd, 0) < 0 || pwrite(pf->fd, buf, (size_t)n, 0) != n) {
+        logev(L_ERROR, "pidfile-failed", "pidfile=%s message=\"cannot write: %s\"",
+              quoted(q, sizeof(q), pf->path), strerror(errno));
+        return EXIT_RUNTIME;
+    }
+    return 0;
+}
+
+/* Remove the pid file we hold (at exit). */
+static void pidfile_release(pidfile *pf)
+{
+    if (pf->fd < 0)
+        return;
+    unlink(pf->path); /* while still holding the lock: nobody can have taken it over */
+    close(pf->fd);
+    pf->fd = -1;
+}
+
+/* ---- workers ----------------------------------------------------------------------------- */
+
+typedef struct {
+    int index;
+    pthread_t thread;
+    int started;
+    void *ctx;
+    cgd_env *env;
+} worker;
+
+/* Decode, execute, log; the reply text is a new string (free with cJSON_free unless static). */
+static char *handle_request(cgd_env *env, int index, const char *data, size_t len)
+{
+    cg_request req;
+    cJSON *reply;
+    char *text, idb[320], q[600];
+    int64_t t0 = cgd_mono_ms();
+    int code = 0;
+
+    if ((code = cg_request_decode(&req, data, len)) < 0) {
+        reply = cgd_error_reply(&req, code);
+        atomic_fetch_add(&env->malformed, 1);
+        logev(L_WARN, "bad-request", "worker=%d id=%s bytes=%zu code=%s field=%s message=%s", index,
+              id_text(idb, sizeof(idb), &req), len, cgd_code_name(cgd_code_of(code)),
+              req.field[0] ? req.field : "-", quoted(q, sizeof(q), cg_error_last()->message));
+    } else {
+        reply = cgd_execute(env, &req, &code);
+        if (code < 0) {
+            const cJSON *e = cJSON_GetObjectItemCaseSensitive(reply, "error");
+            const cJSON *m = cJSON_GetObjectItemCaseSensitive(e, "message");
+            const cJSON *ix = cJSON_GetObjectItemCaseSensitive(e, "index");
+            char ixb[32] = "";
+            if (cJSON_IsRaw(ix) && ix->valuestring)
+                snprintf(ixb, sizeof(ixb), " index=%s", ix->valuestring);
+            logev(L_WARN, "request-failed", "worker=%d id=%s op=%s code=%s%s message=%s ms=%lld",
+                  index, id_text(idb, sizeof(idb), &req), cg_req_op_name(req.item.op),
+                  cgd_code_name(cgd_code_of(code)), ixb,
+                  quoted(q, sizeof(q),
+                         cJSON_IsString(m) && m->valuestring ? m->valuestring : "(none)"),
+                  (long long)(cgd_mono_ms() - t0));
+        } else {
+            logev(L_DEBUG, "request", "worker=%d id=%s op=%s%s%zu code=ok ms=%lld", index,
+                  id_text(idb, sizeof(idb), &req), cg_req_op_name(req.item.op),
+                  req.item.op == CG_OP_MULTI ? " ops=" : " bytes=",
+                  req.item.op == CG_OP_MULTI ? req.n_ops : len, (long long)(cgd_mono_ms() - t0));
+        }
+    }
+    atomic_fetch_add(&env->requests, 1);
+    if (code < 0) {
+        atomic_fetch_add(&env->errors, 1);
+        atomic_fetch_add(&env->by_code[cgd_code_of(code)], 1);
+    }
+    text = cgd_reply_print(reply);
+    cJSON_Delete(reply);
+    cg_request_dispose(&req);
+    return text;
+}
+
+/* Receive one whole message (blocking unless flags has ZMQ_DONTWAIT): up to MAX_FRAMES kept
+ * in frames[] (initialised here; the caller closes *n of them), the rest read and discarded;
+ * *total gets the number of frames. 1, 0 when none was waiting, -1 on error (errno). */
+static int recv_message(void *sock, zmq_msg_t *frames, int *n, int *total, int flags)
+{
+    int more = 0;
+    size_t moresz = sizeof(more);
+    *n = *total = 0;
+    do {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, sock, *total == 0 ? flags : 0) < 0) {
+            int e = errno;
+            zmq_msg_close(&m);
+            if (*total == 0 && e == EAGAIN)
+                return 0;
+            while (*n > 0)
+                zmq_msg_close(&frames[--*n]);
+            errno = e;
+            return -1;
+        }
+        zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &moresz);
+        if (*n < MAX_FRAMES) {
+            zmq_msg_init(&frames[*n]);
+            zmq_msg_move(&frames[(*n)++], &m);
+        }
+        zmq_msg_close(&m);
+        (*total)++;
+    } while (more);
+    return 1;
+}
+
+static void close_frames(zmq_msg_t *frames, int n)
+{
+    int i;
+    for (i = 0; i < n; i++)
+        zmq_msg_close(&frames[i]);
+}
+
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+    void *s = zmq_socket(w->ctx, ZMQ_DEALER);
+    char rid[16];
+    int zero = 0, tick = WORKER_TICK_MS;
+
+    snprintf(rid, sizeof(rid), "w%d", w->index);
+    if (s == NULL || zmq_setsockopt(s, ZMQ_ROUTING_ID, rid, strlen(rid)) < 0 ||
+        zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof(zero)) < 0 ||
+        zmq_setsockopt(s, ZMQ_RCVTIMEO, &tick, sizeof(tick)) < 0 || zmq_connect(s, BACKEND) < 0 ||
+        zmq_send(s, "", 0, 0) < 0) {
+        logev(L_ERROR, "worker-failed", "worker=%d message=\"cannot connect: %s\"", w->index,
+              zmq_strerror(errno));
+        if (s)
+            zmq_close(s);
+        return NULL;
+    }
+    for (;;) {
+        zmq_msg_t frames[MAX_FRAMES];
+        int n, total, i, r;
+        char *reply;
+
+        r = recv_message(s, frames, &n, &total, 0);
+        if (r <= 0) {
+            if (atomic_load(&workers_stop))
+                break;
+            if (r == 0 || errno == EINTR)
+                continue; /* nothing within a tick */
+            break;        /* ETERM */
+        }
+        if (total < 2) { /* the broker's stop message */
+            close_frames(frames, n);
+            break;
+        }
+        reply = handle_request(w->env, w->index, zmq_msg_data(&frames[n - 1]),
+                               zmq_msg_size(&frames[n - 1]));
+        for (i = 0; i < n - 1; i++) /* the envelope, as it came */
+            zmq_msg_send(&frames[i], s, ZMQ_SNDMORE);
+        zmq_send(s, reply, strlen(reply), 0);
+        if (!cgd_reply_is_static(reply))
+            cJSON_free(reply);
+        close_frames(frames, n);
+    }
+    zmq_close(s);
+    return NULL;
+}
+
+/* ---- the broker -------------------------------------------------------------------------- */
+
+typedef struct {
+    void *front, *back;
+    int idle[MAX_WORKERS], n_idle; /* worker indexes ready for a request */
+    int in_flight;
+    cgd_env *env;
+} broker;
+
+/* Answer a request whose envelope is malformed, from the broker itself. */
+static void reply_bad_envelope(broker *b, zmq_msg_t *frames, int n, int total)
+{
+    cJSON *r;
+    char *text;
+    int delim = n >= 2 && zmq_msg_size(&frames[1]) == 0;
+
+    cg_error_set(CG_EINVALID, CG_ERRCLASS_INPUT,
+                 "request: expected one frame (from a DEALER) or an empty delimiter and one frame "
+                 "(from a REQ socket), got %d frames",
+                 total - 1);
+    r = cgd_error_reply(NULL, CG_EINVALID);
+    text = cgd_reply_print(r);
+    zmq_msg_send(&frames[0], b->front, ZMQ_SNDMORE | ZMQ_DONTWAIT); /* the routing id */
+    if (delim)
+        zmq_send(b->front, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    zmq_send(b->front, text, strlen(text), ZMQ_DONTWAIT);
+    if (!cgd_reply_is_static(text))
+        cJSON_free(text);
+    cJSON_Delete(r);
+    atomic_fetch_add(&b->env->requests, 1);
+    atomic_fetch_add(&b->env->errors, 1);
+    atomic_fetch_add(&b->env->malformed, 1);
+    atomic_fetch_add(&b->env->by_code[cgd_code_of(CG_EINVALID)], 1);
+    logev(L_WARN, "bad-request", "frames=%d code=invalid message=\"malformed envelope\"",
+          total - 1);
+}
+
+/* One request from the front to an idle worker. 1 moved (or answered), 0 none waiting, -1
+ * error. */
+static int from_front(broker *b)
+{
+    zmq_msg_t frames[MAX_FRAMES];
+    char rid[16];
+    int n, total, r, i, w;
+
+    if ((r = recv_message(b->front, frames, &n, &total, ZMQ_DONTWAIT)) <= 0)
+        return r;
+    if (!(total == 2 || (total == 3 && zmq_msg_size(&frames[1]) == 0))) {
+        if (n >= 1)
+            reply_bad_envelope(b, frames, n, total);
+        close_frames(frames, n);
+        return 1;
+    }
+    w = b->idle[--b->n_idle];
+    snprintf(rid, sizeof(rid), "w%d", w);
+    zmq_send(b->back, rid, strlen(rid), ZMQ_SNDMORE);
+    for (i = 0; i < n; i++)
+        zmq_msg_send(&frames[i], b->back, i + 1 < n ? ZMQ_SNDMORE : 0);
+    close_frames(frames, n);
+    b->in_flight++;
+    return 1;
+}
+
+/* One message from a worker: "ready", or a reply for the front. 1, 0 none waiting, -1 error. */
+static int from_back(broker *b)
+{
+    zmq_msg_t frames[MAX_FRAMES];
+    int n, total, r, i, w = -1;
+
+    if ((r = recv_message(b->back, frames, &n, &total, ZMQ_DONTWAIT)) <= 0)
+        return r;
+    if (n >= 1 && zmq_msg_size(&frames[0]) >= 2 && zmq_msg_size(&frames[0]) < 8) {
+        char rid[8];
+        memcpy(rid, zmq_msg_data(&frames[0]), zmq_msg_size(&frames[0]));
+        rid[zmq_msg_size(&frames[0])] = '\0';
+        w = atoi(rid + 1);
+    }
+    if (w < 0 || w >= MAX_WORKERS) { /* cannot happen: only our workers connect */
+        close_frames(frames, n);
+        return 1;
+    }
+    if (total >= 3) { /* a reply: [worker, envelope..., body] */
+        for (i = 1; i < n; i++)
+            zmq_msg_send(&frames[i], b->front, (i + 1 < n ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT);
+        b->in_flight--;
+    }
+    b->idle[b->n_idle++] = w;
+    close_frames(frames, n);
+    return 1;
+}
+
+/* Serve until a stop, then drain in-flight requests. 0, or EXIT_RUNTIME on a ZeroMQ error. */
+static int serve(broker *b, const char **why)
+{
+    int stopping = 0, logged_wait = 0;
+
+    for (;;) {
+        zmq_pollitem_t items[3] = {{b->back, 0, ZMQ_POLLIN, 0},
+                                   {NULL, sig_pipe[0], ZMQ_POLLIN, 0},
+                                   {b->front, 0, ZMQ_POLLIN, 0}};
+        int nitems = !stopping && b->n_idle > 0 ? 3 : 2, i, r;
+
+        if (!stopping && (stop_signal || atomic_load(&stop_requested))) {
+            stopping = 1;
+            *why = stop_signal == SIGINT    ? "signal=INT"
+                   : stop_signal == SIGTERM ? "signal=TERM"
+                                            : "request=shutdown";
+            logev(L_INFO, "stopping", "%s in_flight=%d", *why, b->in_flight);
+        }
+        if (stopping && b->in_flight == 0)
+            return 0;
+        if (zmq_poll(items, nitems, stopping ? 1000 : -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            logev(L_ERROR, "poll-failed", "message=\"%s\"", zmq_strerror(errno));
+            return EXIT_RUNTIME;
+        }
+        if (items[1].revents & ZMQ_POLLIN)
+            drain_pipe();
+        for (i = 0; i < 1024; i++)
+            if ((r = from_back(b)) <= 0) {
+                if (r < 0 && errno != EINTR) {
+                    logev(L_ERROR, "receive-failed", "socket=workers message=\"%s\"",
+                          zmq_strerror(errno));
+                    return EXIT_RUNTIME;
+                }
+                break;
+            }
+        if (stopping && b->in_flight > 0 && !logged_wait) {
+            logev(L_INFO, "draining", "in_flight=%d", b->in_flight);
+            logged_wait = 1;
+        }
+        if (nitems == 3 && !stop_signal && !atomic_load(&stop_requested))
+            while (b->n_idle > 0)
+                if ((r = from_front(b)) <= 0) {
+                    if (r < 0 && errno != EINTR) {
+                        logev(L_ERROR, "receive-failed", "socket=front message=\"%s\"",
+                              zmq_strerror(errno));
+                        return EXIT_RUNTIME;
+                    }
+                    break;
+                }
+    }
+}
+
+/* ---- startup ----------------------------------------------------------------------------- */
+
+static int setopt_int(void *sock, int opt, int value)
+{
+    return zmq_setsockopt(sock, opt, &value, sizeof(value));
+}
+
+/* An ipc:// endpoint whose socket file a live process listens on (ZeroMQ itself would
+ * silently unlink it and take it over). */
+static int ipc_in_use(const char *endpoint)
+{
+    struct sockaddr_un sa;
+    const char *path = endpoint + 6;
+    int fd, live;
+    if (strncmp(endpoint, "ipc://", 6) != 0 || path[0] == '@' || path[0] == '*' ||
+        strlen(path) >= sizeof(sa.sun_path))
+        return 0;
+    memset(&sa, 0, sizeof(sa));
+    sa.sun_family = AF_UNIX;
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    if ((fd = socket(AF_UNIX, SOCK_STREAM, 0)) < 0)
+        return 0;
+    live = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+    close(fd);
+    return live;
+}
+
+/* Create and bind the front ROUTER. 0, or the exit status after a log line. */
+static int bind_front(void **out, void *ctx, const char *endpoint)
+{
+    void *s = zmq_socket(ctx, ZMQ_ROUTER);
+    int64_t maxsize = (int64_t)CG_REQ_MAX + FRAME_SLACK;
+    char q[600];
+    int e;
+
+    *out = s;
+    if (s == NULL || setopt_int(s, ZMQ_LINGER, 0) < 0 ||
+        zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxsize, sizeof(maxsize)) < 0 ||
+        setopt_int(s, ZMQ_HEARTBEAT_IVL, 5000) < 0 ||
+        setopt_int(s, ZMQ_HEARTBEAT_TIMEOUT, 15000) < 0) {
+        logev(L_ERROR, "socket-failed", "message=\"%s\"", zmq_strerror(errno));
+        return EXIT_RUNTIME;
+    }
+    if (ipc_in_use(endpoint)) {
+        logev(L_ERROR, "bind-failed",
+              "listen=%s message=\"endpoint in use: a live process listens on that socket "
+              "file\"",
+              quoted(q, sizeof(q), endpoint));
+        return EXIT_RUNTIME;
+    }
+    if (zmq_bind(s, endpoint) < 0) {
+        e = errno;
+        logev(L_ERROR, "bind-failed", "listen=%s message=\"%s%s\"", quoted(q, sizeof(q), endpoint),
+              e == EADDRINUSE ? "endpoint in use: " : "cannot bind: ", zmq_strerror(e));
+        return e == EINVAL || e == EPROTONOSUPPORT || e == ENOCOMPATPROTO || e == ENODEV
+                   ? EXIT_USAGE
+                   : EXIT_RUNTIME;
+    }
+    return 0;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "Usage: coregroupd -c repository.ini [--foreground]\n"
+               "Run one core of a coregroup core group and serve JSON requests on the ZeroMQ\n"
+               "endpoint of [daemon] listen (the protocol: coregroup/REQUESTS.md; the client:\n"
+               "cgctl).\n"
+               "\n"
+               "Options:\n"
+               "  -c, --config FILE   the core's repository.ini (required): [repository],\n"
+               "                      [core] (name, group, log_level), [bus], [retry], [cache],\n"
+               "                      [daemon] listen, workers, pidfile\n"
+               "  -f, --foreground    run in the foreground (the default and only mode; a\n"
+               "                      supervisor or `cgctl start` puts it in the background)\n"
+               "  -h, --help          show this help\n"
+               "  -V, --version       show the version\n"
+               "\n"
+               "Signals: SIGTERM or SIGINT stop it gracefully: no new requests, in-flight ones\n"
+               "finish, the core leaves its group, the pid file is removed.\n"
+               "Logs: one line per event on stderr, \"coregroupd[CORE]: level=... event=...\".\n"
+               "\n"
+               "Exit status: 0 stopped cleanly, 1 runtime failure (already running, endpoint in\n"
+               "use, repository unreachable after the configured retries), 2 bad usage or bad\n"
+               "repository.ini.\n");
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"foreground", no_argument, NULL, 'f'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {"version", no_argument, NULL, 'V'},
+                                         {NULL, 0, NULL, 0}};
+    const char *config_path = NULL, *why = "signal";
+    cg_config *cfg = NULL;
+    cg_core *core = NULL;
+    cgd_env env;
+    broker b;
+    pidfile pf = {NULL, -1};
+    worker workers[MAX_WORKERS];
+    void *ctx = NULL;
+    char ep[512], q[600];
+    size_t epsz;
+    int c, i, rc = 0, err;
+
+    memset(&env, 0, sizeof(env));
+    memset(&b, 0, sizeof(b));
+    memset(workers, 0, sizeof(workers));
+    while ((c = getopt_long(argc, argv, "c:fhV", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            config_path = optarg;
+            break;
+        case 'f':
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        case 'V':
+            printf("coregroupd %s\n", CG_VERSION);
+            return 0;
+        default:
+            usage(stderr);
+            return EXIT_USAGE;
+        }
+    }
+    if (optind < argc) {
+        logev(L_ERROR, "usage", "message=\"unexpected argument %s\"",
+              quoted(q, sizeof(q), argv[optind]));
+        return EXIT_USAGE;
+    }
+    if (config_path == NULL) {
+        logev(L_ERROR, "usage", "message=\"-c repository.ini is required\"");
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (cg_config_load(&cfg, config_path) < 0) {
+        logev(L_ERROR, "bad-config", "message=%s", quoted(q, sizeof(q), cg_error_last()->message));
+        return EXIT_USAGE;
+    }
+    log_level = cfg->log_level;
+    snprintf(log_name, sizeof(log_name), "%s", cfg->core_name);
+    if (cfg->listen == NULL || cfg->listen[0] == '\0') {
+        logev(L_ERROR, "bad-config",
+              "message=\"%s: [daemon] listen: missing (the endpoint coregroupd binds, e.g. "
+              "tcp://127.0.0.1:7001)\"",
+              cfg->source ? cfg->source : config_path);
+        cg_config_free(cfg);
+        return EXIT_USAGE;
+    }
+    if (setup_signals() < 0) {
+        logev(L_ERROR, "signals-failed", "message=\"%s\"", strerror(errno));
+        cg_config_free(cfg);
+        return EXIT_RUNTIME;
+    }
+    if (cfg->pidfile && cfg->pidfile[0]) {
+        pf.path = cfg->pidfile;
+        if ((rc = pidfile_lock(&pf)) != 0)
+            goto done;
+    }
+    if ((ctx = zmq_ctx_new()) == NULL) {
+        logev(L_ERROR, "zmq-failed", "message=\"%s\"", zmq_strerror(errno));
+        rc = EXIT_RUNTIME;
+        goto done;
+    }
+    if ((rc = bind_front(&b.front, ctx, cfg->listen)) != 0)
+        goto done;
+    if (pf.fd >= 0 && (rc = pidfile_write(&pf)) != 0)
+        goto done;
+
+    /* The core: joins the group and starts the bus (may retry per [retry]). */
+    if ((err = cg_core_open_config(&core, cfg)) < 0) {
+        logev(L_ERROR, err == CG_EINVALID ? "bad-config" : "open-failed", "code=%s message=%s",
+              cg_error_name(err), quoted(q, sizeof(q), cg_error_last()->message));
+        rc = err == CG_EINVALID ? EXIT_USAGE : EXIT_RUNTIME;
+        goto done;
+    }
+    env.core = core;
+    env.listen = cfg->listen;
+    env.workers = cfg->workers;
+    env.started_ms = cgd_mono_ms();
+    env.request_stop = request_stop;
+    b.env = &env;
+
+    if ((b.back = zmq_socket(ctx, ZMQ_ROUTER)) == NULL || setopt_int(b.back, ZMQ_LINGER, 0) < 0 ||
+        zmq_bind(b.back, BACKEND) < 0) {
+        logev(L_ERROR, "zmq-failed", "message=\"workers' socket: %s\"", zmq_strerror(errno));
+        rc = EXIT_RUNTIME;
+        goto done;
+    }
+    {
+        /* Workers never take signals: the main thread's self-pipe does. */
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_BLOCK, &all, &old);
+        for (i = 0; i < cfg->workers && i < MAX_WORKERS; i++) {
+            workers[i].index = i;
+            workers[i].ctx = ctx;
+            workers[i].env = &env;
+            if (pthread_create(&workers[i].thread, NULL, worker_main, &workers[i]) != 0) {
+                logev(L_ERROR, "worker-failed", "worker=%d message=\"cannot start a thread\"", i);
+                rc = EXIT_RUNTIME;
+                break;
+            }
+            workers[i].started = 1;
+        }
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (rc != 0)
+            goto done;
+    }
+
+    epsz = sizeof(ep);
+    if (zmq_getsockopt(b.front, ZMQ_LAST_ENDPOINT, ep, &epsz) < 0)
+        snprintf(ep, sizeof(ep), "%s", cfg->listen);
+    logev(L_INFO, "started",
+          "group=%s listen=%s workers=%d incarnation=%lld pid=%ld strategy=%s pidfile=%s "
+          "version=%s",
+          cg_core_group(core), ep, cfg->workers, (long long)cg_core_incarnation(core),
+          (long)getpid(), cg_cache_strategy_name(cfg->strategy),
+          pf.fd >= 0 ? quoted(q, sizeof(q), pf.path) : "-", CG_VERSION);
+
+    rc = serve(&b, &why);
+
+done:
+    /* Stop the workers (each is idle: the broker drained every request; a worker that never
+     * connected sees the flag within a tick), then the sockets. */
+    atomic_store(&workers_stop, 1);
+    for (i = 0; i < MAX_WORKERS; i++)
+        if (workers[i].started && b.back) {
+            char rid[16];
+            snprintf(rid, sizeof(rid), "w%d", i);
+            zmq_send(b.back, rid, strlen(rid), ZMQ_SNDMORE);
+            zmq_send(b.back, "", 0, 0);
+        }
+    for (i = 0; i < MAX_WORKERS; i++)
+        if (workers[i].started)
+            pthread_join(workers[i].thread, NULL);
+    if (b.front) {
+        setopt_int(b.front, ZMQ_LINGER, FRONT_LINGER_MS); /* the last replies go out */
+        zmq_close(b.front);
+    }
+    if (b.back)
+        zmq_close(b.back);
+    if (ctx)
+        zmq_ctx_term(ctx);
+    if (core) {
+        cg_core_stats st;
+        cg_core_stats_get(core, &st);
+        cg_core_close(core); /* marks the core 'left' in its group */
+        if (rc == 0)
+            logev(L_INFO, "stopped", "%s requests=%llu errors=%llu calls_committed=%llu", why,
+                  (unsigned long long)atomic_load(&env.requests),
+                  (unsigned long long)atomic_load(&env.errors),
+                  (unsigned long long)st.calls_committed);
+    }
+    pidfile_release(&pf);
+    cg_config_free(cfg);
+    return rc;
+}

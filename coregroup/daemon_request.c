@@ -1,0 +1,527 @@
+/*
+ * daemon_request.c — the decoder of coregroupd's client requests (wire version 1, REQUESTS.md).
+ *
+ * Every byte a client sends reaches the daemon's cores through cg_request_decode(), and
+ * clients are outside input: anything that can connect to the daemon's endpoint can send
+ * anything. So, like the bus decoder (invalidation/message.c), this is a pure function that
+ * trusts nothing and refuses rather than guesses, and it is fuzzed (fuzz_request.c):
+ *
+ *  - Size is checked before anything is parsed (CG_REQ_MAX, 1 MiB), so a huge request costs
+ *    one comparison; cJSON limits nesting itself (1000 levels), so deep input cannot exhaust
+ *    the stack. ZeroMQ drops frames far beyond the limit before they reach us (the daemon sets
+ *    ZMQ_MAXMSGSIZE), so the daemon never buffers an absurd request.
+ *  - The text must be UTF-8 (JSON is), and must not contain a NUL byte or the escape \u0000:
+ *    cJSON would hand back a C string cut at the NUL, and a name "a\u0000b" must not become
+ *    "a". Invalid UTF-8 would otherwise reach PostgreSQL's jsonb and fail there, later and
+ *    less clearly.
+ *  - Bytes after the JSON value (other than white space) are refused.
+ *  - Integers (handles, versions) must be whole numbers within [0, 2^53 - 1]: 1.5, 1e999 and
+ *    2^53 (which might have been 2^53 + 1) are refused, and "7" is not 7.
+ *  - A known field given twice is refused; unknown fields are ignored, which is how version 1
+ *    grows (REQUESTS.md, "Versioning").
+ *  - Checks run in a fixed order — size, JSON, object, "v", "id", "op", the op's fields — so
+ *    the reason given is the most useful one. The id is read leniently BEFORE the version
+ *    check, so that even the reply to a request of an unknown version carries its id.
+ *
+ * Error messages are one line, start with "request:", name the field (inside a multi as
+ * "ops[3].handle") and quote at most a short, sanitised excerpt of a bad value, so a hostile
+ * request cannot write control characters or megabytes into the daemon's log or its reply.
+ *
+ * It deliberately does not check what the library checks anyway (name syntax, kind syntax,
+ * whether a handle exists): those come back from the call as errors with the library's own
+ * messages, and a decoder that duplicated them would drift from the library.
+ *
+ * Numbers inside bodies pass through cJSON, which holds them as doubles: an integer beyond
+ * 2^53 in a body loses precision. REQUESTS.md says so; clients send such values as strings.
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "daemon_request.h"
+#include "error.h"
+
+static const char *const op_names[CG_OP_COUNT] = {
+    NULL,   "register", "unregister", "get",   "update", "lock",  "bind",    "unbind",
+    "list", "lookup",   "find",       "multi", "health", "stats", "members", "shutdown"};
+
+const char *cg_req_op_name(int op)
+{
+    return op > CG_OP_NONE && op < CG_OP_COUNT ? op_names[op] : "?";
+}
+
+/* ---- errors --------------------------------------------------------------------------- */
+
+/* Refuse the request: remember the field, set the detail, return CG_EINVALID. */
+static int refuse(cg_request *req, const char *field, const char *fmt, ...) CG_PRINTF(3, 4);
+static int refuse(cg_request *req, const char *field, const char *fmt, ...)
+{
+    char what[900];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    snprintf(req->field, sizeof(req->field), "%s", field ? field : "");
+    if (field && field[0])
+        return cg_error_set(CG_EINVALID, CG_ERRCLASS_INPUT, "request: field \"%s\": %s", field,
+                            what);
+    return cg_error_set(CG_EINVALID, CG_ERRCLASS_INPUT, "request: %s", what);
+}
+
+/* A printable excerpt of an untrusted string: at most 40 characters, anything outside
+ * printable ASCII (and quote, backslash) shown as '?', "..." when clipped. */
+static const char *excerpt(char buf[48], const char *s)
+{
+    size_t i;
+    for (i = 0; s[i] && i < 40; i++) {
+        unsigned char c = (unsigned char)s[i];
+        buf[i] = c >= 0x20 && c < 0x7f && c != '"' && c != '\\' ? (char)c : '?';
+    }
+    if (s[i])
+        memcpy(buf + i, "...", 4);
+    else
+        buf[i] = '\0';
+    return buf;
+}
+
+static const char *number_text(char buf[40], double d)
+{
+    if (d == floor(d) && fabs(d) < 1e18)
+        snprintf(buf, 40, "%.0f", d);
+    else
+        snprintf(buf, 40, "%.6g", d);
+    return buf;
+}
+
+static const char *json_kind(const cJSON *j)
+{
+    if (cJSON_IsNumber(j))
+        return "a number";
+    if (cJSON_IsString(j))
+        return "a string";
+    if (cJSON_IsArray(j))
+        return "an array";
+    if (cJSON_IsObject(j))
+        return "an object";
+    if (cJSON_IsBool(j))
+        return "a boolean";
+    return "null";
+}
+
+/* ---- input checks before parsing ------------------------------------------------------ */
+
+/* The offset of the first byte that is not part of valid UTF-8 (overlong forms, surrogates
+ * and code points above U+10FFFF are invalid), or len. */
+static size_t find_bad_utf8(const unsigned char *s, size_t len)
+{
+    size_t i = 0;
+    while (i < len) {
+        unsigned char c = s[i];
+        size_t n, k;
+        unsigned int cp;
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        if (c >= 0xc2 && c <= 0xdf)
+            n = 1, cp = c & 0x1f;
+        else if (c >= 0xe0 && c <= 0xef)
+            n = 2, cp = c & 0x0f;
+        else if (c >= 0xf0 && c <= 0xf4)
+            n = 3, cp = c & 0x07;
+        else
+            return i;
+        if (len - i <= n)
+            return i;
+        for (k = 1; k <= n; k++) {
+            if ((s[i + k] & 0xc0) != 0x80)
+                return i;
+            cp = (cp << 6) | (s[i + k] & 0x3f);
+        }
+        if ((n == 2 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+            (n == 3 && (cp < 0x10000 || cp > 0x10ffff)))
+            return i;
+        i += n + 1;
+    }
+    return len;
+}
+
+/* The offset of the first \u0000 escape, or len (see invalidation/message.c: a 'u' is an
+ * escape exactly when the run of backslashes before it is odd). */
+static size_t find_nul_escape(const char *data, size_t len)
+{
+    size_t i, run = 0;
+    for (i = 0; i < len; i++) {
+        if (data[i] == '\\') {
+            run++;
+            continue;
+        }
+        if (data[i] == 'u' && run % 2 == 1 && len - i >= 5 && memcmp(data + i + 1, "0000", 4) == 0)
+            return i - 1;
+        run = 0;
+    }
+    return len;
+}
+
+/* ---- fields --------------------------------------------------------------------------- */
+
+/* Where a field is: "" at the top level, "ops[3]." inside a multi's operation. */
+typedef struct {
+    char prefix[16];
+} place;
+
+static const char *field_name(char buf[48], const place *at, const char *name)
+{
+    snprintf(buf, 48, "%s%s", at->prefix, name);
+    return buf;
+}
+
+/* Find field `name`: 0 and *out when present, 1 when absent and optional, else a refusal
+ * (missing and required, or given twice). */
+static int field(const cJSON **out, cg_request *req, const cJSON *obj, const place *at,
+                 const char *name, int required)
+{
+    const cJSON *c, *found = NULL;
+    char f[48];
+    *out = NULL;
+    for (c = obj->child; c; c = c->next) {
+        if (c->string == NULL || strcmp(c->string, name) != 0)
+            continue;
+        if (found)
+            return refuse(req, field_name(f, at, name), "given twice");
+        found = c;
+    }
+    if (found == NULL)
+        return required ? refuse(req, field_name(f, at, name), "missing") : 1;
+    *out = found;
+    return 0;
+}
+
+/* An integer field within [min, max]; absent and optional leaves *out alone. */
+static int int_field(int64_t *out, cg_request *req, const cJSON *obj, const place *at,
+                     const char *name, int64_t min, int64_t max, int required)
+{
+    const cJSON *j;
+    char num[40], f[48];
+    double d;
+    int r;
+
+    if ((r = field(&j, req, obj, at, name, required)) != 0)
+        return r < 0 ? r : 0;
+    if (!cJSON_IsNumber(j))
+        return refuse(req, field_name(f, at, name), "expected an integer, got %s", json_kind(j));
+    d = j->valuedouble;
+    if (!isfinite(d) || d != floor(d))
+        return refuse(req, field_name(f, at, name), "expected an integer, got %s",
+                      isfinite(d) ? number_text(num, d) : "a number out of range");
+    if (d < (double)min || d > (double)max)
+        return refuse(req, field_name(f, at, name), "expected an integer from %lld to %lld, got %s",
+                      (long long)min, (long long)max, number_text(num, d));
+    *out = (int64_t)d;
+    return 0;
+}
+
+/* A string field, copied into a new string at *out; absent and optional leaves *out NULL.
+ * With null_ok, JSON null reads as absent. */
+static int str_field(char **out, cg_request *req, const cJSON *obj, const place *at,
+                     const char *name, int required, int null_ok)
+{
+    const cJSON *j;
+    char f[48];
+    int r;
+    *out = NULL;
+    if ((r = field(&j, req, obj, at, name, required)) != 0)
+        return r < 0 ? r : 0;
+    if (null_ok && cJSON_IsNull(j))
+        return 0;
+    if (!cJSON_IsString(j) || j->valuestring == NULL)
+        return refuse(req, field_name(f, at, name), "expected a string%s, got %s",
+                      null_ok ? " or null" : "", json_kind(j));
+    if ((*out = strdup(j->valuestring)) == NULL)
+        return cg_error_nomem();
+    return 0;
+}
+
+/* A field holding any JSON value, printed compactly into a new string at *out. */
+static int json_field(char **out, cg_request *req, const cJSON *obj, const place *at,
+                      const char *name, int required)
+{
+    const cJSON *j;
+    char *text;
+    int r;
+    *out = NULL;
+    if ((r = field(&j, req, obj, at, name, required)) != 0)
+        return r < 0 ? r : 0;
+    if ((text = cJSON_PrintUnformatted(j)) == NULL)
+        return cg_error_nomem();
+    /* one allocator per object: the request's strings are all free()d */
+    *out = strdup(text);
+    cJSON_free(text);
+    return *out ? 0 : cg_error_nomem();
+}
+
+/* A part name field ("specification", "description", "state"). */
+static int part_field(int *out, cg_request *req, const cJSON *obj, const place *at,
+                      const char *name, int required)
+{
+    const cJSON *j;
+    cg_part_kind kind;
+    char f[48], ex[48];
+    int r;
+    if ((r = field(&j, req, obj, at, name, required)) != 0)
+        return r < 0 ? r : 0;
+    if (!cJSON_IsString(j) || j->valuestring == NULL)
+        return refuse(req, field_name(f, at, name), "expected a part name, got %s", json_kind(j));
+    if (cg_part_kind_parse(&kind, j->valuestring) < 0)
+        return refuse(req, field_name(f, at, name),
+                      "unknown part \"%s\" (expected specification, description or state)",
+                      excerpt(ex, j->valuestring));
+    *out = (int)kind;
+    return 0;
+}
+
+/* ---- operations ----------------------------------------------------------------------- */
+
+/* Decode one operation object (the request itself, or an element of "ops"). */
+static int decode_item(cg_req_item *it, cg_request *req, const cJSON *obj, const place *at,
+                       int in_multi)
+{
+    static const char *const part_keys[CG_PART_COUNT] = {"specification", "description", "state"};
+    const cJSON *j;
+    char f[48], ex[48];
+    int err, op, k;
+
+    it->part = -1;
+    it->folder = CG_ROOT_FOLDER;
+    if ((err = field(&j, req, obj, at, "op", 1)) < 0)
+        return err;
+    if (!cJSON_IsString(j) || j->valuestring == NULL)
+        return refuse(req, field_name(f, at, "op"), "expected an operation name, got %s",
+                      json_kind(j));
+    for (op = CG_OP_NONE + 1; op < CG_OP_COUNT; op++)
+        if (strcmp(j->valuestring, op_names[op]) == 0)
+            break;
+    if (op == CG_OP_COUNT)
+        return refuse(req, field_name(f, at, "op"),
+                      "unknown operation \"%s\" (expected register, unregister, get, update, "
+                      "lock, bind, unbind, list, lookup, find, multi, health, stats, members or "
+                      "shutdown)",
+                      excerpt(ex, j->valuestring));
+    if (in_multi && op >= CG_OP_MULTI)
+        return refuse(req, field_name(f, at, "op"),
+                      "\"%s\" is not allowed inside a multi (only register, unregister, get, "
+                      "update, lock, bind, unbind, list, lookup and find are)",
+                      op_names[op]);
+    it->op = (cg_req_op)op;
+
+    switch (it->op) {
+    case CG_OP_REGISTER:
+        if ((err = str_field(&it->kind, req, obj, at, "kind", 0, 1)) < 0 ||
+            (err = str_field(&it->service_id, req, obj, at, "service_id", 0, 1)) < 0)
+            return err;
+        for (k = 0; k < CG_PART_COUNT; k++)
+            if ((err = json_field(&it->bodies[k], req, obj, at, part_keys[k], 0)) < 0)
+                return err;
+        return 0;
+    case CG_OP_UNREGISTER:
+        return int_field(&it->handle, req, obj, at, "handle", 0, CG_REQ_INT_MAX, 1);
+    case CG_OP_GET:
+        if ((err = int_field(&it->handle, req, obj, at, "handle", 0, CG_REQ_INT_MAX, 1)) < 0)
+            return err;
+        return part_field(&it->part, req, obj, at, "part", 0);
+    case CG_OP_UPDATE:
+        if ((err = int_field(&it->handle, req, obj, at, "handle", 0, CG_REQ_INT_MAX, 1)) < 0 ||
+            (err = part_field(&it->part, req, obj, at, "part", 1)) < 0 ||
+            (err = int_field(&it->expected, req, obj, at, "expected", 1, CG_REQ_INT_MAX, 1)) < 0)
+            return err;
+        return json_field(&it->body, req, obj, at, "body", 1);
+    case CG_OP_LOCK:
+        if ((err = int_field(&it->handle, req, obj, at, "handle", 0, CG_REQ_INT_MAX, 1)) < 0)
+            return err;
+        return part_field(&it->part, req, obj, at, "part", 1);
+    case CG_OP_BIND:
+        if ((err = int_field(&it->folder, req, obj, at, "folder", 0, CG_REQ_INT_MAX, 0)) < 0 ||
+            (err = str_field(&it->name, req, obj, at, "name", 1, 0)) < 0)
+            return err;
+        return int_field(&it->target, req, obj, at, "target", 0, CG_REQ_INT_MAX, 1);
+    case CG_OP_UNBIND:
+    case CG_OP_LOOKUP:
+        if ((err = int_field(&it->folder, req, obj, at, "folder", 0, CG_REQ_INT_MAX, 0)) < 0)
+            return err;
+        return str_field(&it->name, req, obj, at, "name", 1, 0);
+    case CG_OP_LIST:
+        return int_field(&it->folder, req, obj, at, "folder", 0, CG_REQ_INT_MAX, 0);
+    case CG_OP_FIND:
+        return str_field(&it->service_id, req, obj, at, "service_id", 1, 0);
+    default: /* multi (decoded by the caller), health, stats, members, shutdown: no fields */
+        return 0;
+    }
+}
+
+static void item_dispose(cg_req_item *it)
+{
+    int k;
+    free(it->body);
+    free(it->kind);
+    free(it->service_id);
+    free(it->name);
+    for (k = 0; k < CG_PART_COUNT; k++)
+        free(it->bodies[k]);
+    memset(it, 0, sizeof(*it));
+}
+
+/* A multi's "ops": an array of 1 to CG_REQ_MAX_OPS operation objects. */
+static int decode_ops(cg_request *req, const cJSON *root)
+{
+    static const place top = {""};
+    const cJSON *arr, *el;
+    size_t n = 0, i;
+    int err;
+
+    if ((err = field(&arr, req, root, &top, "ops", 1)) < 0)
+        return err;
+    if (!cJSON_IsArray(arr))
+        return refuse(req, "ops", "expected an array of operations, got %s", json_kind(arr));
+    for (el = arr->child; el; el = el->next)
+        if (++n > CG_REQ_MAX_OPS)
+            return refuse(req, "ops", "more than the limit of %d operations", CG_REQ_MAX_OPS);
+    if (n == 0)
+        return refuse(req, "ops", "empty (a multi runs at least one operation)");
+    if ((req->ops = calloc(n, sizeof(*req->ops))) == NULL)
+        return cg_error_nomem();
+    req->n_ops = n;
+    for (i = 0, el = arr->child; el; el = el->next, i++) {
+        place at;
+        char f[48];
+        snprintf(at.prefix, sizeof(at.prefix), "ops[%zu].", i);
+        req->op_index = (int)i;
+        if (!cJSON_IsObject(el)) {
+            snprintf(f, sizeof(f), "ops[%zu]", i);
+            return refuse(req, f, "expected an operation object, got %s", json_kind(el));
+        }
+        if ((err = decode_item(&req->ops[i], req, el, &at, 1)) < 0)
+            return err;
+    }
+    req->op_index = -1;
+    return 0;
+}
+
+/* The correlation id, if `j` is a valid one: 1 (and req->id set), else 0. */
+static int take_id(cg_request *req, const cJSON *j)
+{
+    if (cJSON_IsString(j) && j->valuestring) {
+        size_t n = strlen(j->valuestring);
+        if (n == 0 || n > CG_REQ_ID_MAX)
+            return 0;
+        memcpy(req->id_str, j->valuestring, n + 1);
+        req->id_type = CG_REQ_ID_STRING;
+        return 1;
+    }
+    if (cJSON_IsNumber(j) && isfinite(j->valuedouble) && j->valuedouble == floor(j->valuedouble) &&
+        fabs(j->valuedouble) <= (double)CG_REQ_INT_MAX) {
+        req->id_int = (int64_t)j->valuedouble;
+        req->id_type = CG_REQ_ID_INT;
+        return 1;
+    }
+    return 0;
+}
+
+int cg_request_decode(cg_request *req, const char *data, size_t len)
+{
+    static const place top = {""};
+    cJSON *root = NULL;
+    const char *end = data;
+    const cJSON *j, *c;
+    char num[40];
+    size_t at;
+    int err, seen = 0;
+
+    memset(req, 0, sizeof(*req));
+    req->op_index = -1;
+    if (len > CG_REQ_MAX)
+        return refuse(req, "", "%zu bytes, more than the limit of %d", len, CG_REQ_MAX);
+    if (data == NULL || len == 0)
+        return refuse(req, "", "empty");
+    if (memchr(data, '\0', len) != NULL)
+        return refuse(req, "", "NUL byte at offset %zu",
+                      (size_t)((const char *)memchr(data, '\0', len) - data));
+    if ((at = find_bad_utf8((const unsigned char *)data, len)) < len)
+        return refuse(req, "", "not UTF-8 (invalid byte at offset %zu)", at);
+    if ((at = find_nul_escape(data, len)) < len)
+        return refuse(req, "", "\\u0000 (a NUL character) at offset %zu", at);
+    if ((root = cJSON_ParseWithLengthOpts(data, len, &end, 0)) == NULL) {
+        if (end < data || end > data + len)
+            end = data;
+        err = refuse(req, "", "not JSON (syntax error at offset %zu)", (size_t)(end - data));
+        goto done;
+    }
+    for (at = (size_t)(end - data); at < len; at++)
+        if (!strchr(" \t\r\n", data[at])) {
+            err = refuse(req, "", "data after the JSON value at offset %zu", at);
+            goto done;
+        }
+    if (!cJSON_IsObject(root)) {
+        err = refuse(req, "", "expected a JSON object, got %s", json_kind(root));
+        goto done;
+    }
+
+    /* The id first, leniently (exactly one valid "id"), so every later refusal can echo it. */
+    for (c = root->child; c; c = c->next)
+        if (c->string && strcmp(c->string, "id") == 0)
+            seen++;
+    if (seen == 1 && (err = field(&j, req, root, &top, "id", 1)) == 0)
+        take_id(req, j);
+
+    /* The version: a request of another version may have any other shape. */
+    if ((err = field(&j, req, root, &top, "v", 1)) < 0)
+        goto done;
+    if (!cJSON_IsNumber(j) || !isfinite(j->valuedouble) ||
+        j->valuedouble != floor(j->valuedouble) || fabs(j->valuedouble) > (double)CG_REQ_INT_MAX) {
+        err =
+            refuse(req, "v", "expected an integer wire version, got %s",
+                   cJSON_IsNumber(j) && isfinite(j->valuedouble) ? number_text(num, j->valuedouble)
+                                                                 : json_kind(j));
+        goto done;
+    }
+    if (j->valuedouble != CG_REQ_WIRE_VERSION) {
+        err = refuse(req, "v", "unknown wire version %s (this daemon speaks %d)",
+                     number_text(num, j->valuedouble), CG_REQ_WIRE_VERSION);
+        goto done;
+    }
+
+    /* The id, strictly this time. */
+    if ((err = field(&j, req, root, &top, "id", 1)) < 0)
+        goto done;
+    if (!take_id(req, j)) {
+        err = refuse(req, "id",
+                     "expected a string of 1 to %d bytes or an integer within +-(2^53 - 1), "
+                     "got %s",
+                     CG_REQ_ID_MAX, json_kind(j));
+        goto done;
+    }
+
+    if ((err = decode_item(&req->item, req, root, &top, 0)) < 0)
+        goto done;
+    if (req->item.op == CG_OP_MULTI)
+        err = decode_ops(req, root);
+done:
+    cJSON_Delete(root);
+    return err;
+}
+
+void cg_request_dispose(cg_request *req)
+{
+    size_t i;
+    if (req == NULL)
+        return;
+    item_dispose(&req->item);
+    for (i = 0; i < req->n_ops; i++)
+        item_dispose(&req->ops[i]);
+    free(req->ops);
+    req->ops = NULL;
+    req->n_ops = 0;
+}
