@@ -146,8 +146,9 @@ typedef struct cg_core_health {
 /**
  * Probe the core: one cheap statement on an idle repository connection (never waiting for a
  * busy pool, never retrying a connect; without an idle connection, the bus thread's last
- * contact with the repository counts) plus the bus's state. Returns 0 when healthy, CG_EDEGRADED when the core serves
- * but cannot prove its cache fresh or cannot reach the repository, with *out filled either way.
+ * contact with the repository counts) plus the bus's state. Returns 0 when healthy, CG_EDEGRADED
+ * when the core serves but cannot prove its cache fresh or cannot reach the repository, with *out
+ * filled either way.
  */
 CG_EXTERN(int) cg_core_health_get(cg_core_health *out, cg_core *core);
 
