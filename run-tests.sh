@@ -56,4 +56,12 @@ if [ "$quick" = 0 ]; then
   echo "==> fuzzing every decoder of outside input for a bounded time (libFuzzer, clang)"
   tests/fuzz/run-fuzzers.sh 15
 fi
+# Reached only when every step passed (set -e): one closing line with the ctest count.
+total=0
+dirs=(build)
+[ "$quick" = 0 ] && dirs+=(build-asan)
+for d in "${dirs[@]}"; do
+  total=$((total + $(cd "$d" && ctest -N | sed -n 's/^Total Tests: //p')))
+done
 echo "==> all tests passed"
+echo "ctest: $total passed, 0 failed"
