@@ -149,7 +149,7 @@ static int64_t one_update(cg_core *a, cg_core *b, int64_t h, int64_t *version, i
             return bs.applied_at_us > t0 ? bs.applied_at_us - t0 : 0;
         if (mono_us() - t0 > limit_us)
             return -1;
-        usleep(50);
+        usleep(500); /* the figure is the subscriber's own timestamp: polling need not spin */
     }
 }
 
