@@ -512,48 +512,6 @@ int cg_repo_fence(int64_t *new_incarnation, cg_conn *c, const char *group, const
     return member_update(new_incarnation, c, ST_FENCE, group, core, seen, silence_ms);
 }
 
-int cg_repo_outbox_of(cg_outbox_rows *out, int64_t **committed_us, cg_conn *c, const char *group,
-                      const char *origin, int64_t incarnation, int64_t after)
-{
-    char b_inc[24], b_after[24];
-    const char *vals[4] = {group, origin, I64(b_inc, incarnation), I64(b_after, after)};
-    PGresult *r = run_auto(c, ST_OUTBOX_OF, 4, vals, PGRES_TUPLES_OK, "read a member's outbox");
-    int i, n, err = 0;
-
-    out->seq = NULL;
-    out->items = NULL;
-    out->n = 0;
-    *committed_us = NULL;
-    if (r == NULL)
-        return cg_error_last()->code;
-    n = PQntuples(r);
-    if (n > 0 && ((out->seq = malloc((size_t)n * sizeof(*out->seq))) == NULL ||
-                  (out->items = malloc((size_t)n * sizeof(*out->items))) == NULL ||
-                  (*committed_us = malloc((size_t)n * sizeof(int64_t))) == NULL)) {
-        err = cg_error_nomem();
-        goto done;
-    }
-    for (i = 0; i < n; i++) {
-        cg_part_kind k;
-        if (cg_part_kind_parse(&k, PQgetvalue(r, i, 2)) < 0) {
-            err = CG_ERROR;
-            goto done;
-        }
-        out->seq[i] = get_i64(r, i, 0);
-        out->items[i] = (cg_bus_item){get_i64(r, i, 1), (int)k, get_i64(r, i, 3)};
-        (*committed_us)[i] = get_i64(r, i, 4);
-    }
-    out->n = (size_t)n;
-done:
-    if (err < 0) {
-        cg_outbox_rows_dispose(out);
-        free(*committed_us);
-        *committed_us = NULL;
-    }
-    PQclear(r);
-    return err;
-}
-
 int cg_repo_outbox_prune(int64_t *deleted, cg_conn *c, const char *group, long retention_s)
 {
     char b_s[24];
@@ -609,22 +567,16 @@ void cg_outbox_rows_dispose(cg_outbox_rows *rows)
     rows->n = 0;
 }
 
-int cg_repo_outbox_items(cg_outbox_rows *out, cg_conn *c, const char *group, int64_t after,
-                         int64_t upto)
+/* The rows of an outbox query (seq, h, p, v[, committed µs]) into *out; when committed_us is
+ * not NULL the fifth column goes there (one per item). Clears r. */
+static int outbox_rows(cg_outbox_rows *out, int64_t **committed_us, PGresult *r, const char *group)
 {
-    char b_a[24], b_u[24];
-    const char *vals[3] = {group, I64(b_a, after), I64(b_u, upto)};
-    PGresult *r = run_auto(c, ST_OUTBOX_ITEMS, 3, vals, PGRES_TUPLES_OK, "read the outbox");
-    int i, n, err = 0;
+    int i, n = PQntuples(r), err = 0;
 
-    out->seq = NULL;
-    out->items = NULL;
-    out->n = 0;
-    if (r == NULL)
-        return cg_error_last()->code;
-    n = PQntuples(r);
-    if (n > 0 && ((out->seq = malloc((size_t)n * sizeof(*out->seq))) == NULL ||
-                  (out->items = malloc((size_t)n * sizeof(*out->items))) == NULL)) {
+    if (n > 0 &&
+        ((out->seq = malloc((size_t)n * sizeof(*out->seq))) == NULL ||
+         (out->items = malloc((size_t)n * sizeof(*out->items))) == NULL ||
+         (committed_us && (*committed_us = malloc((size_t)n * sizeof(int64_t))) == NULL))) {
         err = cg_error_nomem();
         goto done;
     }
@@ -638,13 +590,51 @@ int cg_repo_outbox_items(cg_outbox_rows *out, cg_conn *c, const char *group, int
         }
         out->seq[i] = get_i64(r, i, 0);
         out->items[i] = (cg_bus_item){get_i64(r, i, 1), (int)k, get_i64(r, i, 3)};
+        if (committed_us)
+            (*committed_us)[i] = get_i64(r, i, 4);
     }
     out->n = (size_t)n;
 done:
-    if (err < 0)
+    if (err < 0) {
         cg_outbox_rows_dispose(out);
+        if (committed_us) {
+            free(*committed_us);
+            *committed_us = NULL;
+        }
+    }
     PQclear(r);
     return err;
+}
+
+int cg_repo_outbox_items(cg_outbox_rows *out, cg_conn *c, const char *group, int64_t after,
+                         int64_t upto)
+{
+    char b_a[24], b_u[24];
+    const char *vals[3] = {group, I64(b_a, after), I64(b_u, upto)};
+    PGresult *r;
+
+    out->seq = NULL;
+    out->items = NULL;
+    out->n = 0;
+    if ((r = run_auto(c, ST_OUTBOX_ITEMS, 3, vals, PGRES_TUPLES_OK, "read the outbox")) == NULL)
+        return cg_error_last()->code;
+    return outbox_rows(out, NULL, r, group);
+}
+
+int cg_repo_outbox_of(cg_outbox_rows *out, int64_t **committed_us, cg_conn *c, const char *group,
+                      const char *origin, int64_t incarnation, int64_t after)
+{
+    char b_inc[24], b_after[24];
+    const char *vals[4] = {group, origin, I64(b_inc, incarnation), I64(b_after, after)};
+    PGresult *r;
+
+    out->seq = NULL;
+    out->items = NULL;
+    out->n = 0;
+    *committed_us = NULL;
+    if ((r = run_auto(c, ST_OUTBOX_OF, 4, vals, PGRES_TUPLES_OK, "read a member's outbox")) == NULL)
+        return cg_error_last()->code;
+    return outbox_rows(out, committed_us, r, group);
 }
 
 /* ---- resources ------------------------------------------------------------------------ */
