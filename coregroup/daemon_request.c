@@ -44,6 +44,7 @@
 
 #include "daemon_request.h"
 #include "error.h"
+#include "jsonin.h"
 
 static const char *const op_names[CG_OP_COUNT] = {
     NULL,   "register", "unregister", "get",   "update", "lock",  "bind",    "unbind",
@@ -70,46 +71,6 @@ static int refuse(cg_request *req, const char *field, const char *fmt, ...)
         return cg_error_set(CG_EINVALID, CG_ERRCLASS_INPUT, "request: field \"%s\": %s", field,
                             what);
     return cg_error_set(CG_EINVALID, CG_ERRCLASS_INPUT, "request: %s", what);
-}
-
-/* A printable excerpt of an untrusted string: at most 40 characters, anything outside
- * printable ASCII (and quote, backslash) shown as '?', "..." when clipped. */
-static const char *excerpt(char buf[48], const char *s)
-{
-    size_t i;
-    for (i = 0; s[i] && i < 40; i++) {
-        unsigned char c = (unsigned char)s[i];
-        buf[i] = c >= 0x20 && c < 0x7f && c != '"' && c != '\\' ? (char)c : '?';
-    }
-    if (s[i])
-        memcpy(buf + i, "...", 4);
-    else
-        buf[i] = '\0';
-    return buf;
-}
-
-static const char *number_text(char buf[40], double d)
-{
-    if (d == floor(d) && fabs(d) < 1e18)
-        snprintf(buf, 40, "%.0f", d);
-    else
-        snprintf(buf, 40, "%.6g", d);
-    return buf;
-}
-
-static const char *json_kind(const cJSON *j)
-{
-    if (cJSON_IsNumber(j))
-        return "a number";
-    if (cJSON_IsString(j))
-        return "a string";
-    if (cJSON_IsArray(j))
-        return "an array";
-    if (cJSON_IsObject(j))
-        return "an object";
-    if (cJSON_IsBool(j))
-        return "a boolean";
-    return "null";
 }
 
 /* ---- input checks before parsing ------------------------------------------------------ */
@@ -146,23 +107,6 @@ static size_t find_bad_utf8(const unsigned char *s, size_t len)
             (n == 3 && (cp < 0x10000 || cp > 0x10ffff)))
             return i;
         i += n + 1;
-    }
-    return len;
-}
-
-/* The offset of the first \u0000 escape, or len (see invalidation/message.c: a 'u' is an
- * escape exactly when the run of backslashes before it is odd). */
-static size_t find_nul_escape(const char *data, size_t len)
-{
-    size_t i, run = 0;
-    for (i = 0; i < len; i++) {
-        if (data[i] == '\\') {
-            run++;
-            continue;
-        }
-        if (data[i] == 'u' && run % 2 == 1 && len - i >= 5 && memcmp(data + i + 1, "0000", 4) == 0)
-            return i - 1;
-        run = 0;
     }
     return len;
 }
@@ -213,14 +157,15 @@ static int int_field(int64_t *out, cg_request *req, const cJSON *obj, const plac
     if ((r = field(&j, req, obj, at, name, required)) != 0)
         return r < 0 ? r : 0;
     if (!cJSON_IsNumber(j))
-        return refuse(req, field_name(f, at, name), "expected an integer, got %s", json_kind(j));
+        return refuse(req, field_name(f, at, name), "expected an integer, got %s",
+                      cg_json__kind(j));
     d = j->valuedouble;
     if (!isfinite(d) || d != floor(d))
         return refuse(req, field_name(f, at, name), "expected an integer, got %s",
-                      isfinite(d) ? number_text(num, d) : "a number out of range");
+                      isfinite(d) ? cg_json__number_text(num, d) : "a number out of range");
     if (d < (double)min || d > (double)max)
         return refuse(req, field_name(f, at, name), "expected an integer from %lld to %lld, got %s",
-                      (long long)min, (long long)max, number_text(num, d));
+                      (long long)min, (long long)max, cg_json__number_text(num, d));
     *out = (int64_t)d;
     return 0;
 }
@@ -240,7 +185,7 @@ static int str_field(char **out, cg_request *req, const cJSON *obj, const place 
         return 0;
     if (!cJSON_IsString(j) || j->valuestring == NULL)
         return refuse(req, field_name(f, at, name), "expected a string%s, got %s",
-                      null_ok ? " or null" : "", json_kind(j));
+                      null_ok ? " or null" : "", cg_json__kind(j));
     if ((*out = strdup(j->valuestring)) == NULL)
         return cg_error_nomem();
     return 0;
@@ -275,11 +220,12 @@ static int part_field(int *out, cg_request *req, const cJSON *obj, const place *
     if ((r = field(&j, req, obj, at, name, required)) != 0)
         return r < 0 ? r : 0;
     if (!cJSON_IsString(j) || j->valuestring == NULL)
-        return refuse(req, field_name(f, at, name), "expected a part name, got %s", json_kind(j));
+        return refuse(req, field_name(f, at, name), "expected a part name, got %s",
+                      cg_json__kind(j));
     if (cg_part_kind_parse(&kind, j->valuestring) < 0)
         return refuse(req, field_name(f, at, name),
                       "unknown part \"%s\" (expected specification, description or state)",
-                      excerpt(ex, j->valuestring));
+                      cg_json__excerpt(ex, j->valuestring));
     *out = (int)kind;
     return 0;
 }
@@ -301,7 +247,7 @@ static int decode_item(cg_req_item *it, cg_request *req, const cJSON *obj, const
         return err;
     if (!cJSON_IsString(j) || j->valuestring == NULL)
         return refuse(req, field_name(f, at, "op"), "expected an operation name, got %s",
-                      json_kind(j));
+                      cg_json__kind(j));
     for (op = CG_OP_NONE + 1; op < CG_OP_COUNT; op++)
         if (strcmp(j->valuestring, op_names[op]) == 0)
             break;
@@ -310,7 +256,7 @@ static int decode_item(cg_req_item *it, cg_request *req, const cJSON *obj, const
                       "unknown operation \"%s\" (expected register, unregister, get, update, "
                       "lock, bind, unbind, list, lookup, find, multi, health, stats, members or "
                       "shutdown)",
-                      excerpt(ex, j->valuestring));
+                      cg_json__excerpt(ex, j->valuestring));
     if (in_multi && op >= CG_OP_MULTI)
         return refuse(req, field_name(f, at, "op"),
                       "\"%s\" is not allowed inside a multi (only register, unregister, get, "
@@ -385,7 +331,7 @@ static int decode_ops(cg_request *req, const cJSON *root)
     if ((err = field(&arr, req, root, &top, "ops", 1)) < 0)
         return err;
     if (!cJSON_IsArray(arr))
-        return refuse(req, "ops", "expected an array of operations, got %s", json_kind(arr));
+        return refuse(req, "ops", "expected an array of operations, got %s", cg_json__kind(arr));
     for (el = arr->child; el; el = el->next)
         if (++n > CG_REQ_MAX_OPS)
             return refuse(req, "ops", "more than the limit of %d operations", CG_REQ_MAX_OPS);
@@ -401,7 +347,7 @@ static int decode_ops(cg_request *req, const cJSON *root)
         req->op_index = (int)i;
         if (!cJSON_IsObject(el)) {
             snprintf(f, sizeof(f), "ops[%zu]", i);
-            return refuse(req, f, "expected an operation object, got %s", json_kind(el));
+            return refuse(req, f, "expected an operation object, got %s", cg_json__kind(el));
         }
         if ((err = decode_item(&req->ops[i], req, el, &at, 1)) < 0)
             return err;
@@ -451,7 +397,7 @@ int cg_request_decode(cg_request *req, const char *data, size_t len)
                       (size_t)((const char *)memchr(data, '\0', len) - data));
     if ((at = find_bad_utf8((const unsigned char *)data, len)) < len)
         return refuse(req, "", "not UTF-8 (invalid byte at offset %zu)", at);
-    if ((at = find_nul_escape(data, len)) < len)
+    if ((at = cg_json__nul_escape(data, len)) < len)
         return refuse(req, "", "\\u0000 (a NUL character) at offset %zu", at);
     if ((root = cJSON_ParseWithLengthOpts(data, len, &end, 0)) == NULL) {
         if (end < data || end > data + len)
@@ -465,7 +411,7 @@ int cg_request_decode(cg_request *req, const char *data, size_t len)
             goto done;
         }
     if (!cJSON_IsObject(root)) {
-        err = refuse(req, "", "expected a JSON object, got %s", json_kind(root));
+        err = refuse(req, "", "expected a JSON object, got %s", cg_json__kind(root));
         goto done;
     }
 
@@ -481,15 +427,15 @@ int cg_request_decode(cg_request *req, const char *data, size_t len)
         goto done;
     if (!cJSON_IsNumber(j) || !isfinite(j->valuedouble) ||
         j->valuedouble != floor(j->valuedouble) || fabs(j->valuedouble) > (double)CG_REQ_INT_MAX) {
-        err =
-            refuse(req, "v", "expected an integer wire version, got %s",
-                   cJSON_IsNumber(j) && isfinite(j->valuedouble) ? number_text(num, j->valuedouble)
-                                                                 : json_kind(j));
+        err = refuse(req, "v", "expected an integer wire version, got %s",
+                     cJSON_IsNumber(j) && isfinite(j->valuedouble)
+                         ? cg_json__number_text(num, j->valuedouble)
+                         : cg_json__kind(j));
         goto done;
     }
     if (j->valuedouble != CG_REQ_WIRE_VERSION) {
         err = refuse(req, "v", "unknown wire version %s (this daemon speaks %d)",
-                     number_text(num, j->valuedouble), CG_REQ_WIRE_VERSION);
+                     cg_json__number_text(num, j->valuedouble), CG_REQ_WIRE_VERSION);
         goto done;
     }
 
@@ -500,7 +446,7 @@ int cg_request_decode(cg_request *req, const char *data, size_t len)
         err = refuse(req, "id",
                      "expected a string of 1 to %d bytes or an integer within +-(2^53 - 1), "
                      "got %s",
-                     CG_REQ_ID_MAX, json_kind(j));
+                     CG_REQ_ID_MAX, cg_json__kind(j));
         goto done;
     }
 

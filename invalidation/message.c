@@ -38,6 +38,7 @@
 #include <cjson/cJSON.h>
 
 #include "error.h"
+#include "jsonin.h"
 #include "message.h"
 
 static _Thread_local int last_reason;
@@ -100,47 +101,6 @@ static int refuse(const char *fmt, ...)
     return cg_error_set(CG_EINVALID, CG_ERRCLASS_BUS, "cannot encode bus message: %s", what);
 }
 
-/* A printable excerpt of an untrusted string for an error message: at most 40 characters,
- * anything outside printable ASCII (and the quote) shown as '?', "..." when clipped. */
-static const char *excerpt(char buf[48], const char *s)
-{
-    size_t i;
-    for (i = 0; s[i] && i < 40; i++) {
-        unsigned char c = (unsigned char)s[i];
-        buf[i] = c >= 0x20 && c < 0x7f && c != '"' && c != '\\' ? (char)c : '?';
-    }
-    if (s[i])
-        memcpy(buf + i, "...", 4);
-    else
-        buf[i] = '\0';
-    return buf;
-}
-
-/* A number for an error message: exact when it is an integer of sensible size. */
-static const char *number_text(char buf[40], double d)
-{
-    if (d == floor(d) && fabs(d) < 1e18)
-        snprintf(buf, 40, "%.0f", d);
-    else
-        snprintf(buf, 40, "%.6g", d);
-    return buf;
-}
-
-static const char *json_kind(const cJSON *j)
-{
-    if (cJSON_IsNumber(j))
-        return "a number";
-    if (cJSON_IsString(j))
-        return "a string";
-    if (cJSON_IsArray(j))
-        return "an array";
-    if (cJSON_IsObject(j))
-        return "an object";
-    if (cJSON_IsBool(j))
-        return "a boolean";
-    return "null";
-}
-
 /* ---- decoding ------------------------------------------------------------------------- */
 
 /* Where a field is, for messages: "" at the top level, "items[3]." inside an item. */
@@ -179,15 +139,15 @@ static int int_field(int64_t *out, const cJSON *obj, const place *at, const char
         return err;
     if (!cJSON_IsNumber(j))
         return drop(CG_DROP_MALFORMED, "field \"%s%s\": expected an integer, got %s", at->prefix,
-                    name, json_kind(j));
+                    name, cg_json__kind(j));
     d = j->valuedouble;
     if (!isfinite(d) || d != floor(d))
         return drop(CG_DROP_MALFORMED, "field \"%s%s\": expected an integer, got %s", at->prefix,
-                    name, isfinite(d) ? number_text(num, d) : "a number out of range");
+                    name, isfinite(d) ? cg_json__number_text(num, d) : "a number out of range");
     if (d < (double)min || d > (double)max)
         return drop(CG_DROP_MALFORMED,
                     "field \"%s%s\": expected an integer from %lld to %lld, got %s", at->prefix,
-                    name, (long long)min, (long long)max, number_text(num, d));
+                    name, (long long)min, (long long)max, cg_json__number_text(num, d));
     *out = (int64_t)d;
     return 0;
 }
@@ -200,7 +160,7 @@ static int string_field(const char **out, const cJSON *obj, const place *at, con
         return err;
     if (!cJSON_IsString(j) || j->valuestring == NULL)
         return drop(CG_DROP_MALFORMED, "field \"%s%s\": expected a string, got %s", at->prefix,
-                    name, json_kind(j));
+                    name, cg_json__kind(j));
     *out = j->valuestring;
     return 0;
 }
@@ -218,7 +178,7 @@ static int name_field(char *dst, const cJSON *obj, const place *at, const char *
         return drop(CG_DROP_MALFORMED,
                     "field \"%s%s\": \"%s\" is not a valid %s (1 to 63 of A-Z a-z 0-9 . _ -, "
                     "starting with a letter or digit)",
-                    at->prefix, name, excerpt(ex, s), what);
+                    at->prefix, name, cg_json__excerpt(ex, s), what);
     memcpy(dst, s, strlen(s) + 1);
     return 0;
 }
@@ -238,7 +198,7 @@ static int enum_field(int *out, const cJSON *obj, const place *at, const char *n
             return 0;
         }
     return drop(CG_DROP_MALFORMED, "field \"%s%s\": unknown %s \"%s\" (expected %s)", at->prefix,
-                name, name, excerpt(ex, s), expected);
+                name, name, cg_json__excerpt(ex, s), expected);
 }
 
 /* The invalidation's "items" array, into the block allocated here (*out). */
@@ -254,7 +214,7 @@ static int decode_items(msg_block **out, const cJSON *root)
         return err;
     if (!cJSON_IsArray(arr))
         return drop(CG_DROP_MALFORMED, "field \"items\": expected an array, got %s",
-                    json_kind(arr));
+                    cg_json__kind(arr));
     for (it = arr->child; it; it = it->next)
         if (++n > CG_BUS_MSG_MAX_ITEMS)
             return drop(CG_DROP_MALFORMED, "field \"items\": more than the limit of %d items",
@@ -275,7 +235,7 @@ static int decode_items(msg_block **out, const cJSON *root)
         snprintf(at.prefix, sizeof(at.prefix), "items[%zu].", i);
         if (!cJSON_IsObject(it)) {
             err = drop(CG_DROP_MALFORMED, "field \"items[%zu]\": expected an object, got %s", i,
-                       json_kind(it));
+                       cg_json__kind(it));
             goto done;
         }
         if ((err = int_field(&item->handle, it, &at, "h", 0, CG_BUS_INT_MAX)) < 0 ||
@@ -286,7 +246,7 @@ static int decode_items(msg_block **out, const cJSON *root)
             err = drop(CG_DROP_MALFORMED,
                        "field \"items[%zu].p\": unknown part \"%s\" (expected specification, "
                        "description or state)",
-                       i, excerpt(ex, part));
+                       i, cg_json__excerpt(ex, part));
             goto done;
         }
         item->kind = (int)kind;
@@ -299,25 +259,6 @@ static int decode_items(msg_block **out, const cJSON *root)
 done:
     free(blk);
     return err;
-}
-
-/* The offset of the first \u0000 escape in data, or len. A backslash appears in JSON only
- * inside strings, and a run of backslashes pairs up into "\\" escapes from its start, so the
- * 'u' is an escape exactly when the run before it is odd. Not a JSON parser: it only finds
- * the one escape cJSON would turn into a string-ending NUL. */
-static size_t find_nul_escape(const char *data, size_t len)
-{
-    size_t i, run = 0;
-    for (i = 0; i < len; i++) {
-        if (data[i] == '\\') {
-            run++;
-            continue;
-        }
-        if (data[i] == 'u' && run % 2 == 1 && len - i >= 5 && memcmp(data + i + 1, "0000", 4) == 0)
-            return i - 1;
-        run = 0;
-    }
-    return len;
 }
 
 int cg_bus_msg_decode(cg_bus_msg **out, const char *data, size_t len, const char *expected_group)
@@ -342,7 +283,7 @@ int cg_bus_msg_decode(cg_bus_msg **out, const char *data, size_t len, const char
     if (memchr(data, '\0', len) != NULL)
         return drop(CG_DROP_MALFORMED, "NUL byte at offset %zu",
                     (size_t)((const char *)memchr(data, '\0', len) - data));
-    if ((at = find_nul_escape(data, len)) < len)
+    if ((at = cg_json__nul_escape(data, len)) < len)
         return drop(CG_DROP_MALFORMED, "\\u0000 (a NUL character) at offset %zu", at);
 
     if ((root = cJSON_ParseWithLengthOpts(data, len, &end, 0)) == NULL) {
@@ -358,7 +299,7 @@ int cg_bus_msg_decode(cg_bus_msg **out, const char *data, size_t len, const char
             goto done;
         }
     if (!cJSON_IsObject(root)) {
-        err = drop(CG_DROP_MALFORMED, "expected a JSON object, got %s", json_kind(root));
+        err = drop(CG_DROP_MALFORMED, "expected a JSON object, got %s", cg_json__kind(root));
         goto done;
     }
 
@@ -368,13 +309,14 @@ int cg_bus_msg_decode(cg_bus_msg **out, const char *data, size_t len, const char
     if (!cJSON_IsNumber(j) || !isfinite(j->valuedouble) ||
         j->valuedouble != floor(j->valuedouble) || fabs(j->valuedouble) > (double)CG_BUS_INT_MAX) {
         err = drop(CG_DROP_MALFORMED, "field \"v\": expected an integer wire version, got %s",
-                   cJSON_IsNumber(j) && isfinite(j->valuedouble) ? number_text(num, j->valuedouble)
-                                                                 : json_kind(j));
+                   cJSON_IsNumber(j) && isfinite(j->valuedouble)
+                       ? cg_json__number_text(num, j->valuedouble)
+                       : cg_json__kind(j));
         goto done;
     }
     if (j->valuedouble != CG_BUS_WIRE_VERSION) {
         err = drop(CG_DROP_VERSION, "field \"v\": unknown wire version %s (this core reads %d)",
-                   number_text(num, j->valuedouble), CG_BUS_WIRE_VERSION);
+                   cg_json__number_text(num, j->valuedouble), CG_BUS_WIRE_VERSION);
         goto done;
     }
 
@@ -385,7 +327,7 @@ int cg_bus_msg_decode(cg_bus_msg **out, const char *data, size_t len, const char
         char ex[48];
         err = drop(CG_DROP_FOREIGN_GROUP,
                    "field \"group\": foreign group \"%s\" (this core is in \"%s\")", h.group,
-                   excerpt(ex, expected_group));
+                   cg_json__excerpt(ex, expected_group));
         goto done;
     }
 
@@ -452,7 +394,8 @@ static int check_name(const char *name, const char *value)
 {
     char ex[48];
     if (!cg_name_valid(value))
-        return refuse("field \"%s\": \"%s\" is not a valid name", name, excerpt(ex, value));
+        return refuse("field \"%s\": \"%s\" is not a valid name", name,
+                      cg_json__excerpt(ex, value));
     return 0;
 }
 
@@ -611,7 +554,7 @@ int cg_bus_topic(char *buf, size_t bufsz, const char *group)
     char ex[48];
     if (!cg_name_valid(group))
         return cg_error_set(CG_EINVALID, CG_ERRCLASS_BUS, "topic: \"%s\" is not a valid group id",
-                            group ? excerpt(ex, group) : "(null)");
+                            group ? cg_json__excerpt(ex, group) : "(null)");
     n = strlen(group);
     if (bufsz < n + 2)
         return cg_error_set(CG_EINVALID, CG_ERRCLASS_BUS,
