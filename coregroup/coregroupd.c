@@ -63,15 +63,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <zmq.h>
 
 #include "daemon.h"
 #include "error.h"
+#include "program.h"
 
 enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
@@ -151,57 +150,14 @@ static const char *id_text(char *buf, size_t bufsz, const cg_request *req)
 
 /* ---- signals: a flag and a byte down the self-pipe --------------------------------------- */
 
-static volatile sig_atomic_t stop_signal;
 static atomic_int stop_requested; /* by a "shutdown" request */
 static atomic_int workers_stop;   /* set at exit: every worker returns within WORKER_TICK_MS */
-static int sig_pipe[2] = {-1, -1};
-
-static void wake(void)
-{
-    char c = 1;
-    if (write(sig_pipe[1], &c, 1) < 0) {
-        /* pipe full: a wake-up is already pending */
-    }
-}
-
-static void on_signal(int sig)
-{
-    int saved = errno;
-    stop_signal = sig;
-    wake();
-    errno = saved;
-}
+static int sig_fd = -1;           /* the self-pipe of coregroup/program.c */
 
 static void request_stop(void)
 {
     atomic_store(&stop_requested, 1);
-    wake();
-}
-
-static int setup_signals(void)
-{
-    struct sigaction sa;
-    int i;
-    if (pipe(sig_pipe) < 0)
-        return -1;
-    for (i = 0; i < 2; i++) {
-        fcntl(sig_pipe[i], F_SETFL, fcntl(sig_pipe[i], F_GETFL) | O_NONBLOCK);
-        fcntl(sig_pipe[i], F_SETFD, FD_CLOEXEC);
-    }
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGTERM, &sa, NULL) < 0 || sigaction(SIGINT, &sa, NULL) < 0)
-        return -1;
-    signal(SIGPIPE, SIG_IGN);
-    return 0;
-}
-
-static void drain_pipe(void)
-{
-    char buf[64];
-    while (read(sig_pipe[0], buf, sizeof(buf)) > 0)
-        ;
+    cg_prog__wake();
 }
 
 /* ---- the pid file ------------------------------------------------------------------------ */
@@ -534,15 +490,15 @@ static int serve(broker *b, const char **why)
 
     for (;;) {
         zmq_pollitem_t items[3] = {{b->back, 0, ZMQ_POLLIN, 0},
-                                   {NULL, sig_pipe[0], ZMQ_POLLIN, 0},
+                                   {NULL, sig_fd, ZMQ_POLLIN, 0},
                                    {b->front, 0, ZMQ_POLLIN, 0}};
         int nitems = !stopping && b->n_idle > 0 ? 3 : 2, i, r;
 
-        if (!stopping && (stop_signal || atomic_load(&stop_requested))) {
+        if (!stopping && (cg_prog__stop_signal || atomic_load(&stop_requested))) {
             stopping = 1;
-            *why = stop_signal == SIGINT    ? "signal=INT"
-                   : stop_signal == SIGTERM ? "signal=TERM"
-                                            : "request=shutdown";
+            *why = cg_prog__stop_signal == SIGINT    ? "signal=INT"
+                   : cg_prog__stop_signal == SIGTERM ? "signal=TERM"
+                                                     : "request=shutdown";
             logev(L_INFO, "stopping", "%s in_flight=%d", *why, b->in_flight);
         }
         if (stopping && b->in_flight == 0)
@@ -554,7 +510,7 @@ static int serve(broker *b, const char **why)
             return EXIT_RUNTIME;
         }
         if (items[1].revents & ZMQ_POLLIN)
-            drain_pipe();
+            cg_prog__drain();
         for (i = 0; i < 1024; i++)
             if ((r = from_back(b)) <= 0) {
                 if (r < 0 && errno != EINTR) {
@@ -568,7 +524,7 @@ static int serve(broker *b, const char **why)
             logev(L_INFO, "draining", "in_flight=%d", b->in_flight);
             logged_wait = 1;
         }
-        if (nitems == 3 && !stop_signal && !atomic_load(&stop_requested))
+        if (nitems == 3 && !cg_prog__stop_signal && !atomic_load(&stop_requested))
             while (b->n_idle > 0)
                 if ((r = from_front(b)) <= 0) {
                     if (r < 0 && errno != EINTR) {
@@ -588,26 +544,6 @@ static int setopt_int(void *sock, int opt, int value)
     return zmq_setsockopt(sock, opt, &value, sizeof(value));
 }
 
-/* An ipc:// endpoint whose socket file a live process listens on (ZeroMQ itself would
- * silently unlink it and take it over). */
-static int ipc_in_use(const char *endpoint)
-{
-    struct sockaddr_un sa;
-    const char *path = endpoint + 6;
-    int fd, live;
-    if (strncmp(endpoint, "ipc://", 6) != 0 || path[0] == '@' || path[0] == '*' ||
-        strlen(path) >= sizeof(sa.sun_path))
-        return 0;
-    memset(&sa, 0, sizeof(sa));
-    sa.sun_family = AF_UNIX;
-    memcpy(sa.sun_path, path, strlen(path) + 1);
-    if ((fd = socket(AF_UNIX, SOCK_STREAM, 0)) < 0)
-        return 0;
-    live = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-    close(fd);
-    return live;
-}
-
 /* Create and bind the front ROUTER. 0, or the exit status after a log line. */
 static int bind_front(void **out, void *ctx, const char *endpoint)
 {
@@ -624,7 +560,7 @@ static int bind_front(void **out, void *ctx, const char *endpoint)
         logev(L_ERROR, "socket-failed", "message=\"%s\"", zmq_strerror(errno));
         return EXIT_RUNTIME;
     }
-    if (ipc_in_use(endpoint)) {
+    if (cg_prog__ipc_in_use(endpoint)) {
         logev(L_ERROR, "bind-failed",
               "listen=%s message=\"endpoint in use: a live process listens on that socket "
               "file\"",
@@ -731,7 +667,7 @@ int main(int argc, char **argv)
         cg_config_free(cfg);
         return EXIT_USAGE;
     }
-    if (setup_signals() < 0) {
+    if ((sig_fd = cg_prog__signals(0, 0)) < 0) {
         logev(L_ERROR, "signals-failed", "message=\"%s\"", strerror(errno));
         cg_config_free(cfg);
         return EXIT_RUNTIME;

@@ -49,9 +49,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -59,6 +57,7 @@
 
 #include "coregroup.h"
 #include "message.h"
+#include "program.h"
 
 enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
@@ -72,51 +71,8 @@ enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
 /* ---- signals: a flag and a byte down the self-pipe ------------------------------------ */
 
-static volatile sig_atomic_t stop_signal, stats_requested, reload_requested;
-static int sig_pipe[2] = {-1, -1};
-
-static void on_signal(int sig)
-{
-    int saved = errno;
-    char c = 1;
-    if (sig == SIGUSR1)
-        stats_requested = 1;
-    else if (sig == SIGHUP)
-        reload_requested = 1;
-    else
-        stop_signal = sig;
-    if (write(sig_pipe[1], &c, 1) < 0) {
-        /* pipe full: a wake-up is already pending */
-    }
-    errno = saved;
-}
-
-static int setup_signals(void)
-{
-    struct sigaction sa;
-    int i;
-    if (pipe(sig_pipe) < 0)
-        return -1;
-    for (i = 0; i < 2; i++) {
-        fcntl(sig_pipe[i], F_SETFL, fcntl(sig_pipe[i], F_GETFL) | O_NONBLOCK);
-        fcntl(sig_pipe[i], F_SETFD, FD_CLOEXEC);
-    }
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGTERM, &sa, NULL) < 0 || sigaction(SIGINT, &sa, NULL) < 0 ||
-        sigaction(SIGUSR1, &sa, NULL) < 0 || sigaction(SIGHUP, &sa, NULL) < 0)
-        return -1;
-    signal(SIGPIPE, SIG_IGN);
-    return 0;
-}
-
-static void drain_pipe(void)
-{
-    char buf[64];
-    while (read(sig_pipe[0], buf, sizeof(buf)) > 0)
-        ;
-}
+/* (coregroup/program.c: the handlers set flags and wake the loop through a self-pipe) */
+static int sig_fd = -1;
 
 /* ---- output ---------------------------------------------------------------------------- */
 
@@ -463,25 +419,6 @@ static int setopt_int(void *sock, int opt, int value)
     return zmq_setsockopt(sock, opt, &value, sizeof(value));
 }
 
-/* An ipc:// endpoint whose socket file a live process listens on. */
-static int ipc_in_use(const char *endpoint)
-{
-    struct sockaddr_un sa;
-    const char *path = endpoint + 6;
-    int fd, live;
-    if (strncmp(endpoint, "ipc://", 6) != 0 || path[0] == '@' || path[0] == '*' ||
-        strlen(path) >= sizeof(sa.sun_path))
-        return 0;
-    memset(&sa, 0, sizeof(sa));
-    sa.sun_family = AF_UNIX;
-    memcpy(sa.sun_path, path, strlen(path) + 1);
-    if ((fd = socket(AF_UNIX, SOCK_STREAM, 0)) < 0)
-        return 0;
-    live = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-    close(fd);
-    return live;
-}
-
 /* Create, configure and bind one of the two sockets. 0, or the exit status after one line
  * naming the flag and the reason. */
 static int open_socket(void **out, void *ctx, int type, const char *flag, const char *endpoint,
@@ -506,7 +443,7 @@ static int open_socket(void **out, void *ctx, int type, const char *flag, const 
         errline("%s: cannot set socket options: %s", flag, zmq_strerror(errno));
         return EXIT_RUNTIME;
     }
-    if (ipc_in_use(endpoint)) {
+    if (cg_prog__ipc_in_use(endpoint)) {
         errline("%s \"%s\": cannot bind: %s (a live process listens on that socket file)", flag,
                 endpoint, zmq_strerror(EADDRINUSE));
         return EXIT_RUNTIME;
@@ -724,7 +661,7 @@ int main(int argc, char **argv)
     pthread_mutex_init(&zap.lock, NULL); /* from here on, every exit passes through done: */
 
     setvbuf(stdout, NULL, _IOLBF, 0);
-    if (setup_signals() < 0) {
+    if ((sig_fd = cg_prog__signals(1, 1)) < 0) {
         errline("cannot install signal handlers: %s", strerror(errno));
         rc = EXIT_RUNTIME;
         goto done;
@@ -775,10 +712,10 @@ int main(int argc, char **argv)
                     CG_VERSION);
     }
 
-    while (!stop_signal) {
+    while (!cg_prog__stop_signal) {
         zmq_pollitem_t items[3] = {{frontend, 0, ZMQ_POLLIN, 0},
                                    {backend, 0, ZMQ_POLLIN, 0},
-                                   {NULL, sig_pipe[0], ZMQ_POLLIN, 0}};
+                                   {NULL, sig_fd, ZMQ_POLLIN, 0}};
         long timeout = -1;
         int i, r = 0;
 
@@ -794,7 +731,7 @@ int main(int argc, char **argv)
             break;
         }
         if (items[2].revents & ZMQ_POLLIN)
-            drain_pipe();
+            cg_prog__drain();
         for (i = 0; i < BATCH && (items[0].revents & ZMQ_POLLIN); i++) {
             size_t bytes;
             int first;
@@ -826,13 +763,13 @@ int main(int argc, char **argv)
             rc = EXIT_RUNTIME;
             break;
         }
-        if (stats_requested) {
-            stats_requested = 0;
+        if (cg_prog__usr1) {
+            cg_prog__usr1 = 0;
             print_stats(&cnt, curve ? &zap : NULL, started_ms, "signal");
         }
-        if (reload_requested) {
+        if (cg_prog__hup) {
             keylist fresh;
-            reload_requested = 0;
+            cg_prog__hup = 0;
             if (!curve) {
                 logline("SIGHUP: nothing to reload (no --curve-clients)");
             } else if (load_clients(&fresh, clients_path, why, sizeof(why)) < 0) {
@@ -855,9 +792,9 @@ int main(int argc, char **argv)
                 next_stats += (int64_t)(interval * 1000);
         }
     }
-    if (stop_signal && rc == 0 && !quiet) {
+    if (cg_prog__stop_signal && rc == 0 && !quiet) {
         print_stats(&cnt, curve ? &zap : NULL, started_ms, "exit");
-        logline("stopped signal=%s", stop_signal == SIGINT ? "INT" : "TERM");
+        logline("stopped signal=%s", cg_prog__stop_signal == SIGINT ? "INT" : "TERM");
     }
 
 done:

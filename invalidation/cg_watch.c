@@ -57,6 +57,7 @@
 
 #include "coregroup.h"
 #include "message.h"
+#include "program.h"
 
 extern char **environ;
 
@@ -77,42 +78,9 @@ enum { EXIT_SETUP = 1, EXIT_USAGE = 2 };
 
 /* ---- signals --------------------------------------------------------------------------- */
 
-static volatile sig_atomic_t stop_signal, stats_requested;
-static int sig_pipe[2] = {-1, -1};
-
-static void on_signal(int sig)
-{
-    int saved = errno;
-    char c = 1;
-    if (sig == SIGUSR1)
-        stats_requested = 1;
-    else
-        stop_signal = sig;
-    if (write(sig_pipe[1], &c, 1) < 0) {
-        /* pipe full: a wake-up is already pending */
-    }
-    errno = saved;
-}
-
-static int setup_signals(void)
-{
-    struct sigaction sa;
-    int i;
-    if (pipe(sig_pipe) < 0)
-        return -1;
-    for (i = 0; i < 2; i++) {
-        fcntl(sig_pipe[i], F_SETFL, fcntl(sig_pipe[i], F_GETFL) | O_NONBLOCK);
-        fcntl(sig_pipe[i], F_SETFD, FD_CLOEXEC);
-    }
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGTERM, &sa, NULL) < 0 || sigaction(SIGINT, &sa, NULL) < 0 ||
-        sigaction(SIGUSR1, &sa, NULL) < 0)
-        return -1;
-    signal(SIGPIPE, SIG_IGN); /* an --exec command that does not read its stdin */
-    return 0;
-}
+/* (coregroup/program.c: the handlers set flags and wake the loop through a self-pipe; an
+ * --exec command that does not read its stdin cannot kill us with SIGPIPE) */
+static int sig_fd = -1;
 
 /* ---- state ----------------------------------------------------------------------------- */
 
@@ -452,7 +420,7 @@ static void run_exec(watch *w, const char *json, const cg_bus_msg *m)
         fprintf(stderr, "cg-watch: --exec: command exited with status %d for %s\n",
                 WEXITSTATUS(status), what);
         w->exec_failures++;
-    } else if (WIFSIGNALED(status) && !stop_signal) { /* Ctrl-C reaches the command too */
+    } else if (WIFSIGNALED(status) && !cg_prog__stop_signal) { /* Ctrl-C reaches the command too */
         fprintf(stderr, "cg-watch: --exec: command killed by signal %d for %s\n", WTERMSIG(status),
                 what);
         w->exec_failures++;
@@ -879,7 +847,7 @@ int main(int argc, char **argv)
     }
 
     setvbuf(stdout, NULL, _IOLBF, 0);
-    if (setup_signals() < 0) {
+    if ((sig_fd = cg_prog__signals(1, 0)) < 0) {
         fprintf(stderr, "cg-watch: error: cannot install signal handlers: %s\n", strerror(errno));
         return EXIT_SETUP;
     }
@@ -918,8 +886,8 @@ int main(int argc, char **argv)
     w.interval_start_us = now_us();
     if (w.stats_s > 0)
         next_stats = mono_ms() + (int64_t)(w.stats_s * 1000);
-    while (!stop_signal) {
-        zmq_pollitem_t items[2] = {{sock, 0, ZMQ_POLLIN, 0}, {NULL, sig_pipe[0], ZMQ_POLLIN, 0}};
+    while (!cg_prog__stop_signal) {
+        zmq_pollitem_t items[2] = {{sock, 0, ZMQ_POLLIN, 0}, {NULL, sig_fd, ZMQ_POLLIN, 0}};
         long timeout = -1;
 
         if (w.stats_s > 0) {
@@ -933,14 +901,11 @@ int main(int argc, char **argv)
             rc = EXIT_SETUP;
             break;
         }
-        if (items[1].revents & ZMQ_POLLIN) {
-            char buf[64];
-            while (read(sig_pipe[0], buf, sizeof(buf)) > 0)
-                ;
-        }
+        if (items[1].revents & ZMQ_POLLIN)
+            cg_prog__drain();
         if (items[0].revents & ZMQ_POLLIN) {
             int r = 1;
-            for (i = 0; i < BATCH && !stop_signal && (r = receive_one(&w, sock)) > 0; i++)
+            for (i = 0; i < BATCH && !cg_prog__stop_signal && (r = receive_one(&w, sock)) > 0; i++)
                 ;
             if (r < 0) {
                 fprintf(stderr, "cg-watch: error: receive failed: %s\n", zmq_strerror(errno));
@@ -948,8 +913,8 @@ int main(int argc, char **argv)
                 break;
             }
         }
-        if (stats_requested) {
-            stats_requested = 0;
+        if (cg_prog__usr1) {
+            cg_prog__usr1 = 0;
             print_stats(&w, "signal");
         }
         if (w.stats_s > 0 && mono_ms() >= next_stats) {
@@ -958,7 +923,7 @@ int main(int argc, char **argv)
                 next_stats += (int64_t)(w.stats_s * 1000);
         }
     }
-    if (stop_signal && rc == 0 && w.stats_s > 0)
+    if (cg_prog__stop_signal && rc == 0 && w.stats_s > 0)
         print_stats(&w, "exit");
 
 done:
