@@ -879,7 +879,8 @@ uint64_t cg_cache_ticket(cg_cache *c, int64_t handle, int kind)
     return t;
 }
 
-int cg_cache_fill(cg_cache *c, cg_part *part, uint64_t ticket)
+/* Fill or put: install `part` under its shard lock, with the ticket rule when use_ticket. */
+static int install_one(cg_cache *c, cg_part *part, int use_ticket, uint64_t ticket)
 {
     uint64_t h = key_hash(part->handle, part->kind);
     shard *s = shard_of(c, h);
@@ -888,25 +889,20 @@ int cg_cache_fill(cg_cache *c, cg_part *part, uint64_t ticket)
     int r;
     trash_init(&t);
     shard_lock(s);
-    r = install_grow(c, s, (uint32_t)h, part, 1, ticket, now, &t);
+    r = install_grow(c, s, (uint32_t)h, part, use_ticket, ticket, now, &t);
     shard_unlock(s);
     trash_empty(&t);
     return r == FILL_CACHED;
 }
 
+int cg_cache_fill(cg_cache *c, cg_part *part, uint64_t ticket)
+{
+    return install_one(c, part, 1, ticket);
+}
+
 int cg_cache_put(cg_cache *c, cg_part *part)
 {
-    uint64_t h = key_hash(part->handle, part->kind);
-    shard *s = shard_of(c, h);
-    int64_t now = c->ttl_ms > 0 ? now_ms() : 0;
-    trash t;
-    int r;
-    trash_init(&t);
-    shard_lock(s);
-    r = install_grow(c, s, (uint32_t)h, part, 0, 0, now, &t);
-    shard_unlock(s);
-    trash_empty(&t);
-    return r == FILL_CACHED;
+    return install_one(c, part, 0, 0);
 }
 
 int cg_cache_newer_known(cg_cache *c, int64_t handle, int kind, int64_t version)

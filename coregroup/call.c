@@ -233,6 +233,16 @@ static int check_handle(int64_t handle)
     return 0;
 }
 
+/* What every part operation checks first: a usable call, a part kind, a handle. */
+static int check_part_args(cg_call *call, int64_t handle, int kind)
+{
+    int err;
+    if ((err = check_usable(call)) < 0 || (err = check_kind(kind)) < 0 ||
+        (err = check_handle(handle)) < 0)
+        return err;
+    return 0;
+}
+
 static int check_json(const char *what, const char *json)
 {
     cJSON *j;
@@ -490,8 +500,7 @@ int cg_part_get(cg_part **out, cg_call *call, int64_t handle, cg_part_kind kind)
 
     assert(out != NULL);
     *out = NULL;
-    if ((err = check_usable(call)) < 0 || (err = check_kind(kind)) < 0 ||
-        (err = check_handle(handle)) < 0)
+    if ((err = check_part_args(call, handle, kind)) < 0)
         return err;
     core = call->core;
     if ((w = staged(call, handle, kind)) != NULL) {
@@ -548,8 +557,7 @@ int cg_part_lock(cg_part **out, cg_call *call, int64_t handle, cg_part_kind kind
 
     assert(out != NULL);
     *out = NULL;
-    if ((err = check_usable(call)) < 0 || (err = check_kind(kind)) < 0 ||
-        (err = check_handle(handle)) < 0)
+    if ((err = check_part_args(call, handle, kind)) < 0)
         return err;
     core = call->core;
     if ((err = touch(call, handle, kind)) < 0)
@@ -569,8 +577,7 @@ int cg_part_update(int64_t *new_version, cg_call *call, int64_t handle, cg_part_
     int64_t v = 0;
     int err;
 
-    if ((err = check_usable(call)) < 0 || (err = check_kind(kind)) < 0 ||
-        (err = check_handle(handle)) < 0 || (err = check_json("update", json)) < 0)
+    if ((err = check_part_args(call, handle, kind)) < 0 || (err = check_json("update", json)) < 0)
         return err;
     if (expected_version < 1)
         return cg_error_set(CG_EINVALID, CG_ERRCLASS_INPUT,
