@@ -284,22 +284,26 @@ END_TEST
 START_TEST(core_killed_between_commit_and_publish)
 {
     forwarder f = busd_new();
-    cg_core *b = bus_core("b3-b", "bus-kill", &f, 1, 300), *a;
+    cg_core *b, *a;
     int64_t h, waited;
+    int handle[2], status;
     pid_t pid;
-    int status;
 
+    ck_assert(pipe(handle) == 0);
+    if ((pid = fork()) == 0) { /* forked while threadless; waits for the handle */
+        int64_t target = cgt_child_recv_i64(handle);
+        cg_core *k = bus_core("b3-k", "bus-kill", &f, 1, 3600000);
+        k->hooks.exit_after_commit = 1;
+        bump(k, target); /* commits, then the process dies before publishing */
+        _exit(3);        /* not reached */
+    }
+    b = bus_core("b3-b", "bus-kill", &f, 1, 300);
     wait_hearing(b);
     a = bus_core("b3-a", "bus-kill", &f, 1, 3600000);
     h = create(a);
     cg_core_close(a);
     ck_assert_int_eq(version_in_cache_or_repo(b, h), 1);
-    if ((pid = fork()) == 0) {
-        cg_core *k = bus_core("b3-k", "bus-kill", &f, 1, 3600000);
-        k->hooks.exit_after_commit = 1;
-        bump(k, h); /* commits, then the process dies before publishing */
-        _exit(3);   /* not reached */
-    }
+    cgt_send_i64(handle, h);
     ck_assert_int_eq(waitpid(pid, &status, 0), pid);
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the hook did not exit there");
     waited = wait_version(b, h, 2, 3000);

@@ -107,21 +107,21 @@ static void wait_state(const char *name, const char *state, int ms)
 
 START_TEST(paused_core_is_fenced_and_rejoins)
 {
-    cg_core *a = member("m-a", "grp-stop"), *b = member("m-b", "grp-stop");
-    int ready[2], go[2], result[2], status, code;
-    int64_t h = create(a), inc, new_inc;
+    cg_core *a, *b;
+    int handle[2], ready[2], go[2], result[2], status, code;
+    int64_t h, inc, new_inc;
     cg_core_stats sa, sb;
     pid_t pid;
 
-    ck_assert(pipe(ready) == 0 && pipe(go) == 0 && pipe(result) == 0);
-    if ((pid = fork()) == 0) { /* the core that will be paused mid-call */
+    ck_assert(pipe(handle) == 0 && pipe(ready) == 0 && pipe(go) == 0 && pipe(result) == 0);
+    if ((pid = fork()) == 0) { /* the core that will be paused mid-call (forked while threadless) */
+        int64_t target = cgt_child_recv_i64(handle), nv, until;
         cg_core *v = member("m-v", "grp-stop");
         cg_call *call;
-        int64_t nv, until;
         cg_core_stats st;
         char c;
         cg_call_begin(&call, v);
-        code = cg_part_update(&nv, call, h, CG_PART_STATE, 1, "{\"from\":\"paused\"}");
+        code = cg_part_update(&nv, call, target, CG_PART_STATE, 1, "{\"from\":\"paused\"}");
         if (write(ready[1], &code, sizeof(code)) < 0 || read(go[0], &c, 1) != 1)
             _exit(3);
         code = cg_call_commit(call); /* after SIGCONT: must be refused */
@@ -136,6 +136,10 @@ START_TEST(paused_core_is_fenced_and_rejoins)
         cg_core_close(v);
         _exit(0);
     }
+    a = member("m-a", "grp-stop");
+    b = member("m-b", "grp-stop");
+    h = create(a);
+    cgt_send_i64(handle, h);
     ck_assert_int_eq(read(ready[0], &code, sizeof(code)), sizeof(code));
     ck_assert_int_eq(code, 0); /* its update went through; the call is open */
     inc = db_i64("SELECT incarnation FROM cores WHERE core_name = 'm-v'");
@@ -166,25 +170,31 @@ END_TEST
 
 START_TEST(killed_core_is_recovered_by_exactly_one)
 {
-    cg_core *a = member("k-a", "grp-kill"), *b = member("k-b", "grp-kill");
-    int64_t h = create(a), until;
+    cg_core *a, *b;
+    int64_t h, until;
     cg_core_stats sa, sb;
+    int handle[2], status;
     pid_t pid;
-    int status;
 
-    ck_assert_int_eq(read_version(b, h), 1); /* cached on b, which never polls */
-    if ((pid = fork()) == 0) {
+    ck_assert(pipe(handle) == 0);
+    if ((pid = fork()) == 0) { /* forked while threadless; waits for the handle */
+        int64_t target = cgt_child_recv_i64(handle), nv;
         cg_core *v = member("k-v", "grp-kill");
         cg_call *call;
         cg_part *p;
-        int64_t nv;
         v->hooks.exit_after_commit = 2; /* kill -9 between COMMIT and publishing */
         cg_call_begin(&call, v);
-        cg_part_lock(&p, call, h, CG_PART_STATE);
-        cg_part_update(&nv, call, h, CG_PART_STATE, cg_part_version(p), "{\"last\":\"words\"}");
+        cg_part_lock(&p, call, target, CG_PART_STATE);
+        cg_part_update(&nv, call, target, CG_PART_STATE, cg_part_version(p),
+                       "{\"last\":\"words\"}");
         cg_call_commit(call);
         _exit(3); /* not reached */
     }
+    a = member("k-a", "grp-kill");
+    b = member("k-b", "grp-kill");
+    h = create(a);
+    ck_assert_int_eq(read_version(b, h), 1); /* cached on b, which never polls */
+    cgt_send_i64(handle, h);
     ck_assert_int_eq(waitpid(pid, &status, 0), pid);
     ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "the hook did not kill");
     {

@@ -181,6 +181,20 @@ char *cgt_tmpdir(void)
     return strdup(d);
 }
 
+void cgt_send_i64(int chan[2], int64_t v)
+{
+    ck_assert_int_eq(write(chan[1], &v, sizeof(v)), sizeof(v));
+}
+
+int64_t cgt_child_recv_i64(int chan[2])
+{
+    int64_t v;
+    close(chan[1]);
+    if (read(chan[0], &v, sizeof(v)) != sizeof(v))
+        _exit(3);
+    return v;
+}
+
 int cgt_run_suite(Suite *s)
 {
     SRunner *sr = srunner_create(s);

@@ -6,6 +6,7 @@
 #define CG_TESTUTIL_H
 
 #include <check.h>
+#include <stdint.h>
 #include <libpq-fe.h>
 
 /* A value from the harness's state file (CG_TEST_DSN, CG_TEST_PGHOST, ...); fails if absent. */
@@ -36,6 +37,17 @@ char *cgt_tmpdir(void);
 /* Paths of the source and build trees (from the environment ctest sets). */
 const char *cgt_source_dir(void);
 const char *cgt_binary_dir(void);
+
+/*
+ * fork() copies only the calling thread: a lock some other thread held at that moment (the
+ * sanitizer's allocator, libzmq, a core's own) stays locked for ever in the child. A test that
+ * needs a child process running a core therefore forks it before opening any core itself, and
+ * hands it what it needs later (a handle) down a pipe: cgt_send_i64 in the parent,
+ * cgt_child_recv_i64 in the child, which closes its copy of the write end first and exits 3
+ * when the parent is gone before sending.
+ */
+void cgt_send_i64(int chan[2], int64_t v);
+int64_t cgt_child_recv_i64(int chan[2]);
 
 /* Run a suite and return an exit status for main(). */
 int cgt_run_suite(Suite *s);
