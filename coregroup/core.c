@@ -5,7 +5,8 @@
  * Opening registers the core in its group: the group row (and with it the root folder) is
  * created on first use, and the membership row gets a new incarnation every time, so a
  * restarted core fences its former self (writes carry the incarnation; see
- * cg_outbox_append in migration 0002). A core without a configured group uses
+ * cg_outbox_append in migration 0002) — but a name a live process holds is refused
+ * (cg_membership_join in membership.c). A core without a configured group uses
  * "private.<name>" (config.c), which keeps its data its own across restarts.
  *
  * The pool holds at most [repository] pool_size connections, opened on demand. Broken
@@ -174,8 +175,7 @@ int cg_core_open_config(cg_core **out, const cg_config *given)
     {
         int64_t incarnation = 0;
         if ((err = cg_repo_group_ensure(conn, core->cfg->group_id)) < 0 ||
-            (err = cg_repo_core_register(&incarnation, conn, core->cfg->group_id,
-                                         core->cfg->core_name, core->host, (int)getpid())) < 0)
+            (err = cg_membership_join(&incarnation, core, conn)) < 0)
             goto fail;
         atomic_store(&core->incarnation, incarnation);
     }

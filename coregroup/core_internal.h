@@ -83,6 +83,11 @@ int cg_core__retryable(cg_core *core, int *err);
  * members, and — when this core is the deterministically chosen one — fence a member silent
  * for twice the failure timeout and redo its publishing. */
 void cg_membership_tick(cg_core *core, cg_conn *conn, int64_t applied_seq);
+/* Register this core in its group with a new incarnation, on open and on rejoining. Refused
+ * (CG_EEXISTS, naming host, pid and heartbeat age) while another live process holds the name:
+ * a row neither failed nor left, heard from within failure_timeout_ms, that is not a former
+ * self of this process and not a dead process on this host. */
+int cg_membership_join(int64_t *incarnation, cg_core *core, cg_conn *conn);
 /* Leave the group (state 'left'); on close. */
 void cg_membership_leave(cg_core *core, cg_conn *conn);
 

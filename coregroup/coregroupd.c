@@ -35,6 +35,9 @@
  *    opened, so `cgctl stop` can find a daemon that is still retrying its repository. The
  *    endpoint is bound BEFORE the core is opened: a second daemon configured like the first
  *    fails on the endpoint and never registers an incarnation that would fence the first.
+ *    One with another endpoint and pid file but the same core name is refused by the
+ *    repository while the first one heartbeats (cg_membership_join): event=already-running,
+ *    exit 1.
  *  - SIGTERM, SIGINT or a "shutdown" request: stop reading requests, let every in-flight
  *    request finish and its reply go out, stop the workers, cg_core_close() (which marks
  *    the core 'left' in its group), remove the pid file, exit 0.
@@ -689,8 +692,12 @@ int main(int argc, char **argv)
 
     /* The core: joins the group and starts the bus (may retry per [retry]). */
     if ((err = cg_core_open_config(&core, cfg)) < 0) {
-        logev(L_ERROR, err == CG_EINVALID ? "bad-config" : "open-failed", "code=%s message=%s",
-              cg_error_name(err), quoted(q, sizeof(q), cg_error_last()->message));
+        logev(L_ERROR,
+              err == CG_EINVALID  ? "bad-config"
+              : err == CG_EEXISTS ? "already-running"
+                                  : "open-failed",
+              "code=%s message=%s", cg_error_name(err),
+              quoted(q, sizeof(q), cg_error_last()->message));
         rc = err == CG_EINVALID ? EXIT_USAGE : EXIT_RUNTIME;
         goto done;
     }

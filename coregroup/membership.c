@@ -2,7 +2,18 @@
  * membership.c — who is in the group, who has failed, and fencing (Shoal GMS: join, planned
  * shutdown, failure suspicion, failure; "delegate recovery instance selection").
  *
- * The repository decides membership; the bus only tells the others sooner. Every tick (four
+ * The repository decides membership; the bus only tells the others sooner.
+ *
+ * Joining (on open, and on rejoining after being fenced) gives the core's row a new
+ * incarnation, which fences any former self. A name held by a live process is refused
+ * instead (CG_EEXISTS): a row neither failed nor left, heard from within failure_timeout_ms,
+ * unless it names this very process or a process this host no longer has. So a second core
+ * started by mistake under a running core's name fails to open rather than fencing the running
+ * one, a core restarted after a crash takes its name back at once, and one restarted on another
+ * host waits out the failure timeout. The registration is conditional on the incarnation the
+ * decision was made on, so of two cores starting at once under one name, one gets it.
+ *
+ * Every tick (four
  * times per [core] failure_timeout_ms, on the bus's subscriber thread and its connection):
  *
  *  1. This core records its heartbeat in its `cores` row, conditional on its incarnation. No
@@ -27,6 +38,9 @@
  * Not here: a split brain between cores that each reach the repository cannot happen, because
  * the repository is the single arbiter; PostgreSQL's own HA is outside coregroup.
  */
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -40,15 +54,54 @@ static int live(const cg_member *m, int timeout_ms)
            m->heartbeat_age_ms < timeout_ms;
 }
 
+/* The process a member row names is certainly gone: it ran on this host and is this very
+ * process (a former self: a restart in a container can get the same pid) or no process. */
+static int gone(const cg_core *core, const cg_member *m)
+{
+    if (strcmp(m->host, core->host) != 0 || m->pid <= 0)
+        return 0;
+    return m->pid == (int)getpid() || (kill((pid_t)m->pid, 0) < 0 && errno == ESRCH);
+}
+
+int cg_membership_join(int64_t *incarnation, cg_core *core, cg_conn *conn)
+{
+    const char *group = core->cfg->group_id, *me = core->cfg->core_name;
+    cg_member_list list;
+    int64_t seen = 0;
+    size_t i;
+    int err;
+
+    if ((err = cg_repo_members(&list, conn, group)) < 0)
+        return err;
+    for (i = 0; i < list.n; i++) {
+        const cg_member *m = &list.members[i];
+        if (strcmp(m->name, me) != 0)
+            continue;
+        seen = m->incarnation;
+        if (strcmp(m->state, "failed") != 0 && strcmp(m->state, "left") != 0 &&
+            m->heartbeat_age_ms < core->cfg->failure_timeout_ms && !gone(core, m))
+            err = cg_error_set(CG_EEXISTS, CG_ERRCLASS_REPOSITORY,
+                               "core \"%s\" of group \"%s\" is already running: incarnation "
+                               "%" PRId64 " on host %s, pid %d, heard from %" PRId64
+                               " ms ago; stop it first, or if it is gone wait failure_timeout_ms "
+                               "(%d ms) from its last heartbeat",
+                               me, group, m->incarnation, m->host, m->pid, m->heartbeat_age_ms,
+                               core->cfg->failure_timeout_ms);
+    }
+    cg_member_list_dispose(&list);
+    if (err == 0)
+        err = cg_repo_core_register(incarnation, conn, group, me, core->host, (int)getpid(), seen);
+    return err;
+}
+
 /* Found fenced: forget everything, come back as a new incarnation. */
 static void rejoin(cg_core *core, cg_conn *conn)
 {
     int64_t incarnation;
     atomic_store(&core->fenced, 1);
     cg_core__reset(core);
-    if (cg_repo_core_register(&incarnation, conn, core->cfg->group_id, core->cfg->core_name,
-                              core->host, (int)getpid()) < 0)
-        return; /* still fenced; the next tick tries again */
+    if (cg_membership_join(&incarnation, core, conn) < 0)
+        return; /* still fenced (or replaced by a live process); the next tick tries again */
     atomic_store(&core->incarnation, incarnation);
     atomic_store(&core->rejoin, 0);
     atomic_store(&core->fenced, 0);

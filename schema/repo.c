@@ -125,6 +125,7 @@ static const struct {
                           "SET incarnation = cores.incarnation + 1, host = EXCLUDED.host, "
                           "    pid = EXCLUDED.pid, started_at = now(), heartbeat_at = now(), "
                           "    state = 'alive' "
+                          "WHERE cores.incarnation = $5 " /* the row the caller judged */
                           "RETURNING incarnation"},
     [ST_CORE_LEAVE] = {"cg_core_leave", "UPDATE cores SET state = 'left', heartbeat_at = now() "
                                         "WHERE group_id = $1 AND core_name = $2 "
@@ -431,16 +432,23 @@ int cg_repo_group_ensure(cg_conn *c, const char *group)
 }
 
 int cg_repo_core_register(int64_t *incarnation, cg_conn *c, const char *group, const char *core,
-                          const char *host, int pid)
+                          const char *host, int pid, int64_t seen)
 {
-    char b_pid[24];
-    const char *vals[4] = {group, core, host, I64(b_pid, pid)};
-    PGresult *r = run_auto(c, ST_CORE_REGISTER, 4, vals, PGRES_TUPLES_OK, "register the core");
+    char b_pid[24], b_seen[24];
+    const char *vals[5] = {group, core, host, I64(b_pid, pid), I64(b_seen, seen)};
+    PGresult *r = run_auto(c, ST_CORE_REGISTER, 5, vals, PGRES_TUPLES_OK, "register the core");
+    int err = 0;
     if (r == NULL)
         return cg_error_last()->code;
-    *incarnation = get_i64(r, 0, 0);
+    if (PQntuples(r) == 0)
+        err = cg_error_set(CG_EEXISTS, CG_ERRCLASS_REPOSITORY,
+                           "core \"%s\" of group \"%s\" was registered by another process "
+                           "meanwhile (its incarnation is no longer %" PRId64 ")",
+                           core, group, seen);
+    else
+        *incarnation = get_i64(r, 0, 0);
     PQclear(r);
-    return 0;
+    return err;
 }
 
 int cg_repo_core_leave(cg_conn *c, const char *group, const char *core, int64_t incarnation)

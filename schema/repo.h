@@ -42,8 +42,10 @@ int cg_repo_reusable(const cg_conn *conn);
 
 /* ---- outside calls (autocommit) ---- */
 int cg_repo_group_ensure(cg_conn *c, const char *group);
+/* Register the core with a new incarnation (a new row, or the old row taken over), provided
+ * its row's incarnation is still `seen` (0: there was no row); else CG_EEXISTS. */
 int cg_repo_core_register(int64_t *incarnation, cg_conn *c, const char *group, const char *core,
-                          const char *host, int pid);
+                          const char *host, int pid, int64_t seen);
 int cg_repo_core_leave(cg_conn *c, const char *group, const char *core, int64_t incarnation);
 int cg_repo_event_seq(int64_t *seq, cg_conn *c, const char *group);
 /* Record this core's applied event seq and a heartbeat in its membership row (a suspect

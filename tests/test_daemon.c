@@ -1143,6 +1143,18 @@ START_TEST(sigterm_and_guards)
     ck_assert_str_eq(out, "alive"); /* a was not fenced by the failed start */
     free(out);
     expect_serving(&a);
+    /* another pid file and another endpoint, the same core name: the repository refuses it
+     * while a heartbeats, instead of letting its new incarnation fence a */
+    daemon_init(&b, "term-a", "dt-term", NULL, NULL);
+    out = cgt_run(&rc, "'%s' -c '%s'", bin("coregroupd"), b.ini);
+    ck_assert_msg(rc == 1 && strstr(out, "event=already-running") && strstr(out, "code=exists") &&
+                      strstr(out, "is already running"),
+                  "exit %d: %s", rc, out);
+    free(out);
+    out = core_state("dt-term", "term-a");
+    ck_assert_str_eq(out, "alive");
+    free(out);
+    reg(&a, NULL); /* a still writes: its incarnation is current */
 
     bt_stop(a.pid, SIGTERM, 0);
     a.pid = 0;

@@ -7,7 +7,10 @@
  *    drops its cache and rejoins as a new incarnation;
  *  - kill -9 a core between COMMIT and publishing: it is declared failed, and exactly one
  *    survivor does the recovery, publishing its committed-but-unpublished change, which
- *    reaches the other survivor over the bus (that survivor never polls).
+ *    reaches the other survivor over the bus (that survivor never polls);
+ *  - a name a live process holds is refused to a second core, which would otherwise fence it;
+ *    taken back at once when the holder died on this host; from another host only after the
+ *    holder's failure timeout; and registering is conditional on the row that was judged.
  * Needs CG_TEST_HOOKS.
  */
 #include <inttypes.h>
@@ -223,6 +226,87 @@ START_TEST(killed_core_is_recovered_by_exactly_one)
 }
 END_TEST
 
+/* ---- a name a live process holds ------------------------------------------------------- */
+
+#define LONG_TIMEOUT_MS 60000 /* no heartbeat goes stale during the test: only the rule decides */
+
+static int open_named(cg_core **out, const char *name)
+{
+    cg_config *cfg = cgt_core_config(dsn, name, "grp-name");
+    int err;
+    cfg->failure_timeout_ms = LONG_TIMEOUT_MS;
+    *out = NULL;
+    err = cg_core_open_config(out, cfg);
+    cg_config_free(cfg);
+    return err;
+}
+
+static void db_exec(const char *sql)
+{
+    free(db_str(sql));
+}
+
+START_TEST(a_live_name_is_not_taken)
+{
+    int ready[2], hold[2], err;
+    char needle[64];
+    int64_t inc, got;
+    cg_core *c;
+    cg_conn *conn;
+    pid_t pid;
+
+    ck_assert(pipe(ready) == 0 && pipe(hold) == 0);
+    if ((pid = fork()) == 0) { /* holds the name until killed (forked while threadless) */
+        cg_core *x;
+        char ch;
+        close(hold[1]);
+        err = open_named(&x, "n-x");
+        if (write(ready[1], &err, sizeof(err)) < 0 || read(hold[0], &ch, 1) < 0)
+            _exit(3);
+        _exit(0);
+    }
+    ck_assert_int_eq(read(ready[0], &err, sizeof(err)), sizeof(err));
+    ck_assert_int_eq(err, 0);
+    inc = db_i64("SELECT incarnation FROM cores WHERE core_name = 'n-x'");
+
+    /* a live process on this host holds it: refused, naming it, and the holder is untouched */
+    CGT_EXPECT(CG_EEXISTS, open_named(&c, "n-x"));
+    ck_assert_ptr_null(c);
+    snprintf(needle, sizeof(needle), "pid %d,", (int)pid);
+    ck_assert_msg(strstr(cg_error_last()->message, "is already running") &&
+                      strstr(cg_error_last()->message, needle),
+                  "%s", cg_error_last()->message);
+    ck_assert_int_eq(db_i64("SELECT incarnation FROM cores WHERE core_name = 'n-x'"), inc);
+    wait_state("n-x", "alive", 0);
+
+    /* the holder dies: its name is taken back at once (this host has no such process now),
+     * though its heartbeat is still fresh */
+    kill(pid, SIGKILL);
+    ck_assert_int_eq(waitpid(pid, NULL, 0), pid);
+    CGT_OK(open_named(&c, "n-x"));
+    ck_assert_int_eq(cg_core_incarnation(c), inc + 1);
+    cg_core_close(c);
+
+    /* a holder on another host: refused until its heartbeat is failure_timeout_ms old */
+    db_exec("UPDATE cores SET state = 'alive', host = 'elsewhere.example', pid = 4242, "
+            "heartbeat_at = now() WHERE core_name = 'n-x'");
+    CGT_EXPECT(CG_EEXISTS, open_named(&c, "n-x"));
+    ck_assert_msg(strstr(cg_error_last()->message, "on host elsewhere.example, pid 4242"), "%s",
+                  cg_error_last()->message);
+    db_exec("UPDATE cores SET heartbeat_at = now() - interval '61 seconds' "
+            "WHERE core_name = 'n-x'");
+    CGT_OK(open_named(&c, "n-x"));
+    ck_assert_int_eq(cg_core_incarnation(c), inc + 2);
+
+    /* registering is conditional on the row judged: a row that moved on is not taken */
+    CGT_OK(cg_core__conn_acquire(c, &conn));
+    CGT_EXPECT(CG_EEXISTS, cg_repo_core_register(&got, conn, "grp-name", "n-x", "h", 1, inc + 1));
+    cg_core__conn_release(c, conn);
+    ck_assert_int_eq(db_i64("SELECT incarnation FROM cores WHERE core_name = 'n-x'"), inc + 2);
+    cg_core_close(c);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("membership");
@@ -231,6 +315,7 @@ int main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, paused_core_is_fenced_and_rejoins);
     tcase_add_test(tc, killed_core_is_recovered_by_exactly_one);
+    tcase_add_test(tc, a_live_name_is_not_taken);
     suite_add_tcase(s, tc);
     return cgt_run_suite(s);
 }
