@@ -241,22 +241,14 @@ static void raw_hop(int n, int64_t *p50, int64_t *p99)
 
 static double throughput(int front, int back, int n, int *lost)
 {
-    void *ctx = zmq_ctx_new(), *pub = zmq_socket(ctx, ZMQ_PUB), *sub = zmq_socket(ctx, ZMQ_SUB);
+    void *ctx, *pub, *sub;
     char ep[64], *payload;
     size_t len;
     cg_bus_item item = {42, CG_PART_STATE, 7};
     cg_bus_msg m;
-    int i, got = 0, hwm = 1000000, to = 1000;
+    int i, got = 0, hwm = 1000000, to = 1000, go[2];
     int64_t t0 = 0, t1 = 0;
 
-    zmq_setsockopt(pub, ZMQ_SNDHWM, &hwm, sizeof(hwm));
-    zmq_setsockopt(sub, ZMQ_RCVHWM, &hwm, sizeof(hwm));
-    zmq_setsockopt(sub, ZMQ_RCVTIMEO, &to, sizeof(to));
-    snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%d", front);
-    zmq_connect(pub, ep);
-    snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%d", back);
-    zmq_connect(sub, ep);
-    zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "bench-bus/", 10);
     memset(&m, 0, sizeof(m));
     m.type = CG_MSG_INVALIDATION;
     strcpy(m.group, "bench-bus");
@@ -265,23 +257,21 @@ static double throughput(int front, int back, int n, int *lost)
     m.at_us = 1;
     m.items = &item;
     m.n_items = 1;
-    /* slow joiner: send probes until one arrives */
-    for (i = 0; i < 200; i++) {
-        char buf[4096];
-        m.seq = 1;
-        cg_bus_msg_encode(&payload, &len, &m);
-        zmq_send(pub, "bench-bus/", 10, ZMQ_SNDMORE);
-        zmq_send(pub, payload, len, 0);
-        free(payload);
-        if (zmq_recv(sub, buf, sizeof(buf), ZMQ_DONTWAIT) >= 0)
-            break;
-        usleep(20000);
+    /* The publisher: another process, as a core would be. It is forked before this process
+     * has a ZeroMQ context (fork() copies only the calling thread, and a context's threads
+     * may hold locks), and waits for "go" until the subscriber below is connected. */
+    if (pipe(go) < 0) {
+        perror("bench_bus: pipe");
+        exit(1);
     }
-    while (zmq_recv(sub, ep, sizeof(ep), ZMQ_DONTWAIT) >= 0) /* drain the probes */
-        ;
-    if (fork() == 0) { /* the publisher: another process, as a core would be; a ZeroMQ
-                          context does not survive fork, so it makes its own */
-        void *cctx = zmq_ctx_new(), *cpub = zmq_socket(cctx, ZMQ_PUB);
+    if (fork() == 0) {
+        void *cctx, *cpub;
+        char c;
+        close(go[1]);
+        if (read(go[0], &c, 1) != 1)
+            _exit(1);
+        cctx = zmq_ctx_new();
+        cpub = zmq_socket(cctx, ZMQ_PUB);
         snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%d", front);
         zmq_setsockopt(cpub, ZMQ_SNDHWM, &hwm, sizeof(hwm));
         zmq_connect(cpub, ep);
@@ -297,6 +287,38 @@ static double throughput(int front, int back, int n, int *lost)
         zmq_ctx_term(cctx);
         _exit(0);
     }
+    close(go[0]);
+
+    ctx = zmq_ctx_new();
+    pub = zmq_socket(ctx, ZMQ_PUB);
+    sub = zmq_socket(ctx, ZMQ_SUB);
+    zmq_setsockopt(pub, ZMQ_SNDHWM, &hwm, sizeof(hwm));
+    zmq_setsockopt(sub, ZMQ_RCVHWM, &hwm, sizeof(hwm));
+    zmq_setsockopt(sub, ZMQ_RCVTIMEO, &to, sizeof(to));
+    snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%d", front);
+    zmq_connect(pub, ep);
+    snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%d", back);
+    zmq_connect(sub, ep);
+    zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "bench-bus/", 10);
+    /* slow joiner: send probes until one arrives */
+    for (i = 0; i < 200; i++) {
+        char buf[4096];
+        m.seq = 1;
+        cg_bus_msg_encode(&payload, &len, &m);
+        zmq_send(pub, "bench-bus/", 10, ZMQ_SNDMORE);
+        zmq_send(pub, payload, len, 0);
+        free(payload);
+        if (zmq_recv(sub, buf, sizeof(buf), ZMQ_DONTWAIT) >= 0)
+            break;
+        usleep(20000);
+    }
+    while (zmq_recv(sub, ep, sizeof(ep), ZMQ_DONTWAIT) >= 0) /* drain the probes */
+        ;
+    if (write(go[1], "g", 1) != 1) {
+        perror("bench_bus: start the publisher");
+        exit(1);
+    }
+    close(go[1]);
     for (;;) {
         zmq_msg_t t, p;
         cg_bus_msg *d;
