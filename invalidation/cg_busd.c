@@ -56,6 +56,7 @@
 #include <zmq.h>
 
 #include "coregroup.h"
+#include "curve.h"
 #include "message.h"
 #include "program.h"
 
@@ -66,8 +67,6 @@ enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 #define SUB_MSG_MAX      4096 /* a subscription message: 1 byte + topic */
 #define HEARTBEAT_IVL_MS 5000 /* ZMTP heartbeats find dead peers */
 #define HEARTBEAT_TTL_MS 15000
-#define ZAP_ENDPOINT     "inproc://zeromq.zap.01"
-#define KEY_Z85_LEN      40
 
 /* ---- signals: a flag and a byte down the self-pipe ------------------------------------ */
 
@@ -119,104 +118,7 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* ---- CURVE keys ------------------------------------------------------------------------ */
-
-typedef struct {
-    uint8_t (*keys)[32];
-    size_t n;
-} keylist;
-
-/* A line holding a Z85 key: 1 and bin filled; 0 for a blank or '#' comment line; -1 when the
- * line is something else. Leading and trailing white space is ignored. */
-static int parse_key_line(uint8_t bin[32], char *line)
-{
-    char *end;
-    while (*line == ' ' || *line == '\t')
-        line++;
-    end = line + strlen(line);
-    while (end > line && strchr(" \t\r\n", end[-1]))
-        *--end = '\0';
-    if (*line == '\0' || *line == '#')
-        return 0;
-    if (strlen(line) != KEY_Z85_LEN || zmq_z85_decode(bin, line) == NULL)
-        return -1;
-    return 1;
-}
-
-/* The one key of a key file (its first key line). 0, or -1 with the reason in why. */
-static int read_key_file(uint8_t bin[32], const char *path, char *why, size_t whysz)
-{
-    char line[512];
-    int lineno = 0, r = 0;
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        snprintf(why, whysz, "cannot open \"%s\": %s", path, strerror(errno));
-        return -1;
-    }
-    while (r == 0 && fgets(line, sizeof(line), f)) {
-        lineno++;
-        r = parse_key_line(bin, line);
-    }
-    fclose(f);
-    if (r == 1)
-        return 0;
-    if (r < 0)
-        snprintf(why, whysz, "\"%s\" line %d: not a Z85 CURVE key (40 characters)", path, lineno);
-    else
-        snprintf(why, whysz, "\"%s\" holds no key", path);
-    return -1;
-}
-
-/* Every key of a client list, one per line. 0 with *out filled (free out->keys), or -1 with
- * why; an empty list is refused (it would lock every core out). */
-static int load_clients(keylist *out, const char *path, char *why, size_t whysz)
-{
-    char line[512];
-    int lineno = 0, r;
-    size_t cap = 0;
-    keylist kl = {NULL, 0};
-    FILE *f = fopen(path, "r");
-
-    if (f == NULL) {
-        snprintf(why, whysz, "cannot open \"%s\": %s", path, strerror(errno));
-        return -1;
-    }
-    while (fgets(line, sizeof(line), f)) {
-        uint8_t bin[32];
-        lineno++;
-        if ((r = parse_key_line(bin, line)) == 0)
-            continue;
-        if (r < 0) {
-            snprintf(why, whysz, "\"%s\" line %d: not a Z85 CURVE public key (40 characters)", path,
-                     lineno);
-            goto fail;
-        }
-        if (kl.n == cap) {
-            void *grown = realloc(kl.keys, (cap = cap ? cap * 2 : 16) * sizeof(kl.keys[0]));
-            if (grown == NULL) {
-                snprintf(why, whysz, "out of memory reading \"%s\"", path);
-                goto fail;
-            }
-            kl.keys = grown;
-        }
-        memcpy(kl.keys[kl.n++], bin, 32);
-    }
-    if (ferror(f)) {
-        snprintf(why, whysz, "cannot read \"%s\": %s", path, strerror(errno));
-        goto fail;
-    }
-    if (kl.n == 0) {
-        snprintf(why, whysz, "\"%s\" lists no client key", path);
-        goto fail;
-    }
-    fclose(f);
-    *out = kl;
-    return 0;
-fail:
-    fclose(f);
-    free(kl.keys);
-    return -1;
-}
+/* ---- CURVE keys (coregroup/curve.c: key files, client lists, the ZAP handler) -------- */
 
 /* --keygen PREFIX: a new key pair in PREFIX.key (secret, 0600) and PREFIX.pub (0644). Never
  * overwrites an existing file. Returns the exit status. */
@@ -256,106 +158,15 @@ static int keygen(const char *prefix)
     return 0;
 }
 
-/* ---- the ZAP handler (RFC 27) ---------------------------------------------------------- */
-
-typedef struct {
-    void *sock; /* REP on ZAP_ENDPOINT; owned by the thread once it runs */
-    pthread_mutex_t lock;
-    keylist clients; /* under lock; replaced by a reload */
-    atomic_ullong allowed, denied;
-} zap_state;
-
-static int key_allowed(zap_state *z, const uint8_t *key)
+/* The ZAP handler's report of a denied client (at most one line a second). */
+static void log_denied(void *arg, const char *key, const char *address,
+                       unsigned long long unreported)
 {
-    size_t i;
-    int ok = 0;
-    pthread_mutex_lock(&z->lock);
-    for (i = 0; i < z->clients.n && !ok; i++)
-        ok = memcmp(z->clients.keys[i], key, 32) == 0;
-    pthread_mutex_unlock(&z->lock);
-    return ok;
-}
-
-/* A copy of an untrusted frame as printable text, for the log. */
-static const char *printable(char *dst, size_t dstsz, const char *src, size_t n)
-{
-    size_t i;
-    if (n > dstsz - 1)
-        n = dstsz - 1;
-    for (i = 0; i < n; i++)
-        dst[i] = src[i] >= 0x20 && src[i] < 0x7f ? src[i] : '?';
-    dst[n] = '\0';
-    return dst;
-}
-
-/* Answer ZAP requests until the context is shut down. A request is 7 frames for CURVE
- * (version, request id, domain, address, routing id, mechanism, client key); anything else is
- * answered 400 when it can be answered at all. Denials are logged at most once a second. */
-static void *zap_main(void *arg)
-{
-    zap_state *z = arg;
-    int64_t last_log = -1000000;
-    unsigned long long unlogged = 0;
-
-    for (;;) {
-        char frame[8][256];
-        int len[8], n = 0, more = 0, ok;
-        size_t moresz = sizeof(more);
-        char addr[64], key[41] = "";
-
-        do {
-            int r = zmq_recv(z->sock, frame[n < 8 ? n : 7], sizeof(frame[0]), 0);
-            if (r < 0) {
-                if (errno == EINTR)
-                    continue;
-                goto done; /* ETERM: the forwarder is stopping */
-            }
-            if (n < 8)
-                len[n] = r;
-            n++;
-            zmq_getsockopt(z->sock, ZMQ_RCVMORE, &more, &moresz);
-        } while (more);
-
-        ok = n == 7 && len[0] == 3 && memcmp(frame[0], "1.0", 3) == 0 && len[5] == 5 &&
-             memcmp(frame[5], "CURVE", 5) == 0 && len[6] == 32 &&
-             key_allowed(z, (const uint8_t *)frame[6]);
-        if (n >= 7 && len[6] == 32)
-            zmq_z85_encode(key, (const uint8_t *)frame[6], 32);
-        if (n < 2) /* no request id: the REP socket still needs a reply */
-            len[1] = 0;
-        zmq_send(z->sock, "1.0", 3, ZMQ_SNDMORE);
-        zmq_send(z->sock, frame[1], (size_t)(len[1] < 256 ? len[1] : 255), ZMQ_SNDMORE);
-        zmq_send(z->sock, ok ? "200" : "400", 3, ZMQ_SNDMORE);
-        zmq_send(z->sock, ok ? "OK" : "client key not allowed", ok ? 2 : 22, ZMQ_SNDMORE);
-        zmq_send(z->sock, ok ? key : "", ok ? strlen(key) : 0, ZMQ_SNDMORE);
-        zmq_send(z->sock, "", 0, 0);
-
-        if (ok) {
-            atomic_fetch_add(&z->allowed, 1);
-        } else {
-            int64_t now = mono_ms();
-            atomic_fetch_add(&z->denied, 1);
-            if (now - last_log >= 1000) {
-                char more_text[64] = "";
-                if (unlogged)
-                    snprintf(more_text, sizeof(more_text), " (and %llu more since the last line)",
-                             unlogged);
-                logline("denied client key=%s address=%s%s", key[0] ? key : "(none)",
-                        n >= 4 ? printable(addr, sizeof(addr), frame[3], (size_t)len[3]) : "?",
-                        more_text);
-                last_log = now;
-                unlogged = 0;
-            } else {
-                unlogged++;
-            }
-        }
-    }
-done : {
-    int zero = 0;
-    zmq_setsockopt(z->sock, ZMQ_LINGER, &zero, sizeof(zero));
-    zmq_close(z->sock);
-}
-    return NULL;
+    char more[64] = "";
+    (void)arg;
+    if (unreported)
+        snprintf(more, sizeof(more), " (and %llu more since the last line)", unreported);
+    logline("denied client key=%s address=%s%s", key[0] ? key : "(none)", address, more);
 }
 
 /* ---- the proxy ------------------------------------------------------------------------- */
@@ -404,7 +215,7 @@ static int move_one(void *from, void *to, size_t *bytes, int *first, counters *c
     return 1;
 }
 
-static void print_stats(const counters *c, zap_state *z, int64_t started_ms, const char *why)
+static void print_stats(const counters *c, cg_zap *z, int64_t started_ms, const char *why)
 {
     logline("stats msgs=%llu bytes=%llu sub_msgs=%llu sub_bytes=%llu subs=%llu unsubs=%llu "
             "topics=%lld dropped=%llu denied=%llu uptime_s=%lld why=%s",
@@ -535,13 +346,13 @@ int main(int argc, char **argv)
     const char *frontend_ep = NULL, *backend_ep = NULL, *secret_path = NULL, *public_path = NULL;
     const char *clients_path = NULL, *keygen_prefix = NULL, *opt_name = NULL;
     double interval = 0;
-    int quiet = 0, c, rc = 0, curve, zap_running = 0;
+    int quiet = 0, c, rc = 0, curve;
     uint8_t secret[32], public_key[32];
     char why[512], ep_front[256], ep_back[256];
     size_t epsz;
     void *ctx = NULL, *frontend = NULL, *backend = NULL;
-    zap_state zap;
-    pthread_t zap_thread;
+    cg_keylist clients = {NULL, 0};
+    cg_zap zap;
     counters cnt;
     int64_t started_ms, next_stats = 0;
 
@@ -625,32 +436,25 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     if (curve) {
-        uint8_t derived[32];
-        char z85[41];
         if (!zmq_has("curve")) {
             errline("this libzmq was built without CURVE support");
             return EXIT_RUNTIME;
         }
-        if (read_key_file(secret, secret_path, why, sizeof(why)) < 0) {
+        if (cg_key_read(secret, secret_path, why, sizeof(why)) < 0) {
             errline("--curve-secret-key: %s", why);
             return EXIT_USAGE;
         }
-        if (read_key_file(public_key, public_path, why, sizeof(why)) < 0) {
+        if (cg_key_read(public_key, public_path, why, sizeof(why)) < 0) {
             errline("--curve-public-key: %s", why);
             return EXIT_USAGE;
         }
-        zmq_z85_encode(z85, secret, 32);
-        {
-            char pub85[41];
-            if (zmq_curve_public(pub85, z85) != 0 || zmq_z85_decode(derived, pub85) == NULL ||
-                memcmp(derived, public_key, 32) != 0) {
-                errline("--curve-public-key \"%s\" is not the public key of "
-                        "--curve-secret-key \"%s\"",
-                        public_path, secret_path);
-                return EXIT_USAGE;
-            }
+        if (!cg_key_pair_matches(secret, public_key)) {
+            errline("--curve-public-key \"%s\" is not the public key of "
+                    "--curve-secret-key \"%s\"",
+                    public_path, secret_path);
+            return EXIT_USAGE;
         }
-        if (load_clients(&zap.clients, clients_path, why, sizeof(why)) < 0) {
+        if (cg_keylist_load(&clients, clients_path, why, sizeof(why)) < 0) {
             errline("--curve-clients: %s", why);
             return EXIT_USAGE;
         }
@@ -658,7 +462,7 @@ int main(int argc, char **argv)
     }
     snprintf(pid_name, sizeof(pid_name), "%ld", (long)getpid());
     name = opt_name ? opt_name : pid_name;
-    pthread_mutex_init(&zap.lock, NULL); /* from here on, every exit passes through done: */
+    /* from here on, every exit passes through done: */
 
     setvbuf(stdout, NULL, _IOLBF, 0);
     if ((sig_fd = cg_prog__signals(1, 1)) < 0) {
@@ -672,21 +476,12 @@ int main(int argc, char **argv)
         goto done;
     }
     if (curve) {
-        /* Bound before either server socket exists, so no handshake can miss the handler. */
-        if ((zap.sock = zmq_socket(ctx, ZMQ_REP)) == NULL || zmq_bind(zap.sock, ZAP_ENDPOINT) < 0) {
-            errline("cannot start the ZAP handler: %s", zmq_strerror(errno));
-            if (zap.sock)
-                zmq_close(zap.sock);
+        /* Started before either server socket exists, so no handshake can miss it. */
+        if (cg_zap_start(&zap, ctx, &clients, log_denied, NULL, why, sizeof(why)) < 0) {
+            errline("%s", why);
             rc = EXIT_RUNTIME;
             goto done;
         }
-        if (pthread_create(&zap_thread, NULL, zap_main, &zap) != 0) {
-            errline("cannot start the ZAP handler thread");
-            zmq_close(zap.sock);
-            rc = EXIT_RUNTIME;
-            goto done;
-        }
-        zap_running = 1;
     }
     if ((rc = open_socket(&frontend, ctx, ZMQ_XSUB, "--frontend", frontend_ep,
                           curve ? secret : NULL)) != 0 ||
@@ -768,21 +563,18 @@ int main(int argc, char **argv)
             print_stats(&cnt, curve ? &zap : NULL, started_ms, "signal");
         }
         if (cg_prog__hup) {
-            keylist fresh;
+            cg_keylist fresh;
+            size_t n;
             cg_prog__hup = 0;
             if (!curve) {
                 logline("SIGHUP: nothing to reload (no --curve-clients)");
-            } else if (load_clients(&fresh, clients_path, why, sizeof(why)) < 0) {
+            } else if (cg_keylist_load(&fresh, clients_path, why, sizeof(why)) < 0) {
                 errline("reload of --curve-clients failed: %s; keeping the %zu keys loaded", why,
                         zap.clients.n);
             } else {
-                keylist old;
-                pthread_mutex_lock(&zap.lock);
-                old = zap.clients;
-                zap.clients = fresh;
-                pthread_mutex_unlock(&zap.lock);
-                free(old.keys);
-                logline("reloaded --curve-clients %s clients=%zu", clients_path, fresh.n);
+                n = fresh.n;
+                cg_zap_set_clients(&zap, &fresh);
+                logline("reloaded --curve-clients %s clients=%zu", clients_path, n);
             }
         }
         if (interval > 0 && mono_ms() >= next_stats) {
@@ -804,11 +596,9 @@ done:
         zmq_close(backend);
     if (ctx) {
         zmq_ctx_shutdown(ctx); /* wakes the ZAP thread with ETERM */
-        if (zap_running)
-            pthread_join(zap_thread, NULL);
+        cg_zap_join(&zap);
         zmq_ctx_term(ctx);
     }
-    free(zap.clients.keys);
-    pthread_mutex_destroy(&zap.lock);
+    cg_keylist_dispose(&clients); /* when the handler never took it over */
     return rc;
 }
