@@ -7,7 +7,9 @@
  * milliseconds for the reply, so no reply can ever be taken for another request's, and a dead
  * or hung daemon costs exactly the timeout. The endpoint is [daemon] listen of the
  * repository.ini given with -c (a wildcard address, tcp://0.0.0.0:7001 or the host "*", is
- * reached on 127.0.0.1), or --endpoint.
+ * reached on 127.0.0.1), or --endpoint. When the daemon's endpoint is a CURVE server (the INI
+ * has [daemon] curve_public_key, or --curve-server-key is given), the socket is a CURVE client
+ * with the key pair of --curve-client-key; a key the daemon does not admit gets no answer.
  *
  * Output: human-readable by default; with --json the daemon's reply object, exactly as it came,
  * one line on stdout, for scripts (jq). Errors go to stderr as one line,
@@ -48,6 +50,7 @@
 #include <zmq.h>
 
 #include "coregroup.h"
+#include "curve.h"
 
 enum { EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_UNREACHABLE = 3 };
 
@@ -56,16 +59,23 @@ enum { EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_UNREACHABLE = 3 };
 #define MAX_FILE           (2 << 20) /* a multi file: the daemon takes 1 MiB */
 
 static struct {
-    const char *config_path, *endpoint_opt, *log_path;
+    const char *config_path, *endpoint_opt, *log_path, *curve_client, *curve_server;
     int timeout_ms, wait_ms, json, prometheus;
     const char *kind, *service_id, *bodies[3];
     int has_register_opts;
-} opt = {NULL, NULL, NULL, DEFAULT_TIMEOUT_MS, DEFAULT_WAIT_MS, 0, 0, NULL, NULL, {NULL}, 0};
+} opt = {NULL, NULL, NULL, NULL,   NULL, DEFAULT_TIMEOUT_MS, DEFAULT_WAIT_MS, 0,
+         0,    NULL, NULL, {NULL}, 0};
 
 static cg_config *cfg;        /* from -c */
 static char endpoint[1024];   /* where requests go */
 static void *zctx;            /* one ZeroMQ context for the whole run */
 static unsigned long next_id; /* request ids: "cgctl-<pid>-<n>" */
+
+/* CURVE, when the daemon's request endpoint uses it: its public key and this client's pair */
+static struct {
+    int on;
+    uint8_t server[32], public_key[32], secret[32];
+} curve;
 
 static void errmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void errmsg(const char *fmt, ...)
@@ -139,6 +149,13 @@ static void usage(FILE *f)
         "  -c, --config FILE      repository.ini: the endpoint is its [daemon] listen\n"
         "  -e, --endpoint EP      the daemon's endpoint, e.g. tcp://127.0.0.1:7001\n"
         "  -t, --timeout MS       how long to wait for each reply (default %d)\n"
+        "      --curve-client-key FILE\n"
+        "                         this client's CURVE secret key (Z85), for a daemon whose\n"
+        "                         request endpoint uses CURVE; its public key must be among\n"
+        "                         the daemon's [daemon] curve_clients\n"
+        "      --curve-server-key FILE\n"
+        "                         the daemon's CURVE public key (default: -c's [daemon]\n"
+        "                         curve_public_key)\n"
         "  -j, --json             print the daemon's reply object (one line of JSON)\n"
         "  -h, --help             show this help\n"
         "  -V, --version          show the version\n"
@@ -218,6 +235,13 @@ static int exchange(const char *ep, const char *data, size_t len, int timeout_ms
     zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof(zero));
     zmq_setsockopt(s, ZMQ_RCVTIMEO, &timeout_ms, sizeof(timeout_ms));
     zmq_setsockopt(s, ZMQ_SNDTIMEO, &timeout_ms, sizeof(timeout_ms));
+    if (curve.on && (zmq_setsockopt(s, ZMQ_CURVE_SERVERKEY, curve.server, 32) < 0 ||
+                     zmq_setsockopt(s, ZMQ_CURVE_PUBLICKEY, curve.public_key, 32) < 0 ||
+                     zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, curve.secret, 32) < 0)) {
+        snprintf(why, whysz, "cannot set the CURVE keys: %s", zmq_strerror(errno));
+        zmq_close(s);
+        return -2;
+    }
     if (zmq_connect(s, ep) < 0) {
         snprintf(why, whysz, "cannot connect to %s: %s", ep, zmq_strerror(errno));
         zmq_close(s);
@@ -235,7 +259,10 @@ static int exchange(const char *ep, const char *data, size_t len, int timeout_ms
         if (zmq_msg_recv(&m, s, 0) < 0) {
             if (errno == EINTR)
                 continue;
-            snprintf(why, whysz, "no answer from %s within %d ms", ep, timeout_ms);
+            snprintf(why, whysz, "no answer from %s within %d ms%s", ep, timeout_ms,
+                     curve.on ? " (with CURVE, also: is this client's public key among the "
+                                "daemon's curve_clients?)"
+                              : "");
             break;
         }
         zmq_getsockopt(s, ZMQ_RCVMORE, &more, &moresz);
@@ -1165,7 +1192,57 @@ static void client_endpoint(char *out, size_t n, const char *listen)
     snprintf(out, n, "%s", listen);
 }
 
-enum { OPT_KIND = 1000, OPT_SERVICE, OPT_SPEC, OPT_DESC, OPT_STATE, OPT_PROM, OPT_LOG, OPT_WAIT };
+enum {
+    OPT_KIND = 1000,
+    OPT_SERVICE,
+    OPT_SPEC,
+    OPT_DESC,
+    OPT_STATE,
+    OPT_PROM,
+    OPT_LOG,
+    OPT_WAIT,
+    OPT_CURVE_CLIENT,
+    OPT_CURVE_SERVER
+};
+
+/* Load the CURVE keys: the server's from --curve-server-key or the INI's [daemon]
+ * curve_public_key, this client's secret key from --curve-client-key (its public key is
+ * derived). 0, or an exit status after a message. */
+static int load_curve(void)
+{
+    const char *server = opt.curve_server ? opt.curve_server
+                         : cfg            ? cfg->daemon_curve_public_key
+                                          : NULL;
+    char why[600], secret85[41], public85[41];
+
+    if (server == NULL && opt.curve_client == NULL)
+        return 0;
+    if (server == NULL)
+        return usage_error("--curve-client-key needs the daemon's public key: give "
+                           "--curve-server-key FILE, or -c with [daemon] curve_public_key");
+    if (opt.curve_client == NULL)
+        return usage_error("the daemon's request endpoint uses CURVE (key %s): give "
+                           "--curve-client-key FILE, a secret key whose public key is among its "
+                           "curve_clients",
+                           server);
+    if (cg_key_read(curve.server, server, why, sizeof(why)) < 0) {
+        errmsg("%s: %s", opt.curve_server ? "--curve-server-key" : "[daemon] curve_public_key",
+               why);
+        return EXIT_USAGE;
+    }
+    if (cg_key_read(curve.secret, opt.curve_client, why, sizeof(why)) < 0) {
+        errmsg("--curve-client-key: %s", why);
+        return EXIT_USAGE;
+    }
+    zmq_z85_encode(secret85, curve.secret, 32);
+    if (zmq_curve_public(public85, secret85) != 0 ||
+        zmq_z85_decode(curve.public_key, public85) == NULL) {
+        errmsg("--curve-client-key: cannot derive the public key: %s", zmq_strerror(errno));
+        return EXIT_USAGE;
+    }
+    curve.on = 1;
+    return 0;
+}
 
 static int parse_ms(int *out, const char *s, const char *what)
 {
@@ -1178,21 +1255,24 @@ static int parse_ms(int *out, const char *s, const char *what)
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
-                                         {"endpoint", required_argument, NULL, 'e'},
-                                         {"timeout", required_argument, NULL, 't'},
-                                         {"json", no_argument, NULL, 'j'},
-                                         {"kind", required_argument, NULL, OPT_KIND},
-                                         {"service-id", required_argument, NULL, OPT_SERVICE},
-                                         {"specification", required_argument, NULL, OPT_SPEC},
-                                         {"description", required_argument, NULL, OPT_DESC},
-                                         {"state", required_argument, NULL, OPT_STATE},
-                                         {"prometheus", no_argument, NULL, OPT_PROM},
-                                         {"log", required_argument, NULL, OPT_LOG},
-                                         {"wait", required_argument, NULL, OPT_WAIT},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {"version", no_argument, NULL, 'V'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"endpoint", required_argument, NULL, 'e'},
+        {"timeout", required_argument, NULL, 't'},
+        {"json", no_argument, NULL, 'j'},
+        {"kind", required_argument, NULL, OPT_KIND},
+        {"service-id", required_argument, NULL, OPT_SERVICE},
+        {"specification", required_argument, NULL, OPT_SPEC},
+        {"description", required_argument, NULL, OPT_DESC},
+        {"state", required_argument, NULL, OPT_STATE},
+        {"prometheus", no_argument, NULL, OPT_PROM},
+        {"log", required_argument, NULL, OPT_LOG},
+        {"wait", required_argument, NULL, OPT_WAIT},
+        {"curve-client-key", required_argument, NULL, OPT_CURVE_CLIENT},
+        {"curve-server-key", required_argument, NULL, OPT_CURVE_SERVER},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0}};
     const char *cmd;
     int c, rc;
 
@@ -1235,6 +1315,12 @@ int main(int argc, char **argv)
             if ((rc = parse_ms(&opt.wait_ms, optarg, "--wait")) != 0)
                 return rc;
             break;
+        case OPT_CURVE_CLIENT:
+            opt.curve_client = optarg;
+            break;
+        case OPT_CURVE_SERVER:
+            opt.curve_server = optarg;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -1270,6 +1356,10 @@ int main(int argc, char **argv)
         client_endpoint(endpoint, sizeof(endpoint), cfg->listen);
     else
         return usage_error("no endpoint: give -c repository.ini or --endpoint EP");
+    if ((rc = load_curve()) != 0) {
+        cg_config_free(cfg);
+        return rc;
+    }
 
     signal(SIGPIPE, SIG_IGN);
     if ((zctx = zmq_ctx_new()) == NULL) {

@@ -72,6 +72,9 @@ static const key_def keys[] = {
     {"daemon", "listen", T_STRING, OFF(listen), 0, 0, 0},
     {"daemon", "workers", T_INT, OFF(workers), 1, 64, 0},
     {"daemon", "pidfile", T_STRING, OFF(pidfile), 0, 0, 0},
+    {"daemon", "curve_secret_key", T_STRING, OFF(daemon_curve_secret_key), 0, 0, 0},
+    {"daemon", "curve_public_key", T_STRING, OFF(daemon_curve_public_key), 0, 0, 0},
+    {"daemon", "curve_clients", T_STRING, OFF(daemon_curve_clients), 0, 0, 0},
 };
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 
@@ -166,6 +169,9 @@ void cg_config_free(cg_config *cfg)
     free(cfg->curve_secret_key);
     free(cfg->listen);
     free(cfg->pidfile);
+    free(cfg->daemon_curve_secret_key);
+    free(cfg->daemon_curve_public_key);
+    free(cfg->daemon_curve_clients);
     for (i = 0; i < CG_CONFIG_MAX_ENDPOINTS; i++) {
         free(cfg->publish[i]);
         free(cfg->subscribe[i]);
@@ -428,6 +434,12 @@ int cg_config_validate(cg_config *cfg)
         !cfg->curve_server_key != !cfg->curve_secret_key)
         return cg_error_set(CG_EINVALID, CG_ERRCLASS_CONFIG,
                             "%s: [bus] curve_server_key, curve_public_key and curve_secret_key go "
+                            "together: give all three or none",
+                            src);
+    if (!cfg->daemon_curve_secret_key != !cfg->daemon_curve_public_key ||
+        !cfg->daemon_curve_secret_key != !cfg->daemon_curve_clients)
+        return cg_error_set(CG_EINVALID, CG_ERRCLASS_CONFIG,
+                            "%s: [daemon] curve_secret_key, curve_public_key and curve_clients go "
                             "together: give all three or none",
                             src);
     if (cfg->pool_size < 1 || cfg->pool_size > 64 || cfg->max_entries < 1 || cfg->ttl_ms < 0 ||

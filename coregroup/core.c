@@ -138,6 +138,7 @@ int cg_core_open_config(cg_core **out, const cg_config *given)
         c->dsn = c->core_name = c->group_id = NULL;
         c->curve_server_key = c->curve_public_key = c->curve_secret_key = NULL;
         c->listen = c->pidfile = NULL;
+        c->daemon_curve_secret_key = c->daemon_curve_public_key = c->daemon_curve_clients = NULL;
         memset(c->publish, 0, sizeof(c->publish));
         memset(c->subscribe, 0, sizeof(c->subscribe));
         if ((err = cg_config_set_string(&c->source, given->source)) < 0 ||
@@ -148,7 +149,12 @@ int cg_core_open_config(cg_core **out, const cg_config *given)
             (err = cg_config_set_string(&c->curve_public_key, given->curve_public_key)) < 0 ||
             (err = cg_config_set_string(&c->curve_secret_key, given->curve_secret_key)) < 0 ||
             (err = cg_config_set_string(&c->listen, given->listen)) < 0 ||
-            (err = cg_config_set_string(&c->pidfile, given->pidfile)) < 0)
+            (err = cg_config_set_string(&c->pidfile, given->pidfile)) < 0 ||
+            (err = cg_config_set_string(&c->daemon_curve_secret_key,
+                                        given->daemon_curve_secret_key)) < 0 ||
+            (err = cg_config_set_string(&c->daemon_curve_public_key,
+                                        given->daemon_curve_public_key)) < 0 ||
+            (err = cg_config_set_string(&c->daemon_curve_clients, given->daemon_curve_clients)) < 0)
             goto fail;
         for (i = 0; i < given->n_publish; i++)
             if ((err = cg_config_set_string(&c->publish[i], given->publish[i])) < 0)

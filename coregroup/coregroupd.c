@@ -52,8 +52,12 @@
  * 2 bad usage or a bad repository.ini (the message names file, line and key).
  *
  * It deliberately does not daemonize (fork, setsid, chdir): a supervisor (systemd, the
- * cluster framework, or `cgctl start`) does that. The request endpoint is not authenticated:
- * bind it to a loopback or otherwise private address.
+ * cluster framework, or `cgctl start`) does that.
+ *
+ * Security: with [daemon] curve_secret_key, curve_public_key and curve_clients the request
+ * ROUTER is a CURVE server and a ZAP handler (curve.c) admits only the listed client keys;
+ * refusals are logged as event=client-denied. Without them the endpoint is not
+ * authenticated: bind it to a loopback or otherwise private address.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -71,6 +75,7 @@
 
 #include <zmq.h>
 
+#include "curve.h"
 #include "daemon.h"
 #include "error.h"
 #include "program.h"
@@ -547,8 +552,9 @@ static int setopt_int(void *sock, int opt, int value)
     return zmq_setsockopt(sock, opt, &value, sizeof(value));
 }
 
-/* Create and bind the front ROUTER. 0, or the exit status after a log line. */
-static int bind_front(void **out, void *ctx, const char *endpoint)
+/* Create and bind the front ROUTER, a CURVE server when `secret` is given. 0, or the exit
+ * status after a log line. */
+static int bind_front(void **out, void *ctx, const char *endpoint, const uint8_t *secret)
 {
     void *s = zmq_socket(ctx, ZMQ_ROUTER);
     int64_t maxsize = (int64_t)CG_REQ_MAX + FRAME_SLACK;
@@ -559,7 +565,9 @@ static int bind_front(void **out, void *ctx, const char *endpoint)
     if (s == NULL || setopt_int(s, ZMQ_LINGER, 0) < 0 ||
         zmq_setsockopt(s, ZMQ_MAXMSGSIZE, &maxsize, sizeof(maxsize)) < 0 ||
         setopt_int(s, ZMQ_HEARTBEAT_IVL, 5000) < 0 ||
-        setopt_int(s, ZMQ_HEARTBEAT_TIMEOUT, 15000) < 0) {
+        setopt_int(s, ZMQ_HEARTBEAT_TIMEOUT, 15000) < 0 ||
+        (secret && (setopt_int(s, ZMQ_CURVE_SERVER, 1) < 0 ||
+                    zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, secret, 32) < 0))) {
         logev(L_ERROR, "socket-failed", "message=\"%s\"", zmq_strerror(errno));
         return EXIT_RUNTIME;
     }
@@ -581,6 +589,47 @@ static int bind_front(void **out, void *ctx, const char *endpoint)
     return 0;
 }
 
+/* The ZAP handler's report of a refused client (at most one line a second). */
+static void log_denied(void *arg, const char *key, const char *address,
+                       unsigned long long unreported)
+{
+    char q[600];
+    (void)arg;
+    logev(L_WARN, "client-denied", "key=%s address=%s unreported=%llu", key[0] ? key : "-",
+          quoted(q, sizeof(q), address), unreported);
+}
+
+/* One bad-config line naming the file and the [daemon] key; returns EXIT_USAGE. */
+static int curve_config_error(const cg_config *cfg, const char *key, const char *why)
+{
+    char text[1200], q[1300];
+    snprintf(text, sizeof(text), "%s: [daemon] %s: %s", cfg->source ? cfg->source : "-", key, why);
+    logev(L_ERROR, "bad-config", "message=%s", quoted(q, sizeof(q), text));
+    return EXIT_USAGE;
+}
+
+/* Read [daemon]'s CURVE key pair and client list. 0, or the exit status after a log line. */
+static int load_curve(const cg_config *cfg, uint8_t secret[32], cg_keylist *clients)
+{
+    uint8_t pub[32];
+    char why[600];
+
+    if (!zmq_has("curve")) {
+        logev(L_ERROR, "curve-unavailable", "message=\"this libzmq was built without CURVE\"");
+        return EXIT_RUNTIME;
+    }
+    if (cg_key_read(secret, cfg->daemon_curve_secret_key, why, sizeof(why)) < 0)
+        return curve_config_error(cfg, "curve_secret_key", why);
+    if (cg_key_read(pub, cfg->daemon_curve_public_key, why, sizeof(why)) < 0)
+        return curve_config_error(cfg, "curve_public_key", why);
+    if (!cg_key_pair_matches(secret, pub))
+        return curve_config_error(cfg, "curve_public_key",
+                                  "not the public key of [daemon] curve_secret_key");
+    if (cg_keylist_load(clients, cfg->daemon_curve_clients, why, sizeof(why)) < 0)
+        return curve_config_error(cfg, "curve_clients", why);
+    return 0;
+}
+
 static void usage(FILE *f)
 {
     fprintf(f, "Usage: coregroupd -c repository.ini [--foreground]\n"
@@ -591,7 +640,9 @@ static void usage(FILE *f)
                "Options:\n"
                "  -c, --config FILE   the core's repository.ini (required): [repository],\n"
                "                      [core] (name, group, log_level), [bus], [retry], [cache],\n"
-               "                      [daemon] listen, workers, pidfile\n"
+               "                      [daemon] listen, workers, pidfile, and curve_secret_key,\n"
+               "                      curve_public_key, curve_clients to make the endpoint a\n"
+               "                      CURVE server admitting only the listed client keys\n"
                "  -f, --foreground    run in the foreground (the default and only mode; a\n"
                "                      supervisor or `cgctl start` puts it in the background)\n"
                "  -h, --help          show this help\n"
@@ -620,12 +671,17 @@ int main(int argc, char **argv)
     broker b;
     pidfile pf = {NULL, -1};
     worker workers[MAX_WORKERS];
+    cg_keylist clients = {NULL, 0};
+    cg_zap zap;
+    uint8_t secret[32];
+    int curve;
     void *ctx = NULL;
     char ep[512], q[600];
     size_t epsz;
     int c, i, rc = 0, err;
 
     memset(&env, 0, sizeof(env));
+    memset(&zap, 0, sizeof(zap));
     memset(&b, 0, sizeof(b));
     memset(workers, 0, sizeof(workers));
     while ((c = getopt_long(argc, argv, "c:fhV", opts, NULL)) != -1) {
@@ -670,8 +726,14 @@ int main(int argc, char **argv)
         cg_config_free(cfg);
         return EXIT_USAGE;
     }
+    curve = cfg->daemon_curve_secret_key != NULL;
+    if (curve && (rc = load_curve(cfg, secret, &clients)) != 0) {
+        cg_config_free(cfg);
+        return rc;
+    }
     if ((sig_fd = cg_prog__signals(0, 0)) < 0) {
         logev(L_ERROR, "signals-failed", "message=\"%s\"", strerror(errno));
+        cg_keylist_dispose(&clients);
         cg_config_free(cfg);
         return EXIT_RUNTIME;
     }
@@ -685,7 +747,15 @@ int main(int argc, char **argv)
         rc = EXIT_RUNTIME;
         goto done;
     }
-    if ((rc = bind_front(&b.front, ctx, cfg->listen)) != 0)
+    if (curve) { /* started before the server socket exists: no handshake can miss it */
+        char reason[600];
+        if (cg_zap_start(&zap, ctx, &clients, log_denied, NULL, reason, sizeof(reason)) < 0) {
+            logev(L_ERROR, "zmq-failed", "message=%s", quoted(q, sizeof(q), reason));
+            rc = EXIT_RUNTIME;
+            goto done;
+        }
+    }
+    if ((rc = bind_front(&b.front, ctx, cfg->listen, curve ? secret : NULL)) != 0)
         goto done;
     if (pf.fd >= 0 && (rc = pidfile_write(&pf)) != 0)
         goto done;
@@ -740,10 +810,11 @@ int main(int argc, char **argv)
         snprintf(ep, sizeof(ep), "%s", cfg->listen);
     logev(L_INFO, "started",
           "group=%s listen=%s workers=%d incarnation=%lld pid=%ld strategy=%s pidfile=%s "
-          "version=%s",
+          "curve=%s clients=%zu version=%s",
           cg_core_group(core), ep, cfg->workers, (long long)cg_core_incarnation(core),
           (long)getpid(), cg_cache_strategy_name(cfg->strategy),
-          pf.fd >= 0 ? quoted(q, sizeof(q), pf.path) : "-", CG_VERSION);
+          pf.fd >= 0 ? quoted(q, sizeof(q), pf.path) : "-", curve ? "on" : "off", zap.clients.n,
+          CG_VERSION);
 
     rc = serve(&b, &why);
 
@@ -767,8 +838,14 @@ done:
     }
     if (b.back)
         zmq_close(b.back);
-    if (ctx)
+    if (ctx) {
+        if (zap.running) {
+            zmq_ctx_shutdown(ctx); /* wakes the ZAP thread with ETERM */
+            cg_zap_join(&zap);
+        }
         zmq_ctx_term(ctx);
+    }
+    cg_keylist_dispose(&clients); /* when the handler never took it over */
     if (core) {
         cg_core_stats st;
         cg_core_stats_get(core, &st);

@@ -546,15 +546,6 @@ START_TEST(degraded_when_neither_bus_nor_repository)
 }
 END_TEST
 
-/* Write a key pair with cg-busd --keygen; returns nothing, fails the test on error. */
-static void keygen(const char *prefix)
-{
-    int rc;
-    char *out = cgt_run(&rc, "'%s/cg-busd' --keygen '%s'", cgt_binary_dir(), prefix);
-    ck_assert_msg(rc == 0, "keygen: %s", out);
-    free(out);
-}
-
 START_TEST(curve_secured_bus)
 {
     char *dir = cgt_tmpdir(), path[3][1000], key[1100], cmd[4096], ep[64], *out;
@@ -572,7 +563,7 @@ START_TEST(curve_secured_bus)
     snprintf(path[1], sizeof(path[1]), "%s/a", dir);
     snprintf(path[2], sizeof(path[2]), "%s/b", dir);
     for (i = 0; i < 3; i++)
-        keygen(path[i]);
+        cgt_keygen(path[i]);
     out = cgt_run(&rc, "cat '%s.pub' '%s.pub' > '%s/clients'", path[1], path[2], dir);
     free(out);
     snprintf(cmd, sizeof(cmd),

@@ -1112,6 +1112,76 @@ START_TEST(start_and_stop_are_idempotent)
 }
 END_TEST
 
+START_TEST(curve_admits_only_listed_clients)
+{
+    daemon_t d;
+    char keys[400], extra[1600], text[2400], *out, *log;
+    int rc;
+
+    {
+        char *dir = cgt_tmpdir();
+        snprintf(keys, sizeof(keys), "%s", dir);
+        free(dir);
+    }
+    snprintf(text, sizeof(text), "%s/srv", keys);
+    cgt_keygen(text);
+    snprintf(text, sizeof(text), "%s/ok", keys);
+    cgt_keygen(text);
+    snprintf(text, sizeof(text), "%s/bad", keys);
+    cgt_keygen(text);
+    out = cgt_run(&rc, "cp '%s/ok.pub' '%s/clients'", keys, keys);
+    free(out);
+    snprintf(extra, sizeof(extra),
+             "curve_secret_key = %s/srv.key\ncurve_public_key = %s/srv.pub\n"
+             "curve_clients = %s/clients\n",
+             keys, keys, keys);
+    daemon_init(&d, "curve-a", "dt-curve", NULL, extra);
+    daemon_run(&d);
+    log = bt_slurp(d.log);
+    ck_assert_msg(strstr(log, "curve=on clients=1"), "%s", log);
+    free(log);
+
+    /* an admitted client key: requests work as ever */
+    out = ctl(&rc, &d, "--curve-client-key '%s/ok.key' health", keys);
+    ck_assert_msg(rc == 0, "health with an admitted key: exit %d: %s", rc, out);
+    free(out);
+    out = ctl(&rc, &d, "--curve-client-key '%s/ok.key' register --state '{\"n\":1}'", keys);
+    ck_assert_msg(rc == 0 && atoll(out) > 0, "register with an admitted key: exit %d: %s", rc, out);
+    free(out);
+
+    /* no client key: cgctl says what it needs */
+    out = ctl(&rc, &d, "health");
+    ck_assert_msg(rc == 2 && strstr(out, "--curve-client-key"), "exit %d: %s", rc, out);
+    free(out);
+    /* a key the daemon does not list: no answer, and the daemon logs the refusal */
+    out = ctl(&rc, &d, "--timeout 1500 --curve-client-key '%s/bad.key' health", keys);
+    ck_assert_msg(rc == 2 && strstr(out, "curve_clients"), "exit %d: %s", rc, out);
+    free(out);
+    ck_assert_msg(bt_wait_lines(d.log, "event=client-denied", NULL, 1, 5000), "no denial logged");
+    /* a client without CURVE at all: no answer either */
+    out = cgt_run(&rc, "'%s' --endpoint '%s' --timeout 1500 health", bin("cgctl"), d.endpoint);
+    ck_assert_msg(rc == 2, "a plain client got through: exit %d: %s", rc, out);
+    free(out);
+    out = ctl(&rc, &d, "--curve-client-key '%s/ok.key' --json stats", keys);
+    ck_assert_msg(rc == 0, "stats with an admitted key after the refusals: exit %d: %s", rc, out);
+    free(out);
+    daemon_stop(&d);
+
+    /* bad key settings: exit 2, naming the file and the [daemon] key */
+    snprintf(text, sizeof(text),
+             "sed -i 's|^curve_public_key = .*|curve_public_key = %s/ok.pub|' '%s'", keys, d.ini);
+    free(cgt_run(&rc, "%s", text));
+    out = cgt_run(&rc, "'%s' -c '%s'", bin("coregroupd"), d.ini);
+    ck_assert_msg(rc == 2 && strstr(out, "[daemon] curve_public_key: not the public key"),
+                  "exit %d: %s", rc, out);
+    free(out);
+    free(cgt_run(&rc, "sed -i '/^curve_clients/d' '%s'", d.ini));
+    out = cgt_run(&rc, "'%s' -c '%s'", bin("coregroupd"), d.ini);
+    ck_assert_msg(rc == 2 && strstr(out, "go together"), "exit %d: %s", rc, out);
+    free(out);
+}
+END_TEST
+
 START_TEST(sigterm_and_guards)
 {
     daemon_t a, b;
@@ -1254,6 +1324,7 @@ int main(void)
     tcase_add_test(ops, stats_prometheus_output_parses);
     tcase_add_test(ops, start_and_stop_are_idempotent);
     tcase_add_test(ops, sigterm_and_guards);
+    tcase_add_test(ops, curve_admits_only_listed_clients);
     suite_add_tcase(s, ops);
 
     /* last: it restarts the cluster */

@@ -181,6 +181,14 @@ char *cgt_tmpdir(void)
     return strdup(d);
 }
 
+void cgt_keygen(const char *prefix)
+{
+    int rc;
+    char *out = cgt_run(&rc, "'%s/cg-busd' --keygen '%s'", cgt_binary_dir(), prefix);
+    ck_assert_msg(rc == 0, "keygen: %s", out);
+    free(out);
+}
+
 void cgt_send_i64(int chan[2], int64_t v)
 {
     ck_assert_int_eq(write(chan[1], &v, sizeof(v)), sizeof(v));

@@ -27,6 +27,9 @@ char *cgt_query1(PGconn *conn, const char *sql);
  * Returns the output as a new string the caller frees. */
 char *cgt_run(int *status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* A CURVE key pair in PREFIX.key and PREFIX.pub, written by `cg-busd --keygen`. */
+void cgt_keygen(const char *prefix);
+
 /* Write `text` to `path` (fails the test on error). */
 void cgt_write_file(const char *path, const char *text);
 

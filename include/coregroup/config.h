@@ -10,7 +10,8 @@
  *                   outbox_retention_s, curve_server_key, curve_public_key, curve_secret_key
  *     [retry]       attempts, interval_ms, sqlstates
  *     [cache]       strategy, max_entries, ttl_ms
- *     [daemon]      listen, workers, pidfile (read by coregroupd; ignored by the library)
+ *     [daemon]      listen, workers, pidfile, curve_secret_key, curve_public_key,
+ *                   curve_clients (read by coregroupd; ignored by the library)
  *
  * A core without a group gets the private group "private.<name>", so its data stays its own
  * across restarts and no other core shares it (e-Speak design §2.7.1). Configured group ids
@@ -85,6 +86,12 @@ typedef struct cg_config {
     char *listen;  /**< coregroupd's request endpoint (ZeroMQ ROUTER, bound); NULL: none */
     int workers;   /**< coregroupd's worker threads, 1..64 (default 4) */
     char *pidfile; /**< where coregroupd writes its pid; NULL: none */
+    char *daemon_curve_secret_key; /**< [daemon] curve_secret_key: file with coregroupd's CURVE
+                                        secret key (Z85); with the two below it makes the
+                                        request endpoint a CURVE server */
+    char *daemon_curve_public_key; /**< [daemon] curve_public_key: its public key (Z85) */
+    char *daemon_curve_clients;    /**< [daemon] curve_clients: file of the client public keys
+                                        admitted, one per line */
 } cg_config;
 
 #define CG_CONFIG_VERSION 1
