@@ -400,6 +400,12 @@ static char *read_line(char *str, int num, void *stream)
     return str;
 }
 
+/* CURVE settings come as a whole: all three files named, or none. */
+static int three_or_none(const char *a, const char *b, const char *c)
+{
+    return !a == !b && !a == !c;
+}
+
 int cg_config_validate(cg_config *cfg)
 {
     const char *src = cfg->source ? cfg->source : "configuration";
@@ -430,14 +436,13 @@ int cg_config_validate(cg_config *cfg)
         return cg_error_set(CG_EINVALID, CG_ERRCLASS_CONFIG,
                             "%s: [core] group: \"%s\" is not a valid group id", src, cfg->group_id);
     }
-    if (!cfg->curve_server_key != !cfg->curve_public_key ||
-        !cfg->curve_server_key != !cfg->curve_secret_key)
+    if (!three_or_none(cfg->curve_server_key, cfg->curve_public_key, cfg->curve_secret_key))
         return cg_error_set(CG_EINVALID, CG_ERRCLASS_CONFIG,
                             "%s: [bus] curve_server_key, curve_public_key and curve_secret_key go "
                             "together: give all three or none",
                             src);
-    if (!cfg->daemon_curve_secret_key != !cfg->daemon_curve_public_key ||
-        !cfg->daemon_curve_secret_key != !cfg->daemon_curve_clients)
+    if (!three_or_none(cfg->daemon_curve_secret_key, cfg->daemon_curve_public_key,
+                       cfg->daemon_curve_clients))
         return cg_error_set(CG_EINVALID, CG_ERRCLASS_CONFIG,
                             "%s: [daemon] curve_secret_key, curve_public_key and curve_clients go "
                             "together: give all three or none",
