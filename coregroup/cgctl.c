@@ -63,8 +63,7 @@ static struct {
     int timeout_ms, wait_ms, json, prometheus;
     const char *kind, *service_id, *bodies[3];
     int has_register_opts;
-} opt = {NULL, NULL, NULL, NULL,   NULL, DEFAULT_TIMEOUT_MS, DEFAULT_WAIT_MS, 0,
-         0,    NULL, NULL, {NULL}, 0};
+} opt = {.timeout_ms = DEFAULT_TIMEOUT_MS, .wait_ms = DEFAULT_WAIT_MS};
 
 static cg_config *cfg;        /* from -c */
 static char endpoint[1024];   /* where requests go */
