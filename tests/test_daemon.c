@@ -15,9 +15,11 @@
  *    repository stopped; the cluster restarts after a pause);
  *  - cgctl stats --prometheus parses (HELP, TYPE and sample lines);
  *  - cgctl start twice: "already running"; stop twice: "not running"; both exit 0;
- *  - SIGTERM: exit 0, the core's row says 'left', the pid file is gone; the pid file and the
- *    endpoint guard against a second daemon; bad configuration exits 2, an unreachable
- *    repository 1;
+ *  - SIGTERM: exit 0, the core's row says 'left', the pid file is gone; the pid file, the
+ *    endpoint and the repository (a live holder of the core name) guard against a second
+ *    daemon; bad configuration exits 2, an unreachable repository 1;
+ *  - with [daemon] CURVE keys, an admitted client key is served, while an unlisted key and a
+ *    plain client get no answer and the refusal is logged; bad key settings exit 2;
  *  - two daemons of one group: an update through A is seen by a get through B within a
  *    bounded wait, carried by the bus.
  * Restarts the shared cluster (health), so ctest runs it alone. Every wait is a loop with a
