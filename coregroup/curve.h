@@ -1,8 +1,8 @@
 /*
- * curve.h — CURVE for the programs that serve ZeroMQ sockets (cg-busd's forwarder sockets,
- * coregroupd's request endpoint): key files, the allow-list of client keys, and a ZAP handler
- * (ZeroMQ RFC 27) that admits exactly those clients. Never part of the library, like
- * program.h.
+ * curve.h — CURVE for coregroup's programs: key files (read by cg-busd, coregroupd, cgctl and
+ * cg-watch), the allow-list of client keys, and a ZAP handler (ZeroMQ RFC 27) that admits
+ * exactly those clients on the sockets the servers bind (cg-busd's forwarder sockets,
+ * coregroupd's request endpoint). Never part of the library, like program.h.
  *
  * Key files hold one Z85 key (40 characters) on a line; blank lines and '#' comments are
  * skipped. A client list holds any number of public keys, one per line; an empty list is

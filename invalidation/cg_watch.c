@@ -56,6 +56,7 @@
 #include <zmq.h>
 
 #include "coregroup.h"
+#include "curve.h"
 #include "message.h"
 #include "program.h"
 
@@ -69,7 +70,6 @@ enum { EXIT_SETUP = 1, EXIT_USAGE = 2 };
 #define WINDOW      1024 /* seqs remembered per group, a multiple of 64 */
 #define MAX_GROUPS  4096
 #define MAX_ORIGINS 256
-#define KEY_Z85_LEN 40
 
 /* Drop reasons: the decoder's, then the two only a receiver of whole messages can see. */
 #define DROP_FRAMES CG_DROP_COUNT       /* not exactly two frames */
@@ -630,39 +630,6 @@ done:
 
 /* ---- setup ----------------------------------------------------------------------------- */
 
-/* The first key line of a key file (Z85, 40 characters; blank and '#' lines skipped). */
-static int read_key_file(uint8_t bin[32], const char *path, char *why, size_t whysz)
-{
-    char line[512];
-    int lineno = 0;
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        snprintf(why, whysz, "cannot open \"%s\": %s", path, strerror(errno));
-        return -1;
-    }
-    while (fgets(line, sizeof(line), f)) {
-        char *s = line, *end;
-        lineno++;
-        while (*s == ' ' || *s == '\t')
-            s++;
-        end = s + strlen(s);
-        while (end > s && strchr(" \t\r\n", end[-1]))
-            *--end = '\0';
-        if (*s == '\0' || *s == '#')
-            continue;
-        fclose(f);
-        if (strlen(s) != KEY_Z85_LEN || zmq_z85_decode(bin, s) == NULL) {
-            snprintf(why, whysz, "\"%s\" line %d: not a Z85 CURVE key (40 characters)", path,
-                     lineno);
-            return -1;
-        }
-        return 0;
-    }
-    fclose(f);
-    snprintf(why, whysz, "\"%s\" holds no key", path);
-    return -1;
-}
-
 static void usage(FILE *f)
 {
     fprintf(f,
@@ -814,8 +781,6 @@ int main(int argc, char **argv)
     }
     curve = server_path || secret_path || public_path;
     if (curve) {
-        uint8_t derived[32];
-        char z85[41], pub85[41];
         if (!(server_path && secret_path && public_path)) {
             fprintf(stderr,
                     "cg-watch: error: CURVE needs all of --curve-server-key, --curve-secret-key "
@@ -829,15 +794,13 @@ int main(int argc, char **argv)
             fprintf(stderr, "cg-watch: error: this libzmq was built without CURVE support\n");
             return EXIT_SETUP;
         }
-        if (read_key_file(server_key, server_path, why, sizeof(why)) < 0 ||
-            read_key_file(secret, secret_path, why, sizeof(why)) < 0 ||
-            read_key_file(public_key, public_path, why, sizeof(why)) < 0) {
+        if (cg_key_read(server_key, server_path, why, sizeof(why)) < 0 ||
+            cg_key_read(secret, secret_path, why, sizeof(why)) < 0 ||
+            cg_key_read(public_key, public_path, why, sizeof(why)) < 0) {
             fprintf(stderr, "cg-watch: error: CURVE key: %s\n", why);
             return EXIT_USAGE;
         }
-        zmq_z85_encode(z85, secret, 32);
-        if (zmq_curve_public(pub85, z85) != 0 || zmq_z85_decode(derived, pub85) == NULL ||
-            memcmp(derived, public_key, 32) != 0) {
+        if (!cg_key_pair_matches(secret, public_key)) {
             fprintf(stderr,
                     "cg-watch: error: --curve-public-key \"%s\" is not the public key of "
                     "--curve-secret-key \"%s\"\n",
