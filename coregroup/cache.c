@@ -101,7 +101,7 @@
 #include <time.h>
 
 #include "cache.h"
-#include "error.h"
+#include "coregroup/sys/error.h"
 
 #define MAX_SHARDS      64
 #define MIN_PER_SHARD   32  /* fewer shards for small caches */

@@ -27,7 +27,7 @@
 
 #include <stdint.h>
 
-#include "part.h"
+#include "coregroup/sys/part.h"
 
 typedef struct cg_cache cg_cache;
 

@@ -35,7 +35,7 @@
 #include <cjson/cJSON.h>
 
 #include "core_internal.h"
-#include "error.h"
+#include "coregroup/sys/error.h"
 
 typedef struct {
     int64_t handle;
@@ -688,15 +688,6 @@ int cg_resource_find(cg_handle_list *out, cg_call *call, const char *service_id)
     return err;
 }
 
-void cg_handle_list_dispose(cg_handle_list *list)
-{
-    if (list == NULL)
-        return;
-    free(list->handles);
-    list->handles = NULL;
-    list->n = 0;
-}
-
 /* ---- names ---------------------------------------------------------------------------- */
 
 int cg_name_bind(cg_call *call, int64_t folder, const char *name, int64_t target)
@@ -741,14 +732,3 @@ int cg_name_list_get(cg_name_list *out, cg_call *call, int64_t folder)
     return err;
 }
 
-void cg_name_list_dispose(cg_name_list *list)
-{
-    size_t i;
-    if (list == NULL)
-        return;
-    for (i = 0; i < list->n; i++)
-        free(list->entries[i].name);
-    free(list->entries);
-    list->entries = NULL;
-    list->n = 0;
-}

@@ -21,7 +21,7 @@
 #include <ini.h>
 
 #include "coregroup/config.h"
-#include "error.h"
+#include "coregroup/sys/error.h"
 
 #define PRIVATE_PREFIX "private."
 

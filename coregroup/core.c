@@ -20,7 +20,7 @@
 #include <unistd.h>
 
 #include "core_internal.h"
-#include "error.h"
+#include "coregroup/sys/error.h"
 #include "pg.h"
 
 static void sleep_ms(int ms)
@@ -302,15 +302,6 @@ int cg_core_members(cg_member_list *out, cg_core *core)
     err = cg_repo_members(out, conn, core->cfg->group_id);
     cg_core__conn_release(core, conn);
     return err;
-}
-
-void cg_member_list_dispose(cg_member_list *list)
-{
-    if (list == NULL)
-        return;
-    free(list->members);
-    list->members = NULL;
-    list->n = 0;
 }
 
 int cg_core_health_get(cg_core_health *out, cg_core *core)

@@ -77,7 +77,7 @@
 
 #include "curve.h"
 #include "daemon.h"
-#include "error.h"
+#include "coregroup/sys/error.h"
 #include "program.h"
 
 enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
@@ -160,7 +160,7 @@ static const char *id_text(char *buf, size_t bufsz, const cg_request *req)
 
 static atomic_int stop_requested; /* by a "shutdown" request */
 static atomic_int workers_stop;   /* set at exit: every worker returns within WORKER_TICK_MS */
-static int sig_fd = -1;           /* the self-pipe of coregroup/program.c */
+static int sig_fd = -1;           /* the self-pipe of invalidation/program.c */
 
 static void request_stop(void)
 {

@@ -31,7 +31,7 @@
 #include <time.h>
 
 #include "daemon.h"
-#include "error.h"
+#include "coregroup/sys/error.h"
 
 static const char *const code_names[CGD_CODES] = {"stale",     "not-found", "exists", "invalid",
                                                   "retryable", "degraded",  "fenced", "error"};

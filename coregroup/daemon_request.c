@@ -43,7 +43,7 @@
 #include <cjson/cJSON.h>
 
 #include "daemon_request.h"
-#include "error.h"
+#include "coregroup/sys/error.h"
 #include "jsonin.h"
 
 static const char *const op_names[CG_OP_COUNT] = {

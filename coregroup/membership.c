@@ -46,7 +46,7 @@
 #include <unistd.h>
 
 #include "core_internal.h"
-#include "error.h"
+#include "coregroup/sys/error.h"
 
 static int live(const cg_member *m, int timeout_ms)
 {

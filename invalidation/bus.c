@@ -44,7 +44,7 @@
 
 #include "bus.h"
 #include "core_internal.h"
-#include "error.h"
+#include "coregroup/sys/error.h"
 
 #define QUEUE_MAX    4096 /* change lists waiting for the publisher thread */
 #define CATCHUP_STEP 1000 /* events read from the outbox per round trip */

@@ -70,7 +70,7 @@ enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
 /* ---- signals: a flag and a byte down the self-pipe ------------------------------------ */
 
-/* (coregroup/program.c: the handlers set flags and wake the loop through a self-pipe) */
+/* (invalidation/program.c: the handlers set flags and wake the loop through a self-pipe) */
 static int sig_fd = -1;
 
 /* ---- output ---------------------------------------------------------------------------- */
@@ -118,7 +118,7 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* ---- CURVE keys (coregroup/curve.c: key files, client lists, the ZAP handler) -------- */
+/* ---- CURVE keys (invalidation/curve.c: key files, client lists, the ZAP handler) -------- */
 
 /* --keygen PREFIX: a new key pair in PREFIX.key (secret, 0600) and PREFIX.pub (0644). Never
  * overwrites an existing file. Returns the exit status. */

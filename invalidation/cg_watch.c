@@ -78,7 +78,7 @@ enum { EXIT_SETUP = 1, EXIT_USAGE = 2 };
 
 /* ---- signals --------------------------------------------------------------------------- */
 
-/* (coregroup/program.c: the handlers set flags and wake the loop through a self-pipe; an
+/* (invalidation/program.c: the handlers set flags and wake the loop through a self-pipe; an
  * --exec command that does not read its stdin cannot kill us with SIGPIPE) */
 static int sig_fd = -1;
 

@@ -37,7 +37,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "error.h"
+#include "coregroup/sys/error.h"
 #include "jsonin.h"
 #include "message.h"
 

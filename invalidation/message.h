@@ -23,6 +23,7 @@
 
 #include "coregroup/config.h"
 #include "coregroup/core.h"
+#include "coregroup/sys/item.h"
 
 /* The wire version this code writes and the only one it reads ("v" in the payload). */
 #define CG_BUS_WIRE_VERSION 1
@@ -69,13 +70,6 @@ typedef enum {
 } cg_bus_drop_reason;
 #define CG_DROP_COUNT 6
 
-/* One changed part: every cached copy of (handle, part) with a version below `version` is
- * stale. */
-typedef struct cg_bus_item {
-    int64_t handle;  /* "h": >= 0 */
-    int kind;        /* "p": a cg_part_kind */
-    int64_t version; /* "v": >= 1 */
-} cg_bus_item;
 
 /*
  * A decoded message, or one a publisher fills in to encode. Fields not used by a type are

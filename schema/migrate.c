@@ -22,7 +22,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "../coregroup/error.h"
+#include "coregroup/sys/error.h"
 #include "migrate.h"
 #include "pg.h"
 

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../coregroup/error.h"
+#include "coregroup/sys/error.h"
 #include "pg.h"
 
 int cg_pg_sqlstate_in(const char *sqlstate, const char (*list)[6], size_t n)

@@ -20,8 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../coregroup/error.h"
-#include "../coregroup/part.h"
+#include "coregroup/sys/error.h"
+#include "coregroup/sys/part.h"
 #include "pg.h"
 #include "repo.h"
 

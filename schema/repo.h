@@ -17,6 +17,7 @@
 
 #include "coregroup/config.h"
 #include "coregroup/core.h"
+#include "coregroup/sys/item.h"
 
 typedef struct cg_conn {
     PGconn *pg;
@@ -25,9 +26,6 @@ typedef struct cg_conn {
     int pending; /* a read-only COMMIT was sent and its result not yet read */
 } cg_conn;
 
-/* One (handle, part, version) a committed call changed: the bus's item (message.h), which is
- * also the shape of the outbox's items. */
-#include "message.h"
 
 /* Connect, set the group and prepare the statements. *out is freed with cg_repo_close(). */
 int cg_repo_connect(cg_conn **out, const cg_config *cfg, const char *application_name);

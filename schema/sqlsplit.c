@@ -14,7 +14,7 @@
 #include <string.h>
 #include <strings.h>
 
-#include "../coregroup/error.h"
+#include "coregroup/sys/error.h"
 #include "sqlsplit.h"
 
 typedef struct {

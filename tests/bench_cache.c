@@ -19,7 +19,7 @@
 
 #include "cache.h"
 #include "coregroup.h"
-#include "part.h"
+#include "coregroup/sys/part.h"
 
 #define SEQ_LEN  ((size_t)1 << 22) /* keys in a pre-generated sequence (a power of two) */
 #define CHUNK    65536             /* lookups between clock reads */

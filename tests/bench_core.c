@@ -26,7 +26,7 @@
 
 #include "coregroup.h"
 #include "core_internal.h"
-#include "part.h"
+#include "coregroup/sys/part.h"
 
 static double seconds = 1.0;
 static long nkeys = 1000000;

@@ -17,8 +17,8 @@
 
 #include "cache.h"
 #include "coregroup.h"
-#include "error.h"
-#include "part.h"
+#include "coregroup/sys/error.h"
+#include "coregroup/sys/part.h"
 #include "testutil.h"
 
 /* ---- helpers ------------------------------------------------------------------------------ */

@@ -5,12 +5,15 @@
  * the thread. The detail is a fixed struct in thread-local storage, so raising an error never
  * allocates (it must work when memory ran out) and never races with other threads.
  * Messages are one line: any newline a lower layer (libpq) put in is folded to a space.
+ *
+ * It sits in include/coregroup/sys/ because every folder raises errors: the repository layer,
+ * the bus and the core. Below all three, it makes none of them depend on another for it.
  */
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "error.h"
+#include "coregroup/sys/error.h"
 
 static _Thread_local cg_error tls_error;
 

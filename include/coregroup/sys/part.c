@@ -1,16 +1,22 @@
 /*
- * part.c — cg_part: an immutable, reference-counted snapshot of one metadata part.
+ * part.c — the API's value objects: cg_part, an immutable, reference-counted snapshot of one
+ * metadata part, and the lists that calls return (members, handles, names).
  *
  * One allocation holds the header and the body, so reading a cached part touches one object.
  * The last cg_part_free() frees it; the cache holds one reference per cached entry.
+ *
+ * Why this file is in include/coregroup/sys/: the repository layer (schema/) builds these
+ * values from rows and the core (coregroup/) caches and hands them out. Living below both,
+ * beside the public header that declares them, it lets schema/ depend on neither of the
+ * other two folders. Not installed: sys/ is the library's own foundation, not API.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
 
-#include "error.h"
-#include "part.h"
+#include "coregroup/sys/error.h"
+#include "coregroup/sys/part.h"
 
 static const char *const kind_names[CG_PART_COUNT] = {"specification", "description", "state"};
 
@@ -89,4 +95,36 @@ size_t cg_part_body_len(const cg_part *p)
 cJSON *cg_part_json(const cg_part *p)
 {
     return cJSON_ParseWithLength(p->body, p->len);
+}
+
+/* ---- the lists calls return -------------------------------------------------------- */
+
+void cg_member_list_dispose(cg_member_list *list)
+{
+    if (list == NULL)
+        return;
+    free(list->members);
+    list->members = NULL;
+    list->n = 0;
+}
+
+void cg_handle_list_dispose(cg_handle_list *list)
+{
+    if (list == NULL)
+        return;
+    free(list->handles);
+    list->handles = NULL;
+    list->n = 0;
+}
+
+void cg_name_list_dispose(cg_name_list *list)
+{
+    size_t i;
+    if (list == NULL)
+        return;
+    for (i = 0; i < list->n; i++)
+        free(list->entries[i].name);
+    free(list->entries);
+    list->entries = NULL;
+    list->n = 0;
 }
