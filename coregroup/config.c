@@ -51,6 +51,9 @@ static const key_def keys[] = {
     {"repository", "dsn", T_STRING, OFF(dsn), 0, 0, 1},
     {"repository", "pool_size", T_INT, OFF(pool_size), 1, 64, 0},
     {"repository", "keepalive_idle_s", T_INT, OFF(keepalive_idle_s), 1, 3600, 0},
+    {"repository", "lock_timeout_ms", T_INT, OFF(lock_timeout_ms), 1, 3600000, 0},
+    {"repository", "idle_in_transaction_timeout_ms", T_INT, OFF(idle_in_transaction_timeout_ms), 100,
+     86400000, 0},
     {"core", "name", T_NAME, OFF(core_name), 0, 0, 1},
     {"core", "group", T_NAME, OFF(group_id), 0, 0, 0},
     {"core", "failure_timeout_ms", T_INT, OFF(failure_timeout_ms), 100, 3600000, 0},
@@ -59,6 +62,7 @@ static const key_def keys[] = {
     {"bus", "subscribe", T_ENDPOINTS, OFF(subscribe), 0, 0, 0},
     {"bus", "poll_interval_ms", T_INT, OFF(poll_interval_ms), 10, 3600000, 0},
     {"bus", "heartbeat_interval_ms", T_INT, OFF(heartbeat_interval_ms), 10, 600000, 0},
+    {"bus", "reorder_window_ms", T_INT, OFF(reorder_window_ms), 0, 60000, 0},
     {"bus", "outbox_retention_s", T_LONG, OFF(outbox_retention_s), 0, 86400L * 365, 0},
     {"bus", "curve_server_key", T_STRING, OFF(curve_server_key), 0, 0, 0},
     {"bus", "curve_public_key", T_STRING, OFF(curve_public_key), 0, 0, 0},
@@ -69,6 +73,7 @@ static const key_def keys[] = {
     {"cache", "strategy", T_STRATEGY, OFF(strategy), 0, 0, 0},
     {"cache", "max_entries", T_LONG, OFF(max_entries), 1, 100000000, 0},
     {"cache", "ttl_ms", T_LONG, OFF(ttl_ms), 0, 86400000L * 30, 0},
+    {"cache", "max_staleness_ms", T_INT, OFF(max_staleness_ms), 20, 86400000, 0},
     {"daemon", "listen", T_STRING, OFF(listen), 0, 0, 0},
     {"daemon", "workers", T_INT, OFF(workers), 1, 64, 0},
     {"daemon", "pidfile", T_STRING, OFF(pidfile), 0, 0, 0},
@@ -137,6 +142,10 @@ int cg_config_new(cg_config **out)
     cfg->version = CG_CONFIG_VERSION;
     cfg->pool_size = 4;
     cfg->keepalive_idle_s = 10;
+    cfg->lock_timeout_ms = 2000;
+    cfg->idle_in_transaction_timeout_ms = 30000;
+    cfg->reorder_window_ms = 20;
+    cfg->max_staleness_ms = 2000;
     cfg->poll_interval_ms = 1000;
     cfg->heartbeat_interval_ms = 1000;
     cfg->failure_timeout_ms = 5000;
@@ -449,9 +458,18 @@ int cg_config_validate(cg_config *cfg)
                             src);
     if (cfg->pool_size < 1 || cfg->pool_size > 64 || cfg->max_entries < 1 || cfg->ttl_ms < 0 ||
         cfg->retry_attempts < 0 || cfg->retry_interval_ms < 0 || cfg->poll_interval_ms < 10 ||
-        cfg->heartbeat_interval_ms < 10 || cfg->outbox_retention_s < 0)
+        cfg->heartbeat_interval_ms < 10 || cfg->outbox_retention_s < 0 ||
+        cfg->lock_timeout_ms < 1 || cfg->idle_in_transaction_timeout_ms < 100 ||
+        cfg->reorder_window_ms < 0 || cfg->max_staleness_ms < 20)
         return cg_error_set(CG_EINVALID, CG_ERRCLASS_CONFIG,
                             "%s: a numeric setting is out of range", src);
+    /* The lease is renewed at least four times per bound, and a proof must be able to wait
+     * out the reorder window and still land inside the bound. */
+    if (cfg->reorder_window_ms * 4 > cfg->max_staleness_ms)
+        return cg_error_set(CG_EINVALID, CG_ERRCLASS_CONFIG,
+                            "%s: [bus] reorder_window_ms (%d) must be at most a quarter of [cache] "
+                            "max_staleness_ms (%d): the window adds itself to staleness",
+                            src, cfg->reorder_window_ms, cfg->max_staleness_ms);
     return 0;
 }
 

@@ -4,12 +4,13 @@
  *
  * The file has five sections (see repository.ini.example, which documents every key):
  *
- *     [repository]  dsn (required), pool_size, keepalive_idle_s
+ *     [repository]  dsn (required), pool_size, keepalive_idle_s, lock_timeout_ms,
+ *                   idle_in_transaction_timeout_ms
  *     [core]        name (required), group (optional), failure_timeout_ms, log_level
  *     [bus]         publish, subscribe, poll_interval_ms, heartbeat_interval_ms,
- *                   outbox_retention_s, curve_server_key, curve_public_key, curve_secret_key
+ *                   reorder_window_ms, outbox_retention_s, curve_server_key, curve_public_key, curve_secret_key
  *     [retry]       attempts, interval_ms, sqlstates
- *     [cache]       strategy, max_entries, ttl_ms
+ *     [cache]       strategy, max_entries, ttl_ms, max_staleness_ms
  *     [daemon]      listen, workers, pidfile, curve_secret_key, curve_public_key,
  *                   curve_clients (read by coregroupd; ignored by the library)
  *
@@ -47,6 +48,11 @@ typedef struct cg_config {
     char *dsn;            /**< libpq connection string or URI (required) */
     int pool_size;        /**< connections per core, 1..64 (default 4) */
     int keepalive_idle_s; /**< TCP keepalive idle seconds on every connection (default 10) */
+    int lock_timeout_ms;  /**< a statement waiting this long for a row lock fails retryable
+                               (PostgreSQL lock_timeout; default 2000) */
+    int idle_in_transaction_timeout_ms; /**< the repository ends a session idle this long inside
+                                             a transaction: the last fence against a paused
+                                             core holding locks (default 30000) */
 
     /* [core] */
     char *core_name;        /**< [A-Za-z0-9][A-Za-z0-9._-]*, at most 63 (required) */
@@ -64,6 +70,9 @@ typedef struct cg_config {
     int poll_interval_ms; /**< backstop: compare applied seq with the repository (default 1000) */
     int heartbeat_interval_ms; /**< heartbeat on the bus this often; the bus counts as silent
                                     after 3 intervals without a message (default 1000) */
+    int reorder_window_ms;     /**< an event missing this long after a later one arrived is
+                                    a gap, caught up from the outbox; earlier it is only
+                                    reordering (0..60000, default 20) */
     long outbox_retention_s;   /**< outbox rows older than this are pruned; 0 keeps them
                                     (default 3600) */
     char *curve_server_key;    /**< file with the forwarders' CURVE public key (Z85); with the
@@ -81,6 +90,9 @@ typedef struct cg_config {
     cg_cache_strategy strategy;
     long max_entries; /**< bound on cached parts, 1..100000000 (default 100000) */
     long ttl_ms;      /**< expiry of a cached part, 0 = none (default 0) */
+    int max_staleness_ms; /**< the freshness bound: a read never returns a version older than
+                               what the repository held this long before the read started,
+                               or it fails CG_EDEGRADED (20..86400000, default 2000) */
 
     /* [daemon] */
     char *listen;  /**< coregroupd's request endpoint (ZeroMQ ROUTER, bound); NULL: none */

@@ -99,7 +99,15 @@ typedef struct cg_core_stats {
     uint64_t heartbeats_received;
     uint64_t polls;      /**< backstop comparisons with the repository */
     int64_t applied_seq; /**< every group event up to this one is in the cache */
-    int degraded;        /**< 1: bus silent and repository unreachable */
+    int degraded;        /**< 1: the core cannot prove its cache fresh within max_staleness_ms */
+    /* ordering and freshness */
+    uint64_t reordered;        /**< events that arrived ahead of a missing one which then came
+                                    within [bus] reorder_window_ms: no catch-up needed */
+    uint64_t freshness_proofs; /**< proofs that every event up to the group's counter is applied
+                                    (each renews the lease to its start + max_staleness_ms) */
+    uint64_t lease_misses;     /**< reads that found the lease expired and went to the repository
+                                    (or failed degraded) instead of the cache */
+    int64_t proof_age_ms;      /**< age of the last freshness proof, from its start; -1: none */
     /* membership */
     uint64_t members_suspected; /**< members this core marked suspect */
     uint64_t members_failed;    /**< members this core declared failed and fenced */
@@ -137,10 +145,13 @@ CG_EXTERN(void) cg_member_list_dispose(cg_member_list *list);
 typedef struct cg_core_health {
     int repository_ok;   /**< a statement just went through */
     int bus_silent;      /**< nothing heard on the bus for three heartbeat intervals */
-    int degraded;        /**< bus silent and repository unreachable: not serving from cache */
+    int degraded; /**< no proof of freshness within max_staleness_ms: reads skip the cache */
     int fenced;          /**< the group fenced this incarnation; the core is rejoining */
     int64_t applied_seq; /**< every group event up to this one is in the cache */
     int64_t event_seq;   /**< the group's counter (-1 when the repository did not answer) */
+    int64_t proof_age_ms;     /**< age of the last freshness proof, from its start; -1: none */
+    int64_t max_staleness_ms; /**< the bound ([cache] max_staleness_ms) */
+    char reason[160];         /**< why degraded or unhealthy, one line; "" when healthy */
 } cg_core_health;
 
 /**
