@@ -3,9 +3,11 @@
  *
  * One place decides what a PostgreSQL failure means to a caller, so the call layer, the
  * migration runner and the programs agree: "retryable" is exactly the set a reconnect or a
- * re-run can cure (connection exceptions, operator intervention such as a restart,
- * serialization failures and deadlocks — e-Speak design §1.2.4.2), "exists" is a unique
- * violation, "invalid" is data the server refused. The configured [retry] sqlstates extend
+ * re-run can cure (connection exceptions, operator intervention such as a restart or a
+ * terminated session, serialization failures and deadlocks — e-Speak design §1.2.4.2 — and
+ * the two fences against a member holding locks: lock_timeout's lock_not_available and the
+ * end of a session idle in a transaction), "exists" is a unique violation, "invalid" is data
+ * the server refused. The configured [retry] sqlstates extend
  * the retryable set at the call layer, not here.
  */
 #include <stdio.h>
@@ -42,7 +44,8 @@ int cg_pg_error(PGconn *conn, const PGresult *res, const char *what)
     else if (state == NULL)
         code = CG_ERETRYABLE; /* libpq lost the server mid-command */
     else if (strncmp(state, "08", 2) == 0 || strncmp(state, "57P0", 4) == 0 ||
-             strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0)
+             strcmp(state, "40001") == 0 || strcmp(state, "40P01") == 0 ||
+             strcmp(state, "55P03") == 0 || strcmp(state, "25P03") == 0)
         code = CG_ERETRYABLE;
     else if (strcmp(state, "23505") == 0)
         code = CG_EEXISTS;

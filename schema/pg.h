@@ -8,10 +8,11 @@
 
 /*
  * Turn a failed result (or a failed connection when res is NULL) into a cg_error and return
- * its code: connection loss, class 08, 57P0x, 40001 and 40P01 are CG_ERETRYABLE; 23505 is
- * CG_EEXISTS; other integrity and data errors (classes 22, 23) CG_EINVALID; the rest
- * CG_ERROR. `what` says what was being done ("apply 0002_rls.up.sql:14"); the message
- * carries the server's primary message, detail and SQLSTATE on one line.
+ * its code: connection loss, class 08, 57P0x (57P01: the session was terminated), 40001,
+ * 40P01, 55P03 (lock_timeout) and 25P03 (idle_in_transaction_session_timeout) are
+ * CG_ERETRYABLE; 23505 is CG_EEXISTS; other integrity and data errors (classes 22, 23)
+ * CG_EINVALID; the rest CG_ERROR. `what` says what was being done ("apply 0002_rls.up.sql:14"); the
+ * message carries the server's primary message, detail and SQLSTATE on one line.
  */
 int cg_pg_error(PGconn *conn, const PGresult *res, const char *what);
 

@@ -12,9 +12,19 @@
  *  - The conditional update is the optimistic-concurrency check of e-Speak §2.7.3: zero rows
  *    means the caller's version is stale; the actual version is then read (an extra round trip
  *    on the failure path only) so the error can name it.
+ *  - No member can hold the others up for long (DESIGN.md, "Fencing reaches the database").
+ *    Every session runs under lock_timeout and idle_in_transaction_session_timeout, set in the
+ *    same connect-time round trip as the group. Each session advertises the core and
+ *    incarnation it serves (cg_session_advertise, migration 0004, recording the backend
+ *    itself, so it cannot speak for another), and the survivor that fences a member ends that
+ *    incarnation's sessions through cg_end_fenced_sessions, a SECURITY DEFINER function that
+ *    can end nothing else: the cores' role needs no privilege to signal backends.
+ *  - Outbox pruning is one member's job at a time, a batch per call, in one autocommit
+ *    statement (cg_outbox_prune, 0004) holding the group's advisory lock only for that batch.
  * This file does not know about the cache, calls or retries: it turns libpq results into
  * values and CG_* codes and tracks whether a transaction is open.
  */
+#include <assert.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +63,8 @@ enum {
     ST_FENCE,
     ST_OUTBOX_OF,
     ST_FENCE_CHECK,
+    ST_SESSION_ADVERTISE,
+    ST_FENCE_SESSIONS,
     ST_COUNT
 };
 
@@ -145,9 +157,9 @@ static const struct {
                       "       state = CASE WHEN state = 'suspect' THEN 'alive' ELSE state END "
                       "WHERE group_id = $1 AND core_name = $2 AND incarnation = $3 "
                       "AND state NOT IN ('failed', 'left') RETURNING 1"},
+    /* one batch under the group's pruning lock; 0 rows while another member holds it */
     [ST_OUTBOX_PRUNE] = {"cg_outbox_prune",
-                         "DELETE FROM invalidations WHERE group_id = $1 "
-                         "AND committed_at < now() - make_interval(secs => $2::double precision)"},
+                         "SELECT cg_outbox_prune($1, $2::double precision, $3::integer)"},
     [ST_MEMBERS] = {"cg_members",
                     "SELECT c.core_name, c.incarnation, c.state, c.host, c.pid, "
                     "       (extract(epoch FROM now() - c.heartbeat_at) * 1000)::bigint, "
@@ -176,21 +188,35 @@ static const struct {
                       "WHERE i.group_id = $1 AND i.origin_core = $2 "
                       "AND i.origin_incarnation = $3 AND i.seq > $4 ORDER BY i.seq"},
     [ST_FENCE_CHECK] = {"cg_fence_check", "SELECT cg_fence_check($1, $2, $3)"},
+    /* this backend serves core $2 at incarnation $3 (refused for another group, or when that
+     * incarnation is not current) */
+    [ST_SESSION_ADVERTISE] = {"cg_session_advertise", "SELECT cg_session_advertise($1, $2, $3)"},
+    /* a survivor ends the sessions of a fenced incarnation $3 of member $2 */
+    [ST_FENCE_SESSIONS] = {"cg_fence_sessions", "SELECT cg_end_fenced_sessions($1, $2, $3)"},
 };
 
 /* ---- connections ---------------------------------------------------------------------- */
 
 static int prepare_all(cg_conn *c, const cg_config *cfg)
 {
-    const char *vals[1] = {cfg->group_id};
+    char b_lock[24], b_idle[24];
+    const char *vals[3] = {cfg->group_id, b_lock, b_idle};
     PGresult *r;
     int i, err = 0;
 
-    /* the row-level security fence: this session belongs to one group */
-    r = PQexecParams(c->pg, "SELECT set_config('coregroup.group', $1, false)", 1, NULL, vals, NULL,
-                     NULL, 0);
+    /* One round trip: the row-level security fence (this session belongs to one group), and
+     * the two fences against a member holding locks: a statement waiting for a lock longer
+     * than lock_timeout fails (55P03), and a session idle inside a transaction longer than
+     * idle_in_transaction_session_timeout is ended by the server (25P03). */
+    snprintf(b_lock, sizeof(b_lock), "%dms", cfg->lock_timeout_ms);
+    snprintf(b_idle, sizeof(b_idle), "%dms", cfg->idle_in_transaction_timeout_ms);
+    r = PQexecParams(c->pg,
+                     "SELECT set_config('coregroup.group', $1, false), "
+                     "set_config('lock_timeout', $2, false), "
+                     "set_config('idle_in_transaction_session_timeout', $3, false)",
+                     3, NULL, vals, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK)
-        err = cg_pg_error(c->pg, r, "set coregroup.group");
+        err = cg_pg_error(c->pg, r, "set the session's group and timeouts");
     PQclear(r);
     for (i = 0; err == 0 && i < ST_COUNT; i++) {
         r = PQprepare(c->pg, statements[i].name, statements[i].sql, 0, NULL);
@@ -211,6 +237,7 @@ int cg_repo_reconnect(cg_conn *c, const cg_config *cfg, const char *application_
     PQfinish(c->pg);
     c->pg = NULL;
     c->in_tx = c->wrote = c->pending = 0;
+    c->advertised = 0; /* a new session has advertised nothing */
     if ((err = cg_pg_connect(&c->pg, cfg->dsn, application_name, cfg->keepalive_idle_s)) < 0)
         return err;
     return prepare_all(c, cfg);
@@ -255,6 +282,7 @@ static void lost(cg_conn *c)
     PQfinish(c->pg);
     c->pg = NULL;
     c->in_tx = c->wrote = c->pending = 0;
+    c->advertised = 0;
 }
 
 /* Read the result of a deferred read-only COMMIT, if one is outstanding. Its outcome does not
@@ -520,14 +548,67 @@ int cg_repo_fence(int64_t *new_incarnation, cg_conn *c, const char *group, const
     return member_update(new_incarnation, c, ST_FENCE, group, core, seen, silence_ms);
 }
 
-int cg_repo_outbox_prune(int64_t *deleted, cg_conn *c, const char *group, long retention_s)
+int cg_repo_outbox_prune(int64_t *deleted, cg_conn *c, const char *group, long retention_s,
+                         int batch)
 {
-    char b_s[24];
-    const char *vals[2] = {group, I64(b_s, retention_s)};
-    PGresult *r = run_auto(c, ST_OUTBOX_PRUNE, 2, vals, PGRES_COMMAND_OK, "prune the outbox");
-    if (r == NULL)
+    char b_s[24], b_n[24];
+    const char *vals[3] = {group, I64(b_s, retention_s), I64(b_n, batch)};
+    PGresult *r;
+
+    *deleted = 0;
+    if (batch < 1 || retention_s < 0)
+        return cg_error_set(CG_EINVALID, CG_ERRCLASS_INPUT,
+                            "prune the outbox: batch %d and retention %lds must be >= 1 and >= 0",
+                            batch, retention_s);
+    if ((r = run_auto(c, ST_OUTBOX_PRUNE, 3, vals, PGRES_TUPLES_OK, "prune the outbox")) == NULL)
         return cg_error_last()->code;
-    *deleted = strtoll(PQcmdTuples(r), NULL, 10);
+    *deleted = get_i64(r, 0, 0);
+    PQclear(r);
+    return 0;
+}
+
+/* Re-raise the error of a refused session function: SQLSTATE 42501 (not allowed) as
+ * CG_EINVALID, CGF01 (fenced) as CG_EFENCED; any other code unchanged. */
+static int refused(int err)
+{
+    char state[6];
+
+    snprintf(state, sizeof(state), "%s", cg_error_last()->sqlstate);
+    if (strcmp(state, "42501") == 0)
+        err = cg_error_set_sqlstate(CG_EINVALID, state, "%s", cg_error_last()->message);
+    else if (strcmp(state, "CGF01") == 0)
+        err = cg_error_set_sqlstate(CG_EFENCED, state, "%s", cg_error_last()->message);
+    return err;
+}
+
+int cg_repo_session_advertise(cg_conn *c, const char *group, const char *core, int64_t incarnation)
+{
+    char b_inc[24];
+    const char *vals[3] = {group, core, I64(b_inc, incarnation)};
+    PGresult *r;
+
+    assert(!c->in_tx); /* a rolled-back advertisement would leave `advertised` lying */
+    if ((r = run_auto(c, ST_SESSION_ADVERTISE, 3, vals, PGRES_TUPLES_OK,
+                      "advertise the session")) == NULL)
+        return refused(cg_error_last()->code);
+    PQclear(r);
+    c->advertised = incarnation;
+    return 0;
+}
+
+int cg_repo_fence_sessions(int64_t *ended, cg_conn *c, const char *group, const char *core,
+                           int64_t incarnation)
+{
+    char b_inc[24];
+    const char *vals[3] = {group, core, I64(b_inc, incarnation)};
+    PGresult *r;
+
+    assert(!c->in_tx);
+    *ended = 0;
+    if ((r = run_auto(c, ST_FENCE_SESSIONS, 3, vals, PGRES_TUPLES_OK,
+                      "end a fenced member's sessions")) == NULL)
+        return refused(cg_error_last()->code);
+    *ended = get_i64(r, 0, 0);
     PQclear(r);
     return 0;
 }

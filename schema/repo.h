@@ -2,10 +2,11 @@
  * repo.h — the repository access layer: every SQL statement a core runs (private).
  *
  * A cg_conn is one libpq connection bound to one core group: it sets coregroup.group (the
- * row-level security fence) and prepares every statement once when it connects. Each
- * function here is one round trip; the first statement of a transaction carries BEGIN in
- * the same round trip (libpq pipeline mode), and commit sends the outbox append and COMMIT
- * together. Every statement filters on the group, passed as $1.
+ * row-level security fence), lock_timeout and idle_in_transaction_session_timeout, and
+ * prepares every statement once when it connects. Each function here is one round trip; the
+ * first statement of a transaction carries BEGIN in the same round trip (libpq pipeline mode),
+ * and commit sends the outbox append and COMMIT together. Every statement filters on the
+ * group, passed as $1.
  *
  * Errors come back as CG_* codes with cg_error_last() set (see pg.h for the mapping). After
  * an error inside a transaction, the transaction is failed: call cg_repo_rollback().
@@ -21,15 +22,20 @@
 
 typedef struct cg_conn {
     PGconn *pg;
-    int in_tx;   /* a transaction is open (BEGIN was sent and succeeded) */
-    int wrote;   /* the current transaction changed or locked something */
-    int pending; /* a read-only COMMIT was sent and its result not yet read */
+    int in_tx;          /* a transaction is open (BEGIN was sent and succeeded) */
+    int wrote;          /* the current transaction changed or locked something */
+    int pending;        /* a read-only COMMIT was sent and its result not yet read */
+    int64_t advertised; /* the incarnation this session last advertised (0: none) */
 } cg_conn;
 
-
-/* Connect, set the group and prepare the statements. *out is freed with cg_repo_close(). */
+/* Connect, set the group, lock_timeout (cfg->lock_timeout_ms) and
+ * idle_in_transaction_session_timeout (cfg->idle_in_transaction_timeout_ms) in one round trip,
+ * and prepare the statements. *out is freed with cg_repo_close(). CG_ERETRYABLE when the
+ * repository cannot be reached, CG_EINVALID for a bad DSN or login, CG_ERROR when a statement
+ * does not prepare (the schema is not migrated to 0004). */
 int cg_repo_connect(cg_conn **out, const cg_config *cfg, const char *application_name);
-/* Reconnect a broken connection in place (same settings). */
+/* Reconnect a broken connection in place (same settings); the new session has advertised
+ * nothing (advertised = 0). */
 int cg_repo_reconnect(cg_conn *conn, const cg_config *cfg, const char *application_name);
 void cg_repo_close(cg_conn *conn);
 /* 1 when libpq still considers the connection usable. */
@@ -58,8 +64,36 @@ int cg_repo_suspect(cg_conn *c, const char *group, const char *core, int64_t see
  * call did it (*new_incarnation set) — exactly one caller can — 0 when not, or an error. */
 int cg_repo_fence(int64_t *new_incarnation, cg_conn *c, const char *group, const char *core,
                   int64_t seen, int silence_ms);
-/* Delete outbox rows older than retention_s seconds; *deleted gets how many. */
-int cg_repo_outbox_prune(int64_t *deleted, cg_conn *c, const char *group, long retention_s);
+/* Delete at most `batch` (>= 1) of the group's oldest outbox rows older than retention_s
+ * seconds, in one short autocommit transaction that first takes the group's pruning lock (a
+ * transaction-scoped advisory lock): while another member holds it, nothing is deleted. One
+ * round trip; *deleted gets how many rows went (0 when another member is pruning). Call it
+ * again while it returns a full batch. CG_EINVALID for batch < 1 or retention_s < 0. */
+int cg_repo_outbox_prune(int64_t *deleted, cg_conn *c, const char *group, long retention_s,
+                         int batch);
+
+/*
+ * Advertise this session as serving `core` at `incarnation` in `group` (the session's own
+ * group), so that once that incarnation is fenced, a survivor can end the session
+ * (cg_repo_fence_sessions). Records the session's own backend only; advertising again with a
+ * new incarnation replaces the old one. One round trip, outside a transaction. On success
+ * c->advertised = incarnation. CG_EFENCED (SQLSTATE CGF01) when `incarnation` is not the
+ * member's current one or the member failed or left; CG_EINVALID (SQLSTATE 42501) when `group`
+ * is not the session's group; CG_ERETRYABLE when the connection failed.
+ */
+int cg_repo_session_advertise(cg_conn *c, const char *group, const char *core, int64_t incarnation);
+/*
+ * End the repository sessions advertised by `core` of `group` with an incarnation up to
+ * `incarnation`, which must have been fenced (the member's current incarnation is greater),
+ * so that their open transactions release their row locks. Never ends the caller's own
+ * session. *ended gets how many sessions were ended. One round trip, outside a transaction.
+ * CG_EINVALID with SQLSTATE 42501 and a message naming group, core and incarnation when
+ * refused: `group` is not the session's group, there is no such member, or that incarnation
+ * is still current; CG_ERETRYABLE when the connection failed (or a concurrent caller held the
+ * advertisements past lock_timeout).
+ */
+int cg_repo_fence_sessions(int64_t *ended, cg_conn *c, const char *group, const char *core,
+                           int64_t incarnation);
 
 /* The group's membership rows, by name. */
 int cg_repo_members(cg_member_list *out, cg_conn *c, const char *group);

@@ -12,8 +12,10 @@
 --   resource_parts  specification, description, state: each its own body and version
 --   name_bindings   names in folders; never across groups
 --   invalidations   the transactional outbox, numbered by core_groups.event_seq
+--   core_sessions   which core and incarnation each core's repository session serves (0004)
 --   schema_migrations  what cg-migrate applied, with checksums
--- Row-level security on every table keeps a session to its coregroup.group (0002).
+-- Row-level security on every table keeps a session to its coregroup.group (0002). A fenced
+-- incarnation's sessions are ended by the survivor through cg_end_fenced_sessions (0004).
 
 CREATE TABLE schema_migrations (
     version     integer     PRIMARY KEY CHECK (version > 0),
@@ -99,7 +101,7 @@ CREATE TABLE invalidations (
     committed_at       timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (group_id, seq)
 );
-CREATE INDEX invalidations_committed_idx ON invalidations (committed_at);
+CREATE INDEX invalidations_group_committed_idx ON invalidations (group_id, committed_at);
 COMMENT ON TABLE invalidations IS 'Transactional outbox: one row per committed call that changed something, numbered by core_groups.event_seq; pruned by retention.';
 
 -- Every group has its root folder from the moment it exists.
@@ -200,5 +202,149 @@ BEGIN
         RAISE EXCEPTION 'core "%" incarnation % of group "%" is fenced', p_core, p_incarnation, p_group
             USING ERRCODE = 'CGF01';
     END IF;
+END
+$$;
+
+-- ---- 0004_session_fence: fencing ends the fenced incarnation's sessions; batched pruning ----
+-- (the outbox's index on (group_id, committed_at) is with its table above)
+-- The runner must be able to see and end other roles' sessions.
+DO $$
+BEGIN
+    IF NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)
+       AND NOT (pg_has_role(current_user, 'pg_signal_backend', 'USAGE')
+                AND pg_has_role(current_user, 'pg_read_all_stats', 'USAGE')) THEN
+        RAISE EXCEPTION 'migration 0004 must be run by a superuser or a member of pg_signal_backend and pg_read_all_stats (role "%" is neither)', current_user
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+END
+$$;
+
+-- One row per backend (pid and start time identify a backend for its whole life; a pid alone
+-- is reused), so the key is not led by group_id: a backend serves one core of one group.
+CREATE TABLE core_sessions (
+    group_id      text        NOT NULL,
+    core_name     text        NOT NULL,
+    incarnation   bigint      NOT NULL CHECK (incarnation >= 1),
+    backend_pid   integer     NOT NULL CHECK (backend_pid > 0),
+    backend_start timestamptz NOT NULL,
+    advertised_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (backend_pid, backend_start),
+    FOREIGN KEY (group_id, core_name) REFERENCES cores ON DELETE CASCADE
+);
+CREATE INDEX core_sessions_core_idx ON core_sessions (group_id, core_name, incarnation);
+COMMENT ON TABLE core_sessions IS 'Repository sessions of cores, each advertised by the session itself (cg_session_advertise); cg_end_fenced_sessions ends those of a fenced incarnation.';
+
+GRANT SELECT ON core_sessions TO coregroup_app;
+ALTER TABLE core_sessions ENABLE ROW LEVEL SECURITY;
+ALTER TABLE core_sessions FORCE ROW LEVEL SECURITY;
+CREATE POLICY group_fence ON core_sessions
+    USING (group_id = current_setting('coregroup.group'))
+    WITH CHECK (group_id = current_setting('coregroup.group'));
+
+-- A core's session says which core and incarnation it serves. FOR SHARE on the membership row
+-- orders this with a concurrent fencing update: either the fence waits for this advertisement
+-- (and the fencer's later cg_end_fenced_sessions sees it), or this call sees the new
+-- incarnation and is refused.
+CREATE FUNCTION cg_session_advertise(p_group text, p_core text, p_incarnation bigint)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+BEGIN
+    IF p_group IS DISTINCT FROM current_setting('coregroup.group', true) THEN
+        RAISE EXCEPTION 'a session of group "%" may not advertise for core "%" of group "%"',
+            coalesce(current_setting('coregroup.group', true), '(none)'), p_core, p_group
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    PERFORM 1 FROM cores
+     WHERE group_id = p_group AND core_name = p_core AND incarnation = p_incarnation
+       AND state NOT IN ('failed', 'left')
+       FOR SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'core "%" incarnation % of group "%" is fenced', p_core, p_incarnation, p_group
+            USING ERRCODE = 'CGF01';
+    END IF;
+    INSERT INTO core_sessions (group_id, core_name, incarnation, backend_pid, backend_start)
+    SELECT p_group, p_core, p_incarnation, a.pid, a.backend_start
+      FROM pg_stat_get_activity(pg_backend_pid()) a
+    ON CONFLICT (backend_pid, backend_start) DO UPDATE
+       SET group_id = EXCLUDED.group_id, core_name = EXCLUDED.core_name,
+           incarnation = EXCLUDED.incarnation, advertised_at = now();
+END
+$$;
+REVOKE ALL ON FUNCTION cg_session_advertise(text, text, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION cg_session_advertise(text, text, bigint) TO coregroup_app;
+
+-- The survivor that fenced a member ends the fenced incarnation's sessions, so their row
+-- locks go now rather than at lock_timeout or idle_in_transaction_session_timeout. Waits up
+-- to a second per session for it to be gone (its locks released) and counts those that went;
+-- a session still there keeps its row, so a later call tries again. Returns how many ended.
+CREATE FUNCTION cg_end_fenced_sessions(p_group text, p_core text, p_incarnation bigint)
+RETURNS integer LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+DECLARE
+    v_current bigint;
+    v_ended   integer := 0;
+    s         record;
+BEGIN
+    IF p_group IS DISTINCT FROM current_setting('coregroup.group', true) THEN
+        RAISE EXCEPTION 'a session of group "%" may not end sessions of core "%" incarnation % of group "%"',
+            coalesce(current_setting('coregroup.group', true), '(none)'), p_core, p_incarnation, p_group
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    SELECT incarnation INTO v_current FROM cores WHERE group_id = p_group AND core_name = p_core;
+    IF v_current IS NULL OR v_current <= p_incarnation THEN
+        RAISE EXCEPTION 'may not end sessions of core "%" incarnation % of group "%": %', p_core,
+            p_incarnation, p_group,
+            CASE WHEN v_current IS NULL THEN 'no such member'
+                 ELSE format('that incarnation is not fenced (the current one is %s)', v_current) END
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    FOR s IN
+        SELECT cs.backend_pid, cs.backend_start
+          FROM core_sessions cs
+          JOIN pg_stat_activity a ON a.pid = cs.backend_pid AND a.backend_start = cs.backend_start
+          JOIN pg_roles r ON r.oid = a.usesysid
+         WHERE cs.group_id = p_group AND cs.core_name = p_core AND cs.incarnation <= p_incarnation
+           AND cs.backend_pid <> pg_backend_pid()
+           AND a.datname = current_database()
+           AND NOT r.rolsuper AND pg_has_role(r.oid, 'coregroup_app', 'MEMBER')
+           FOR UPDATE OF cs
+    LOOP
+        IF pg_terminate_backend(s.backend_pid, 1000) THEN
+            v_ended := v_ended + 1;
+            DELETE FROM core_sessions
+             WHERE backend_pid = s.backend_pid AND backend_start = s.backend_start;
+        END IF;
+    END LOOP;
+    -- advertisements of the group whose backend is gone
+    DELETE FROM core_sessions cs
+     WHERE cs.group_id = p_group
+       AND NOT EXISTS (SELECT FROM pg_stat_activity a
+                        WHERE a.pid = cs.backend_pid AND a.backend_start = cs.backend_start);
+    RETURN v_ended;
+END
+$$;
+REVOKE ALL ON FUNCTION cg_end_fenced_sessions(text, text, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION cg_end_fenced_sessions(text, text, bigint) TO coregroup_app;
+
+-- Outbox pruning by one member at a time, in batches: a transaction-scoped advisory lock per
+-- group (the two-key space, class 'cgpr' = 1667723378, so it never meets cg-migrate's
+-- one-key lock; two groups whose names hash alike merely take turns), then at most p_batch
+-- of the oldest rows. Run as one autocommit statement, the lock and the row locks last only
+-- as long as that batch. Returns how many rows it deleted (0 when another member holds the
+-- lock). SECURITY INVOKER: row-level security applies as to any statement of the core.
+CREATE FUNCTION cg_outbox_prune(p_group text, p_retention_s double precision, p_batch integer)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    v_deleted bigint;
+BEGIN
+    IF NOT pg_try_advisory_xact_lock(1667723378, hashtext(p_group)) THEN
+        RETURN 0;
+    END IF;
+    DELETE FROM invalidations
+     WHERE group_id = p_group
+       AND seq IN (SELECT seq FROM invalidations
+                    WHERE group_id = p_group
+                      AND committed_at < now() - make_interval(secs => p_retention_s)
+                    ORDER BY committed_at LIMIT p_batch);
+    GET DIAGNOSTICS v_deleted = ROW_COUNT;
+    RETURN v_deleted;
 END
 $$;
