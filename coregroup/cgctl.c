@@ -130,11 +130,16 @@ static void usage(FILE *f)
         "\n"
         "Operations:\n"
         "  health                 probe with the timeout: exit 0 healthy, 1 degraded,\n"
-        "                         2 unreachable (a cluster fault-monitor probe)\n"
+        "                         2 unreachable (a cluster fault-monitor probe); prints\n"
+        "                         repository_ok, bus_silent, degraded, fenced, applied_seq,\n"
+        "                         event_seq, proof_age_ms (the last freshness proof's age;\n"
+        "                         -1 none), max_staleness_ms (its bound) and, when not\n"
+        "                         healthy, reason\n"
         "  members                the group's cores: state, incarnation, heartbeat age,\n"
         "                         applied seq and lag\n"
-        "  stats [--prometheus]   the core's and the daemon's counters; --prometheus prints\n"
-        "                         the Prometheus text exposition format\n"
+        "  stats [--prometheus]   every counter and gauge of the core (cg_core_stats) and\n"
+        "                         the daemon's; --prometheus prints the Prometheus text\n"
+        "                         exposition format\n"
         "  shutdown               ask the daemon to stop gracefully (its core leaves the group)\n"
         "  start [--log FILE] [--wait MS]\n"
         "                         run coregroupd -c repository.ini in the background (output\n"
@@ -531,8 +536,12 @@ static void print_stats(const cJSON *r)
 
 /* ---- stats --prometheus ------------------------------------------------------------------ */
 
+/* One line per field of the stats object: counters end in _total, gauges are the values that
+ * go down as well as up. A field in milliseconds is exported in seconds (ms_to_s), the
+ * exposition format's base unit; its -1 ("none") stays -1. */
 typedef struct {
     const char *field, *metric, *type, *help;
+    int ms_to_s;
 } metric_def;
 
 static const metric_def metrics[] = {
@@ -577,7 +586,26 @@ static const metric_def metrics[] = {
     {"applied_seq", "coregroup_applied_seq", "gauge",
      "Every group event up to this one is applied to the cache."},
     {"degraded", "coregroup_degraded", "gauge",
-     "1 when the bus is silent and the repository unreachable."},
+     "1 when the core cannot prove its cache fresh within [cache] max_staleness_ms."},
+    {"reordered", "coregroup_bus_reordered_total", "counter",
+     "Bus events that came ahead of a missing one which then arrived within the reorder "
+     "window."},
+    {"freshness_proofs", "coregroup_freshness_proofs_total", "counter",
+     "Proofs that every group event up to the group's counter is applied."},
+    {"lease_misses", "coregroup_lease_misses_total", "counter",
+     "Reads that found the freshness lease expired and skipped the cache."},
+    {"proof_age_ms", "coregroup_freshness_proof_age_seconds", "gauge",
+     "Age of the last freshness proof, from its start; -1 when there was none.", 1},
+    {"members_suspected", "coregroup_members_suspected_total", "counter",
+     "Members this core marked suspect."},
+    {"members_failed", "coregroup_members_failed_total", "counter",
+     "Members this core declared failed and fenced."},
+    {"recoveries", "coregroup_recoveries_total", "counter",
+     "Failed members whose publishing this core redid."},
+    {"recovered_events", "coregroup_recovered_events_total", "counter",
+     "Outbox events of failed members this core published again."},
+    {"rejoins", "coregroup_rejoins_total", "counter",
+     "Times this core found itself fenced and rejoined."},
 };
 
 /* A label value with \, " and newline escaped, as the exposition format wants. */
@@ -614,8 +642,12 @@ static void print_prometheus(const cJSON *r)
             if (strcmp(metrics[i].field, e->string) == 0)
                 m = &metrics[i];
         if (m) {
+            long long v = (long long)e->valuedouble;
             printf("# HELP %s %s\n# TYPE %s %s\n", m->metric, m->help, m->metric, m->type);
-            printf("%s{%s} %lld\n", m->metric, labels, (long long)e->valuedouble);
+            if (m->ms_to_s && v >= 0)
+                printf("%s{%s} %lld.%03lld\n", m->metric, labels, v / 1000, v % 1000);
+            else
+                printf("%s{%s} %lld\n", m->metric, labels, v);
         } else { /* a counter this cgctl does not know yet */
             snprintf(name, sizeof(name), "coregroup_%s", e->string);
             printf("# HELP %s The core's %s counter.\n# TYPE %s untyped\n", name, e->string, name);
@@ -651,7 +683,23 @@ static void print_prometheus(const cJSON *r)
 
 /* ---- health ------------------------------------------------------------------------------ */
 
-/* health: exit 0 healthy, 1 degraded, 2 unreachable. */
+/* Print prefix and `s` in double quotes, backslash and quote escaped, control characters as
+ * ?, so that the health line stays one line of key=value pairs. */
+static void print_quoted(const char *prefix, const char *s)
+{
+    fputs(prefix, stdout);
+    putchar('"');
+    for (; *s; s++) {
+        if (*s == '\\' || *s == '"')
+            putchar('\\');
+        putchar((unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s);
+    }
+    putchar('"');
+}
+
+/* health: exit 0 healthy, 1 degraded, 2 unreachable. The line names the freshness proof's age
+ * and its bound, and when the core is not healthy why: the reply's reason, and the error's
+ * message unless that already contains the reason. */
 static int cmd_health(void)
 {
     cJSON *req = request_new("health"), *reply = NULL;
@@ -671,14 +719,24 @@ static int cmd_health(void)
     rc = reply_ok(reply) ? 0 : 1;
     if (!opt.json) {
         const cJSON *e = cJSON_GetObjectItemCaseSensitive(reply, "error");
+        const char *reason = str_of(reply, "reason"), *msg = str_of(e, "message");
+        static const char *const bounds[] = {"proof_age_ms", "max_staleness_ms"};
+        size_t i;
         printf("%s core=%s group=%s incarnation=%lld repository_ok=%lld bus_silent=%lld "
-               "degraded=%lld fenced=%lld applied_seq=%lld event_seq=%lld%s%s%s\n",
+               "degraded=%lld fenced=%lld applied_seq=%lld event_seq=%lld",
                rc == 0 ? "healthy" : "degraded", str_of(reply, "core"), str_of(reply, "group"),
                int_of(reply, "incarnation", -1), int_of(reply, "repository_ok", -1),
                int_of(reply, "bus_silent", -1), int_of(reply, "degraded", -1),
                int_of(reply, "fenced", -1), int_of(reply, "applied_seq", -1),
-               int_of(reply, "event_seq", -1), e ? " message=\"" : "",
-               e && str_of(e, "message") ? str_of(e, "message") : "", e ? "\"" : "");
+               int_of(reply, "event_seq", -1));
+        for (i = 0; i < sizeof(bounds) / sizeof(bounds[0]); i++) /* absent from older daemons */
+            if (cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(reply, bounds[i])))
+                printf(" %s=%lld", bounds[i], int_of(reply, bounds[i], -1));
+        if (reason && reason[0])
+            print_quoted(" reason=", reason);
+        if (msg && (reason == NULL || reason[0] == '\0' || strstr(msg, reason) == NULL))
+            print_quoted(" message=", msg);
+        putchar('\n');
     }
     cJSON_Delete(reply);
     free(text);

@@ -423,14 +423,39 @@ done:
     return error_reply_from(req, err, &saved, failed_at);
 }
 
+/* Cut off a UTF-8 sequence that truncation left incomplete at the end of s, so that a
+ * shortened text is still valid UTF-8 in the reply. */
+static void trim_partial_utf8(char *s)
+{
+    size_t n = strlen(s), i = n, need;
+    unsigned char lead;
+
+    while (i > 0 && n - i < 3 && ((unsigned char)s[i - 1] & 0xC0) == 0x80)
+        i--;
+    if (i == 0 || (lead = (unsigned char)s[i - 1]) < 0xC0)
+        return;
+    need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2;
+    if (n - (i - 1) < need)
+        s[i - 1] = '\0';
+}
+
 static cJSON *exec_health(cgd_env *env, const cg_request *req, int *code)
 {
     cg_core_health h;
     cg_error saved;
     cJSON *reply;
+    char reason[sizeof(h.reason) + 1];
     int err = cg_core_health_get(&h, env->core), ok;
 
     saved = *cg_error_last();
+    /* The library NUL-terminates it; the wire does not depend on that. A core that is not
+     * healthy always says why: without a reason of its own, the error's message is one. */
+    memcpy(reason, h.reason, sizeof(h.reason));
+    reason[sizeof(h.reason)] = '\0';
+    if (err < 0 && reason[0] == '\0')
+        snprintf(reason, sizeof(reason), "%.*s", (int)sizeof(reason) - 1,
+                 saved.message[0] ? saved.message : cg_error_name(err));
+    trim_partial_utf8(reason);
     *code = err;
     reply = err == 0 ? reply_new(req, 1) : error_reply_from(req, err, &saved, -1);
     ok = reply != NULL && add_str(reply, "core", cg_core_name(env->core)) &&
@@ -439,7 +464,9 @@ static cJSON *exec_health(cgd_env *env, const cg_request *req, int *code)
          add_bool(reply, "repository_ok", h.repository_ok) &&
          add_bool(reply, "bus_silent", h.bus_silent) && add_bool(reply, "degraded", h.degraded) &&
          add_bool(reply, "fenced", h.fenced) && add_int(reply, "applied_seq", h.applied_seq) &&
-         add_int(reply, "event_seq", h.event_seq);
+         add_int(reply, "event_seq", h.event_seq) &&
+         add_int(reply, "proof_age_ms", h.proof_age_ms) &&
+         add_int(reply, "max_staleness_ms", h.max_staleness_ms) && add_str(reply, "reason", reason);
     if (!ok) {
         cJSON_Delete(reply);
         return NULL;
@@ -459,6 +486,8 @@ static cJSON *exec_stats(cgd_env *env, const cg_request *req, int *code)
          add_str(reply, "group", cg_core_group(env->core)) &&
          add_int(reply, "incarnation", cg_core_incarnation(env->core)) &&
          (o = cJSON_AddObjectToObject(reply, "stats")) != NULL;
+    /* Every field of cg_core_stats under its C name, in the struct's order (REQUESTS.md
+     * promises all of them; test_daemon.c compares this reply with core.h). */
 #define U(f) (ok = ok && add_int(o, #f, (int64_t)s.f))
     U(calls_committed);
     U(calls_aborted);
@@ -485,6 +514,15 @@ static cJSON *exec_stats(cgd_env *env, const cg_request *req, int *code)
     U(polls);
     U(applied_seq);
     U(degraded);
+    U(reordered);
+    U(freshness_proofs);
+    U(lease_misses);
+    U(proof_age_ms);
+    U(members_suspected);
+    U(members_failed);
+    U(recoveries);
+    U(recovered_events);
+    U(rejoins);
 #undef U
     ok = ok && (d = cJSON_AddObjectToObject(reply, "daemon")) != NULL &&
          add_int(d, "uptime_s", (cgd_mono_ms() - env->started_ms) / 1000) &&

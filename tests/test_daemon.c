@@ -14,6 +14,10 @@
  *  - cgctl health: 0 healthy, 2 unreachable, 1 degraded (bus forwarder killed AND the
  *    repository stopped; the cluster restarts after a pause);
  *  - cgctl stats --prometheus parses (HELP, TYPE and sample lines);
+ *  - the stats reply has exactly the fields cg_core_stats declares in include/coregroup/core.h
+ *    (read from the source tree, so a field added there and not plumbed fails by name), and
+ *    cgctl shows each, as a typed metric too; the health reply carries proof_age_ms,
+ *    max_staleness_ms and a reason, which is "" exactly when healthy and is on cgctl's line;
  *  - cgctl start twice: "already running"; stop twice: "not running"; both exit 0;
  *  - SIGTERM: exit 0, the core's row says 'left', the pid file is gone; the pid file, the
  *    endpoint and the repository (a live holder of the core name) guard against a second
@@ -971,6 +975,213 @@ START_TEST(stats_prometheus_output_parses)
 }
 END_TEST
 
+/* ---- tests: every field of the library's structs ----------------------------------------- */
+
+#define MAX_FIELDS 256
+
+/*
+ * The field names of cg_core_stats, in order, as include/coregroup/core.h of the source tree
+ * declares them: the text between "typedef struct cg_core_stats {" and "} cg_core_stats;" with
+ * its comments removed (they may span lines), split into declarations at ';' and those into
+ * declarators at ',' ("uint64_t a, b;"). A declarator's name is its last identifier once an
+ * array size, bit width or initializer is cut off. Returns the number of names; fails the
+ * test on what this reading cannot handle (a nested struct or union, a preprocessor line).
+ */
+static int stats_fields(char names[][64], int max)
+{
+    static const char open_[] = "typedef struct cg_core_stats {", close_[] = "} cg_core_stats;";
+    char path[1024], *text, *body, *p, *decl, *save = NULL;
+    const char *start, *end;
+    size_t o = 0;
+    int n = 0;
+
+    snprintf(path, sizeof(path), "%s/include/coregroup/core.h", cgt_source_dir());
+    text = bt_slurp(path);
+    start = strstr(text, open_);
+    ck_assert_msg(start != NULL, "%s: no \"%s\"", path, open_);
+    start += strlen(open_);
+    end = strstr(start, close_);
+    ck_assert_msg(end != NULL, "%s: no \"%s\"", path, close_);
+    body = malloc((size_t)(end - start) + 1);
+    ck_assert_ptr_nonnull(body);
+    for (p = (char *)start; p < end;) {
+        if (p[0] == '/' && p[1] == '*') {
+            const char *stop = strstr(p + 2, "*/");
+            ck_assert_msg(stop != NULL && stop < end, "%s: an unterminated comment", path);
+            p = (char *)stop + 2;
+            body[o++] = ' ';
+        } else if (p[0] == '/' && p[1] == '/') {
+            while (p < end && *p != '\n')
+                p++;
+        } else {
+            body[o++] = *p++;
+        }
+    }
+    body[o] = '\0';
+    ck_assert_msg(strpbrk(body, "{}#") == NULL,
+                  "cg_core_stats has a nested struct or a preprocessor line: teach this reader");
+    p = strrchr(body, ';');
+    ck_assert_msg(p != NULL, "cg_core_stats declares no field");
+    for (p++; *p; p++)
+        ck_assert_msg(isspace((unsigned char)*p), "cg_core_stats ends in \"%s\"", p);
+    for (decl = strtok_r(body, ";", &save); decl; decl = strtok_r(NULL, ";", &save)) {
+        char *d, *save2 = NULL;
+        if (strspn(decl, " \t\r\n") == strlen(decl))
+            continue;
+        for (d = strtok_r(decl, ",", &save2); d; d = strtok_r(NULL, ",", &save2)) {
+            char *q = d + strcspn(d, "[:="), *id;
+            while (q > d && isspace((unsigned char)q[-1]))
+                q--;
+            *q = '\0';
+            for (id = q; id > d && (isalnum((unsigned char)id[-1]) || id[-1] == '_');)
+                id--;
+            ck_assert_msg(*id && !isdigit((unsigned char)*id), "no field name in \"%s\"", d);
+            ck_assert_msg(strlen(id) < 64, "field name too long: %s", id);
+            ck_assert_int_lt(n, max);
+            snprintf(names[n++], 64, "%s", id);
+        }
+    }
+    free(body);
+    free(text);
+    return n;
+}
+
+/* A reply to a request sent by hand (no cgctl in between): parsed, "ok" or not; the caller
+ * frees. */
+static cJSON *request(const daemon_t *d, const char *op)
+{
+    char req[128], *reply;
+    cJSON *r;
+    snprintf(req, sizeof(req), "{\"v\":1,\"id\":\"by-hand\",\"op\":\"%s\"}", op);
+    reply = raw1(d->endpoint, req, strlen(req), 5000);
+    ck_assert_msg(reply != NULL, "no reply to %s", req);
+    r = cJSON_Parse(reply);
+    ck_assert_msg(cJSON_IsObject(r), "not a JSON object: %s", reply);
+    free(reply);
+    return r;
+}
+
+/* Append " name" to the list in buf (size bytes); a name that does not fit is left off. */
+static void list_add(char *buf, size_t size, const char *name)
+{
+    size_t o = strlen(buf), n = strlen(name);
+    if (o + n + 2 > size)
+        return;
+    buf[o] = ' ';
+    memcpy(buf + o + 1, name, n + 1);
+}
+
+START_TEST(stats_reply_has_exactly_the_fields_of_cg_core_stats)
+{
+    static const char *const gauges[] = {"coregroup_cache_entries", "coregroup_applied_seq",
+                                         "coregroup_degraded",
+                                         "coregroup_freshness_proof_age_seconds"};
+    char names[MAX_FIELDS][64], missing[4096] = "", twice[4096] = "", extra[4096] = "", *out;
+    daemon_t a;
+    const cJSON *st, *e;
+    cJSON *r;
+    int n = stats_fields(names, MAX_FIELDS), i, rc;
+    size_t k;
+
+    ck_assert_int_gt(n, 0);
+    daemon_start(&a, "fields-a", "dt-fields", NULL);
+    r = request(&a, "stats");
+    ck_assert_msg(jok(r), "stats failed");
+    st = cJSON_GetObjectItemCaseSensitive(r, "stats");
+    ck_assert_msg(cJSON_IsObject(st), "the reply has no stats object");
+    for (i = 0; i < n; i++) {
+        int seen = 0;
+        cJSON_ArrayForEach(e, st)
+        {
+            seen += strcmp(e->string, names[i]) == 0;
+        }
+        if (seen == 0)
+            list_add(missing, sizeof(missing), names[i]);
+        else if (seen > 1)
+            list_add(twice, sizeof(twice), names[i]);
+    }
+    cJSON_ArrayForEach(e, st)
+    {
+        int known = 0;
+        for (i = 0; i < n; i++)
+            known |= strcmp(e->string, names[i]) == 0;
+        if (!known)
+            list_add(extra, sizeof(extra), e->string);
+        ck_assert_msg(cJSON_IsNumber(e) && e->valuedouble == (double)(long long)e->valuedouble,
+                      "stats.%s is not an integer", e->string);
+    }
+    ck_assert_msg(missing[0] == '\0',
+                  "the stats reply lacks these fields of cg_core_stats (plumb them in "
+                  "coregroup/daemon_ops.c, cgctl's Prometheus table and REQUESTS.md):%s",
+                  missing);
+    ck_assert_msg(twice[0] == '\0', "the stats reply has these fields twice:%s", twice);
+    ck_assert_msg(extra[0] == '\0', "the stats reply has fields cg_core_stats does not:%s", extra);
+    cJSON_Delete(r);
+
+    /* cgctl shows them all: one line each, and each a typed metric it knows */
+    out = ctl(&rc, &a, "stats");
+    ck_assert_msg(rc == 0, "%s", out);
+    for (i = 0; i < n; i++) {
+        char line[80];
+        snprintf(line, sizeof(line), "\n%.63s ", names[i]);
+        ck_assert_msg(strstr(out, line), "cgctl stats does not show %s:\n%s", names[i], out);
+    }
+    free(out);
+    out = ctl(&rc, &a, "stats --prometheus");
+    ck_assert_msg(rc == 0, "%s", out);
+    ck_assert_msg(strstr(out, " untyped\n") == NULL,
+                  "cgctl stats --prometheus does not know every field (add it to metrics[]):\n%s",
+                  out);
+    for (k = 0; k < sizeof(gauges) / sizeof(gauges[0]); k++) {
+        char type[160];
+        snprintf(type, sizeof(type), "# TYPE %s gauge\n", gauges[k]);
+        ck_assert_msg(strstr(out, type), "no \"%s\" in:\n%s", type, out);
+    }
+    free(out);
+    daemon_stop(&a);
+}
+END_TEST
+
+START_TEST(health_reply_carries_the_freshness_proof_and_a_reason)
+{
+    const cJSON *reason;
+    daemon_t a;
+    cJSON *r;
+    char *out;
+    int rc;
+
+    daemon_start(&a, "health-fields-a", "dt-health-fields", NULL);
+    r = request(&a, "health");
+    ck_assert_msg(cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(r, "proof_age_ms")),
+                  "health has no proof_age_ms");
+    ck_assert_msg(cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(r, "max_staleness_ms")),
+                  "health has no max_staleness_ms");
+    ck_assert_int_ge(jint(r, "proof_age_ms"), -1);
+    ck_assert_int_ge(jint(r, "max_staleness_ms"), 0);
+    reason = cJSON_GetObjectItemCaseSensitive(r, "reason");
+    ck_assert_msg(cJSON_IsString(reason), "health has no reason");
+    ck_assert_msg(strchr(reason->valuestring, '\n') == NULL, "a reason of two lines");
+    if (jok(r))
+        ck_assert_msg(reason->valuestring[0] == '\0', "healthy, yet a reason: %s",
+                      reason->valuestring);
+    else
+        ck_assert_msg(reason->valuestring[0] != '\0', "not healthy, and no reason");
+    cJSON_Delete(r);
+
+    /* the human-readable line names them */
+    out = ctl(&rc, &a, "health");
+    ck_assert_msg((rc == 0 || rc == 1) && strstr(out, " proof_age_ms=") &&
+                      strstr(out, " max_staleness_ms="),
+                  "exit %d: %s", rc, out);
+    if (rc == 1)
+        ck_assert_msg(strncmp(out, "degraded ", 9) == 0 && strstr(out, " reason=\""), "%s", out);
+    else
+        ck_assert_msg(strncmp(out, "healthy ", 8) == 0 && !strstr(out, "reason="), "%s", out);
+    free(out);
+    daemon_stop(&a);
+}
+END_TEST
+
 START_TEST(health_exit_codes)
 {
     bt_busd busd;
@@ -1031,8 +1242,15 @@ START_TEST(health_exit_codes)
             ck_assert_str_eq(jstr(r, "error.code"), "degraded");
             ck_assert_int_eq(jint(r, "repository_ok"), 0);
             ck_assert_int_eq(jint(r, "bus_silent"), 1);
+            ck_assert_msg(jstr(r, "reason")[0] != '\0', "degraded without a reason: %s", out);
             cJSON_Delete(r);
             seen_degraded = 1;
+            free(out);
+            /* the human-readable line says why (if it is still degraded a moment later) */
+            out = ctl(&rc, &a, "--timeout 1500 health");
+            ck_assert_msg(rc != 1 ||
+                              (strncmp(out, "degraded ", 9) == 0 && strstr(out, " reason=\"")),
+                          "%s", out);
         }
         free(out);
         usleep(50000);
@@ -1327,6 +1545,8 @@ int main(void)
     tcase_add_test(ops, start_and_stop_are_idempotent);
     tcase_add_test(ops, sigterm_and_guards);
     tcase_add_test(ops, curve_admits_only_listed_clients);
+    tcase_add_test(ops, stats_reply_has_exactly_the_fields_of_cg_core_stats);
+    tcase_add_test(ops, health_reply_carries_the_freshness_proof_and_a_reason);
     suite_add_tcase(s, ops);
 
     /* last: it restarts the cluster */
