@@ -203,7 +203,8 @@ static int retry_at_start(cg_call *call, int err, int *attempt)
         if (((err) = ensure_conn(call)) < 0)                                                       \
             break;                                                                                 \
         do {                                                                                       \
-            (err) = (expr);                                                                        \
+            if (((err) = cg_core__advertise((call)->core, (call)->conn)) == 0)                     \
+                (err) = (expr);                                                                    \
         } while (retry_at_start(call, err, &attempt_));                                            \
         if ((err) == 0)                                                                            \
             (call)->statements++;                                                                  \
@@ -378,8 +379,10 @@ int cg_call_commit(cg_call *call)
             cg_core__retryable(core, &err);
             /* the subscriber thread rejoins at once, unless the core already did since this
              * call began (then the call was simply from the old incarnation) */
-            if (err == CG_EFENCED && call->incarnation == atomic_load(&core->incarnation))
+            if (err == CG_EFENCED && call->incarnation == atomic_load(&core->incarnation)) {
                 atomic_store(&core->rejoin, 1);
+                cg_housekeeping_wake(core);
+            }
             end_failed(call, err);
             goto done;
         }
@@ -398,7 +401,7 @@ int cg_call_commit(cg_call *call)
     if (core->hooks.exit_after_commit)
         _exit(0); /* a core dying between commit and publish */
 #endif
-    if (n > 0 && core->publish) {
+    if (n > 0) {
         cg_inval_batch batch = {core->cfg->group_id,
                                 seq,
                                 core->cfg->core_name,
@@ -406,7 +409,7 @@ int cg_call_commit(cg_call *call)
                                 committed_us,
                                 items,
                                 n};
-        core->publish(core->publish_ctx, &batch);
+        cg_core__publish(core, &batch);
     }
 done:
     if (err == 0)
@@ -491,6 +494,25 @@ static int load_part(cg_part **out, void *arg)
     return err;
 }
 
+/*
+ * The lease has run out (lease.c): the cache cannot be proved fresh, so it is not used, not
+ * even filled. The read goes to the repository — unless the apply thread has just found the
+ * repository unreachable, in which case it fails CG_EDEGRADED at once rather than waiting
+ * out the pool's reconnect attempts.
+ */
+static int read_past_lease(cg_part **out, load_ctx *lc)
+{
+    cg_core *core = lc->call->core;
+    char why[160];
+    atomic_fetch_add(&core->lease_misses, 1);
+    if (!atomic_load(&core->repo_ok) && lc->call->conn == NULL) {
+        cg_lease_reason(core, why, sizeof(why));
+        return cg_error_set(CG_EDEGRADED, CG_ERRCLASS_REPOSITORY, "core %s is degraded: %s",
+                            core->cfg->core_name, why);
+    }
+    return load_part(out, lc);
+}
+
 int cg_part_get(cg_part **out, cg_call *call, int64_t handle, cg_part_kind kind)
 {
     cg_core *core;
@@ -510,8 +532,10 @@ int cg_part_get(cg_part **out, cg_call *call, int64_t handle, cg_part_kind kind)
         *out = cg_part__ref(w->part);
         return 0;
     }
-    if (core->cfg->strategy == CG_CACHE_NONE || atomic_load(&core->degraded))
+    if (core->cfg->strategy == CG_CACHE_NONE)
         return load_part(out, &lc);
+    if (core->cfg->strategy == CG_CACHE_INVALIDATE && !cg_lease_valid(core))
+        return read_past_lease(out, &lc);
     if (core->cfg->strategy == CG_CACHE_VERSION_CHECK &&
         cg_cache_get(core->cache, handle, kind, out) == 0) {
         int64_t current = 0;
@@ -731,4 +755,3 @@ int cg_name_list_get(cg_name_list *out, cg_call *call, int64_t folder)
     REPO(call, err, cg_repo_name_list(out, call->conn, call->core->cfg->group_id, folder));
     return err;
 }
-

@@ -12,8 +12,17 @@
  * The pool holds at most [repository] pool_size connections, opened on demand. Broken
  * connections are closed when returned and replaced on the next demand; connecting retries
  * [retry] attempts times, [retry] interval_ms apart, while the failure is retryable
- * (e-Speak design §1.2.4.2).
+ * (e-Speak design §1.2.4.2). Reconnecting happens on the thread of the call that needs the
+ * connection, never on the apply thread. Before a call's first statement on a connection,
+ * the connection advertises the core's current incarnation to the repository (one round
+ * trip, only after a connect or a rejoin; cg_core__advertise), so that fencing this
+ * incarnation can end exactly its sessions.
+ *
+ * Opening starts, in order: membership registration, the apply thread with the bus
+ * (apply.c: subscribe, read the applied point, prove the cache fresh), and the housekeeping
+ * thread. Closing stops them in reverse.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -49,6 +58,7 @@ static int connect_retry(cg_core *core, cg_conn **out)
 {
     int attempt, err = 0;
     for (attempt = 0;; attempt++) {
+        CG_HANG(core, hang_reconnect_ms);
         if ((err = cg_repo_connect(out, core->cfg, core->cfg->core_name)) == 0)
             return 0;
         if (!cg_core__retryable(core, &err) || attempt >= core->cfg->retry_attempts)
@@ -57,10 +67,25 @@ static int connect_retry(cg_core *core, cg_conn **out)
     }
 }
 
+int cg_core__advertise(cg_core *core, cg_conn *conn)
+{
+    int64_t incarnation = atomic_load(&core->incarnation);
+    int err;
+    if (conn->advertised == incarnation || conn->in_tx)
+        return 0;
+    err = cg_repo_session_advertise(conn, core->cfg->group_id, core->cfg->core_name, incarnation);
+    if (err == CG_EFENCED && incarnation == atomic_load(&core->incarnation)) {
+        atomic_store(&core->rejoin, 1); /* found fenced: rejoin now, not at the next tick */
+        cg_housekeeping_wake(core);
+    }
+    return err;
+}
+
 int cg_core__reconnect(cg_core *core, cg_conn *conn, int first_attempt)
 {
     int attempt, err = 0;
     for (attempt = first_attempt;; attempt++) {
+        CG_HANG(core, hang_reconnect_ms);
         if ((err = cg_repo_reconnect(conn, core->cfg, core->cfg->core_name)) == 0) {
             atomic_fetch_add(&core->repository_reconnects, 1);
             return 0;
@@ -81,17 +106,18 @@ int cg_core__conn_acquire(cg_core *core, cg_conn **out)
     if (core->n_idle > 0) {
         *out = core->idle[--core->n_idle];
         pthread_mutex_unlock(&core->pool_mu);
-        return 0;
-    }
-    core->n_open++; /* reserve the slot, connect outside the lock */
-    pthread_mutex_unlock(&core->pool_mu);
-    if ((err = connect_retry(core, out)) < 0) {
-        pthread_mutex_lock(&core->pool_mu);
-        core->n_open--;
-        pthread_cond_signal(&core->pool_cv);
+    } else {
+        core->n_open++; /* reserve the slot, connect outside the lock */
         pthread_mutex_unlock(&core->pool_mu);
+        if ((err = connect_retry(core, out)) < 0) {
+            pthread_mutex_lock(&core->pool_mu);
+            core->n_open--;
+            pthread_cond_signal(&core->pool_cv);
+            pthread_mutex_unlock(&core->pool_mu);
+            return err;
+        }
     }
-    return err;
+    return 0;
 }
 
 void cg_core__conn_release(cg_core *core, cg_conn *conn)
@@ -126,6 +152,17 @@ int cg_core_open_config(cg_core **out, const cg_config *given)
         return cg_error_nomem();
     pthread_mutex_init(&core->pool_mu, NULL);
     pthread_cond_init(&core->pool_cv, NULL);
+    pthread_mutex_init(&core->apply_error_mu, NULL);
+    pthread_mutex_init(&core->hk_mu, NULL);
+    pthread_cond_init(&core->hk_cv, NULL);
+#ifdef CG_TEST_HOOKS
+    pthread_mutex_init(&core->hooks.held_mu, NULL);
+#endif
+    {
+        struct timespec res;
+        clock_getres(CLOCK_MONOTONIC_COARSE, &res);
+        core->coarse_slack_ms = (int)(res.tv_sec * 1000 + (res.tv_nsec + 999999) / 1000000);
+    }
 
     /* a deep copy: the caller keeps its configuration */
     if ((err = cg_config_new(&core->cfg)) < 0)
@@ -187,7 +224,7 @@ int cg_core_open_config(cg_core **out, const cg_config *given)
     }
     cg_core__conn_release(core, conn);
     conn = NULL;
-    if ((err = cg_bus_start(&core->bus, core)) < 0)
+    if ((err = cg_apply_start(core)) < 0 || (err = cg_housekeeping_start(core)) < 0)
         goto fail;
     *out = core;
     return 0;
@@ -216,13 +253,8 @@ void cg_core_close(cg_core *core)
     if (core == NULL)
         return;
     atomic_store(&core->leaving, 1);
-    if (atomic_load(&core->incarnation) > 0 && core->n_idle > 0) {
-        cg_error saved = *cg_error_last();
-        cg_membership_leave(core, core->idle[core->n_idle - 1]); /* row and bus message */
-        *cg_error__mut() = saved; /* closing must not clobber the caller's last error */
-    }
-    cg_bus_stop(core->bus); /* its publisher sends what is queued, the leave event last */
-    core->bus = NULL;
+    cg_housekeeping_stop(core); /* and leave the group: its row and a bus message */
+    cg_apply_stop(core);        /* its publisher sends what is queued, the leave event last */
     for (i = 0; i < core->n_idle; i++)
         cg_repo_close(core->idle[i]);
     free(core->idle);
@@ -230,6 +262,12 @@ void cg_core_close(cg_core *core)
     cg_config_free(core->cfg);
     pthread_mutex_destroy(&core->pool_mu);
     pthread_cond_destroy(&core->pool_cv);
+    pthread_mutex_destroy(&core->apply_error_mu);
+    pthread_mutex_destroy(&core->hk_mu);
+    pthread_cond_destroy(&core->hk_cv);
+#ifdef CG_TEST_HOOKS
+    pthread_mutex_destroy(&core->hooks.held_mu);
+#endif
     free(core);
 }
 
@@ -260,6 +298,9 @@ void cg_core_stats_get(const cg_core *core, cg_core_stats *out)
     memset(out, 0, sizeof(*out));
     out->invalidations_sent = bs.published;
     out->invalidations_unsent = bs.publish_dropped;
+#ifdef CG_TEST_HOOKS
+    out->invalidations_unsent += atomic_load(&c->hooks.dropped);
+#endif
     out->invalidations_received = bs.received;
     out->duplicates = bs.duplicates;
     out->gaps = bs.gaps;
@@ -267,9 +308,13 @@ void cg_core_stats_get(const cg_core *core, cg_core_stats *out)
     for (r = 0; r < CG_DROP_COUNT; r++)
         out->messages_dropped += bs.dropped[r];
     out->heartbeats_received = bs.heartbeats_received;
-    out->polls = bs.polls;
+    out->polls = atomic_load(&c->polls);
     out->applied_seq = bs.applied_seq;
-    out->degraded = atomic_load(&c->degraded);
+    out->degraded = c->cfg->strategy == CG_CACHE_INVALIDATE && !cg_lease_valid(c);
+    out->reordered = bs.reordered;
+    out->freshness_proofs = atomic_load(&c->freshness_proofs);
+    out->lease_misses = atomic_load(&c->lease_misses);
+    out->proof_age_ms = cg_lease_age_ms(c);
     out->members_suspected = atomic_load(&c->suspected);
     out->members_failed = atomic_load(&c->failed);
     out->recoveries = atomic_load(&c->recoveries);
@@ -314,8 +359,8 @@ int cg_core_health_get(cg_core_health *out, cg_core *core)
     cg_bus_stats_get(core->bus, &bs);
     /* A probe must answer within its caller's timeout: it never waits for a busy pool and
      * never retries connecting. With an idle connection it asks the repository once; without
-     * one it reports what the bus thread saw at its last contact (at most one membership tick
-     * or poll interval ago). */
+     * one it reports what the apply thread saw at its last contact (at most one proof period
+     * ago). */
     pthread_mutex_lock(&core->pool_mu);
     if (core->n_idle > 0)
         conn = core->idle[--core->n_idle];
@@ -324,27 +369,73 @@ int cg_core_health_get(cg_core_health *out, cg_core *core)
         out->repository_ok = cg_repo_event_seq(&seq, conn, core->cfg->group_id) == 0;
         cg_core__conn_release(core, conn);
     } else {
-        out->repository_ok = bs.repository_ok;
+        out->repository_ok = atomic_load(&core->repo_ok);
         seq = out->repository_ok ? bs.applied_seq : -1;
     }
     out->bus_silent = bs.bus_silent;
-    out->degraded = atomic_load(&core->degraded);
+    /* only the invalidate strategy trusts its cache without asking: only it has a lease */
+    out->degraded = core->cfg->strategy == CG_CACHE_INVALIDATE && !cg_lease_valid(core);
     out->fenced = atomic_load(&core->fenced);
     out->applied_seq = bs.applied_seq;
     out->event_seq = out->repository_ok ? seq : -1;
-    if (out->degraded || !out->repository_ok || out->fenced)
-        return cg_error_set(CG_EDEGRADED, CG_ERRCLASS_REPOSITORY, "core %s is %s",
-                            core->cfg->core_name,
-                            out->fenced     ? "fenced and rejoining"
-                            : out->degraded ? "degraded: bus silent and repository unreachable"
-                                            : "unable to reach the repository");
+    out->proof_age_ms = cg_lease_age_ms(core);
+    out->max_staleness_ms = core->cfg->max_staleness_ms;
+    if (out->degraded)
+        cg_lease_reason(core, out->reason, sizeof(out->reason));
+    else if (out->fenced)
+        snprintf(out->reason, sizeof(out->reason), "fenced by the group; rejoining");
+    else if (!out->repository_ok)
+        snprintf(out->reason, sizeof(out->reason), "unable to reach the repository");
+    if (out->reason[0])
+        return cg_error_set(CG_EDEGRADED, CG_ERRCLASS_REPOSITORY, "core %s is %s: %s",
+                            core->cfg->core_name, out->degraded ? "degraded" : "unhealthy",
+                            out->reason);
     return 0;
 }
 
-void cg_core__set_publisher(cg_core *core, cg_publish_fn fn, void *ctx)
+void cg_core__set_publisher(cg_core *core, void (*fn)(void *, const cg_inval_batch *), void *ctx)
 {
-    core->publish = fn;
+    core->publish_fn = fn;
     core->publish_ctx = ctx;
+}
+
+void cg_core__publish(cg_core *core, const cg_inval_batch *b)
+{
+    if (core->publish_fn) {
+        core->publish_fn(core->publish_ctx, b);
+        return;
+    }
+    if (!core->publishing)
+        return;
+#ifdef CG_TEST_HOOKS
+    if (core->hooks.drop_every > 0 &&
+        atomic_fetch_add(&core->hooks.published, 1) % (unsigned)core->hooks.drop_every ==
+            (unsigned)core->hooks.drop_every - 1) {
+        atomic_fetch_add(&core->hooks.dropped, 1);
+        return; /* lost on the way: the outbox has it */
+    }
+    if (atomic_load(&core->hooks.swap_next) || core->hooks.held_n > 0) {
+        /* a reordering on the wire: hold this one back, send it after the next */
+        pthread_mutex_lock(&core->hooks.held_mu);
+        if (core->hooks.held_n == 0 && b->n <= 8) {
+            memcpy(core->hooks.held_items, b->items, b->n * sizeof(*b->items));
+            core->hooks.held_n = b->n;
+            core->hooks.held_seq = b->seq;
+            core->hooks.held_us = b->committed_us;
+            atomic_store(&core->hooks.swap_next, 0);
+            pthread_mutex_unlock(&core->hooks.held_mu);
+            return;
+        }
+        cg_bus_publish(core->bus, b->seq, b->committed_us, b->items, b->n);
+        if (core->hooks.held_n > 0)
+            cg_bus_publish(core->bus, core->hooks.held_seq, core->hooks.held_us,
+                           core->hooks.held_items, core->hooks.held_n);
+        core->hooks.held_n = 0;
+        pthread_mutex_unlock(&core->hooks.held_mu);
+        return;
+    }
+#endif
+    cg_bus_publish(core->bus, b->seq, b->committed_us, b->items, b->n);
 }
 
 void cg_core__invalidate(cg_core *core, const cg_bus_item *items, size_t n)
@@ -359,9 +450,4 @@ void cg_core__reset(cg_core *core)
 {
     cg_cache_reset(core->cache);
     atomic_fetch_add(&core->cache_resets, 1);
-}
-
-void cg_core__set_degraded(cg_core *core, int on)
-{
-    atomic_store(&core->degraded, on ? 1 : 0);
 }

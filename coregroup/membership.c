@@ -13,8 +13,8 @@
  * host waits out the failure timeout. The registration is conditional on the incarnation the
  * decision was made on, so of two cores starting at once under one name, one gets it.
  *
- * Every tick (four
- * times per [core] failure_timeout_ms, on the bus's subscriber thread and its connection):
+ * Every tick (four times per [core] failure_timeout_ms, on the housekeeping thread and its
+ * connection; housekeeping.c):
  *
  *  1. This core records its heartbeat in its `cores` row, conditional on its incarnation. No
  *     row means the group fenced this incarnation (it was paused or cut off for too long):
@@ -24,7 +24,11 @@
  *     core: the update is conditional, so it happens once), and "suspect" is announced.
  *  3. A member silent for twice failure_timeout is declared "failed" and FENCED: its
  *     incarnation is bumped, so every later write of the old incarnation is refused by the
- *     repository (cg_outbox_append and cg_fence_check compare incarnations FOR SHARE). Only one
+ *     repository (cg_outbox_append and cg_fence_check compare incarnations FOR SHARE), and
+ *     the fencer ENDS the fenced incarnation's repository sessions (cg_repo_fence_sessions: a
+ *     SECURITY DEFINER function that can end only the sessions a fenced incarnation of this
+ *     group advertised), so a paused core's open transaction rolls back and its row locks go
+ *     at once instead of when it wakes or idle_in_transaction_timeout_ms runs out. Only one
  *     survivor acts — the live member with the smallest name, a choice every member makes
  *     alike from the same rows — and the conditional update makes it exactly one even if two
  *     disagreed for a moment. That survivor announces "failed" and does the recovery: it
@@ -103,6 +107,7 @@ static void rejoin(cg_core *core, cg_conn *conn)
     if (cg_membership_join(&incarnation, core, conn) < 0)
         return; /* still fenced (or replaced by a live process); the next tick tries again */
     atomic_store(&core->incarnation, incarnation);
+    cg_bus_set_incarnation(core->bus, incarnation);
     atomic_store(&core->rejoin, 0);
     atomic_store(&core->fenced, 0);
     atomic_fetch_add(&core->rejoins, 1);
@@ -170,7 +175,10 @@ void cg_membership_tick(cg_core *core, cg_conn *conn, int64_t applied_seq)
         }
         if (m->heartbeat_age_ms >= 2 * timeout && chooser && strcmp(chooser->name, me) == 0 &&
             cg_repo_fence(&fenced_as, conn, group, m->name, m->incarnation, 2 * timeout) == 1) {
+            int64_t ended = 0;
             atomic_fetch_add(&core->failed, 1);
+            if (cg_repo_fence_sessions(&ended, conn, group, m->name, m->incarnation) == 0)
+                atomic_fetch_add(&core->sessions_ended, (uint64_t)ended);
             cg_bus_publish_member(core->bus, CG_MEMBER_FAILED, m->name, m->incarnation);
             recover(core, conn, m, common < 0 ? 0 : common);
         }

@@ -1,36 +1,42 @@
 /*
- * bus.c — a core's publisher and subscriber: invalidations out after COMMIT, invalidations in,
- * never trusting the bus to be complete.
+ * bus.c — the invalidation bus transport: invalidations out after COMMIT, invalidations in,
+ * in any order, with every missing one noticed.
  *
  * This follows PostgreSQL's sinval design (inval.c, sinvaladt.c): changes are queued at write
- * time, sent after commit, dropped at abort (call.c does those three), and a reader that fell
- * too far behind resets its whole cache instead of guessing. ZeroMQ PUB/SUB drops messages
- * (slow joiner, high-water mark, reconnect, a forwarder restart), so:
+ * time, sent after commit, dropped at abort (coregroup/call.c does those three), and a reader
+ * that fell too far behind resets its whole cache instead of guessing (its owner does that).
+ * ZeroMQ PUB/SUB drops messages (slow joiner, high-water mark, reconnect, a forwarder
+ * restart) and reorders them (event numbers are taken at commit on many connections, and two
+ * forwarders interleave), so this file never trusts arrival order or completeness:
  *
- *  - The subscriber subscribes FIRST and only then reads the group's event_seq as its applied
- *    point: anything published later is heard, anything earlier is already in the repository.
- *  - Every invalidation carries the group's gap-free event number. seq <= applied: a duplicate
- *    (two forwarders deliver everything twice) or old, ignored. seq == applied + 1: applied.
- *    seq > applied + 1: a gap; the missing events are read from the outbox (the
- *    `invalidations` table) in order; if the outbox no longer has applied + 1 (pruned), the
- *    whole cache is reset. A message whose seq the repository does not have is from the
- *    future: dropped and counted, never applied.
- *  - Applying an invalidation only evicts entries below a version and raises floors, which is
- *    safe in any order; `applied` only ever moves over a contiguous prefix.
- *  - The poll backstop compares applied with the repository's event_seq every
- *    poll_interval_ms and catches up, so a dead bus costs at most one interval of staleness
- *    (I5). It also records applied_seq and a heartbeat in the core's membership row.
- *  - Heartbeats (every heartbeat_interval_ms, carrying the last seq this core published) let
- *    a subscriber notice a silent bus and a missed tail. A core that has heard nothing for
- *    three heartbeat intervals AND cannot reach the repository cannot prove its cache fresh:
- *    it reports itself degraded, and reads go to the repository, not the cache.
+ *  - Every invalidation carries the group's gap-free event number. The APPLIED point is the
+ *    highest seq such that every event up to it was delivered to the owner (or the owner said
+ *    it applied them some other way: cg_bus_applied). A seq at or below it, or one already
+ *    delivered, is a duplicate (two forwarders deliver everything twice) and is ignored.
+ *  - A new seq is delivered to the owner AT ONCE, whatever its order: applying an
+ *    invalidation only evicts entries and raises floors, which is safe in any order, so
+ *    waiting would only add staleness. Seqs above applied + 1 are remembered (PENDING, with
+ *    their arrival time) until the ones below them arrive; then applied moves over the
+ *    contiguous prefix.
+ *  - Reordering is not loss. The first missing seq (applied + 1) is known to be missing from
+ *    the arrival of the first pending seq above it, or of a heartbeat announcing a later one.
+ *    Only when it is still missing reorder_window_ms after that is it a GAP: the owner's
+ *    catch_up handler reads the missed events from the outbox. So a swapped pair costs no
+ *    repository read, a lost message costs one, and the window adds at most itself to the
+ *    time an event takes to be applied.
+ *  - A pending seq the owner's source did not have when it caught up is from the future
+ *    (forged or broken): forgotten and counted, never waited for again.
+ *  - Heartbeats (every heartbeat_interval_ms, carrying the last seq the publisher published)
+ *    let a subscriber notice a lost tail, and a silent bus (nothing heard for three
+ *    intervals).
  *
  * Threads: the publisher thread alone owns the PUB sockets; committing threads hand it their
  * change lists through a bounded queue and never block (a full queue drops the message: the
- * outbox and catch-up make that safe). The subscriber thread alone owns the SUB sockets and a
- * repository connection of its own.
- * Not here: membership events (join/leave/suspect/failed) are heard and counted only; acting
- * on them belongs to the membership layer.
+ * outbox and catch-up make that safe). The subscriber thread alone owns the SUB sockets and
+ * the ordering state, and runs every handler; the owner's tick handler (its backstop poll and
+ * freshness proof) runs on it too, at least every tick_ms.
+ * Not here: what an invalidation does to a cache, where missed events come from, whether the
+ * cache is fresh, and membership (heard and counted only). That is the owner's (coregroup/).
  */
 #include <errno.h>
 #include <pthread.h>
@@ -43,12 +49,10 @@
 #include <zmq.h>
 
 #include "bus.h"
-#include "core_internal.h"
 #include "coregroup/sys/error.h"
 
-#define QUEUE_MAX    4096 /* change lists waiting for the publisher thread */
-#define CATCHUP_STEP 1000 /* events read from the outbox per round trip */
-#define PRUNE_EVERY  60   /* polls between outbox prunings */
+#define QUEUE_MAX   4096  /* change lists waiting for the publisher thread */
+#define PENDING_MAX 65536 /* out-of-order seqs remembered; more is treated as a gap at once */
 
 /* What the publisher thread is asked to send. */
 typedef struct {
@@ -63,59 +67,57 @@ typedef struct {
     int64_t member_incarnation;
 } queued;
 
+/* A seq heard ahead of a missing one, and when. */
+typedef struct {
+    int64_t seq;
+    int64_t at_us;
+} pending_seq;
+
 struct cg_bus {
-    cg_core *core;
+    /* settings (copied) */
+    char group[CG_NAME_MAX + 1], origin[CG_NAME_MAX + 1];
+    char *curve_server_key, *curve_public_key, *curve_secret_key;
+    int heartbeat_interval_ms, reorder_window_ms, tick_ms;
+    cg_bus_handlers h;
+
     void *ctx;
     void *pub[CG_CONFIG_MAX_ENDPOINTS];
     size_t n_pub;
     void *sub[CG_CONFIG_MAX_ENDPOINTS];
     size_t n_sub;
-    cg_conn *conn; /* the subscriber's own repository connection (may be NULL: reconnects) */
-    char app_name[CG_NAME_MAX + 8]; /* "<core>/bus": what operators see in pg_stat_activity */
 
     pthread_t pub_thread, sub_thread;
     int pub_running, sub_running;
     atomic_int stop;
+    atomic_llong incarnation;
 
     /* the publisher's queue */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     queued queue[QUEUE_MAX];
     size_t q_head, q_len;
-    int64_t last_published; /* publisher thread only */
+    atomic_llong last_published;
 
-    /* subscriber state */
+    /* ordering state: subscriber thread only, except the atomics */
     atomic_llong applied;
-    atomic_llong applied_at_us; /* monotonic time `applied` last moved (latency figures) */
-    int64_t last_heard_ms;      /* subscriber thread only */
-    int repo_ok;
+    atomic_llong applied_at_us;
+    atomic_llong last_heard_us;
+    pending_seq *pending; /* sorted by seq, all > applied + 1 */
+    size_t n_pending;
+    int64_t hb_upto, hb_since_us; /* a heartbeat announced events up to hb_upto, heard then */
+    int64_t retry_gap_at_us;      /* a catch-up failed: not again before this */
 
     /* counters, read by cg_bus_stats_get from any thread */
-    atomic_uint_fast64_t published, publish_dropped, heartbeats_sent, received, duplicates, gaps,
-        catchups, resets, heartbeats_received, members_received, polls;
+    atomic_uint_fast64_t published, publish_dropped, heartbeats_sent, received, duplicates,
+        reordered, gaps, catchups, heartbeats_received, members_received;
     atomic_uint_fast64_t dropped[CG_DROP_COUNT];
-    atomic_int degraded, bus_silent, repository_ok;
 };
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int64_t mono_us(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-/* Move the applied point (subscriber thread only). */
-static void set_applied(cg_bus *bus, int64_t seq)
-{
-    atomic_store(&bus->applied_at_us, mono_us());
-    atomic_store(&bus->applied, seq);
 }
 
 static int64_t wall_us(void)
@@ -144,15 +146,15 @@ static int read_key(char key[41], const char *path, const char *what)
     return 0;
 }
 
-static int curve_client(void *sock, const cg_config *cfg)
+static int curve_client(void *sock, const cg_bus *bus)
 {
     char server[41], pub[41], sec[41];
     int err;
-    if (cfg->curve_server_key == NULL)
+    if (bus->curve_server_key == NULL)
         return 0;
-    if ((err = read_key(server, cfg->curve_server_key, "curve_server_key")) < 0 ||
-        (err = read_key(pub, cfg->curve_public_key, "curve_public_key")) < 0 ||
-        (err = read_key(sec, cfg->curve_secret_key, "curve_secret_key")) < 0)
+    if ((err = read_key(server, bus->curve_server_key, "curve_server_key")) < 0 ||
+        (err = read_key(pub, bus->curve_public_key, "curve_public_key")) < 0 ||
+        (err = read_key(sec, bus->curve_secret_key, "curve_secret_key")) < 0)
         return err;
     if (zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, server, 40) != 0 ||
         zmq_setsockopt(sock, ZMQ_CURVE_PUBLICKEY, pub, 40) != 0 ||
@@ -170,7 +172,7 @@ static int open_socket(void **out, cg_bus *bus, int type, const char *endpoint)
         return cg_error_set(CG_ERROR, CG_ERRCLASS_BUS, "zmq_socket: %s", zmq_strerror(errno));
     zmq_setsockopt(s, type == ZMQ_PUB ? ZMQ_SNDHWM : ZMQ_RCVHWM, &hwm, sizeof(hwm));
     zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof(linger));
-    if ((err = curve_client(s, bus->core->cfg)) < 0)
+    if ((err = curve_client(s, bus)) < 0)
         goto fail;
     /* czmq's convention: "@endpoint" binds, ">endpoint" or a bare endpoint connects */
     if (endpoint[0] == '@' ? zmq_bind(s, endpoint + 1) != 0
@@ -194,8 +196,12 @@ fail:
  * queue takes ownership of q->items. */
 static void push(cg_bus *bus, const queued *q)
 {
+    if (bus->n_pub == 0) { /* nowhere to publish: not a loss */
+        free(q->items);
+        return;
+    }
     pthread_mutex_lock(&bus->mu);
-    if (bus->q_len == QUEUE_MAX || bus->n_pub == 0) {
+    if (bus->q_len == QUEUE_MAX) {
         pthread_mutex_unlock(&bus->mu);
         free(q->items);
         atomic_fetch_add(&bus->publish_dropped, 1);
@@ -215,16 +221,15 @@ static int copy_items(queued *q, const cg_bus_item *items, size_t n)
     return 0;
 }
 
-/* The core's publish hook: runs on the committing thread; copies and queues, never blocks. */
-static void enqueue(void *arg, const cg_inval_batch *b)
+void cg_bus_publish(cg_bus *bus, int64_t seq, int64_t committed_us, const cg_bus_item *items,
+                    size_t n)
 {
-    cg_bus *bus = arg;
     queued q;
     memset(&q, 0, sizeof(q));
     q.type = CG_MSG_INVALIDATION;
-    q.seq = b->seq;
-    q.committed_us = b->committed_us;
-    if (copy_items(&q, b->items, b->n) < 0) {
+    q.seq = seq;
+    q.committed_us = committed_us;
+    if (copy_items(&q, items, n) < 0) {
         atomic_fetch_add(&bus->publish_dropped, 1);
         return;
     }
@@ -269,7 +274,7 @@ static int send_all(cg_bus *bus, const char *payload, size_t len)
     char topic[CG_BUS_TOPIC_MAX];
     size_t i;
     int sent = 0;
-    cg_bus_topic(topic, sizeof(topic), bus->core->cfg->group_id);
+    cg_bus_topic(topic, sizeof(topic), bus->group);
     for (i = 0; i < bus->n_pub; i++) {
         if (zmq_send(bus->pub[i], topic, strlen(topic), ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
             continue;
@@ -281,16 +286,15 @@ static int send_all(cg_bus *bus, const char *payload, size_t len)
 
 static void publish_one(cg_bus *bus, const queued *q)
 {
-    cg_core *core = bus->core;
     cg_bus_msg m;
     char *payload = NULL;
     size_t len;
 
     memset(&m, 0, sizeof(m));
     m.type = q->type;
-    snprintf(m.group, sizeof(m.group), "%s", core->cfg->group_id);
-    snprintf(m.origin, sizeof(m.origin), "%s", q->origin[0] ? q->origin : core->cfg->core_name);
-    m.incarnation = q->origin[0] ? q->origin_incarnation : atomic_load(&core->incarnation);
+    snprintf(m.group, sizeof(m.group), "%s", bus->group);
+    snprintf(m.origin, sizeof(m.origin), "%s", q->origin[0] ? q->origin : bus->origin);
+    m.incarnation = q->origin[0] ? q->origin_incarnation : atomic_load(&bus->incarnation);
     if (q->type == CG_MSG_MEMBERSHIP) {
         m.at_us = wall_us();
         m.event = q->event;
@@ -305,16 +309,8 @@ static void publish_one(cg_bus *bus, const queued *q)
     m.at_us = q->committed_us;
     m.items = q->items;
     m.n_items = q->n;
-    if (!q->origin[0] && q->seq > bus->last_published)
-        bus->last_published = q->seq;
-#ifdef CG_TEST_HOOKS
-    if (!q->origin[0] && core->hooks.drop_every > 0 &&
-        atomic_fetch_add(&core->hooks.published, 1) % (unsigned)core->hooks.drop_every ==
-            (unsigned)core->hooks.drop_every - 1) {
-        atomic_fetch_add(&bus->publish_dropped, 1);
-        return;
-    }
-#endif
+    if (!q->origin[0] && q->seq > atomic_load(&bus->last_published))
+        atomic_store(&bus->last_published, q->seq);
     if (cg_bus_msg_encode(&payload, &len, &m) < 0 || send_all(bus, payload, len) == 0)
         atomic_fetch_add(&bus->publish_dropped, 1);
     else
@@ -324,17 +320,16 @@ static void publish_one(cg_bus *bus, const queued *q)
 
 static void publish_heartbeat(cg_bus *bus)
 {
-    cg_core *core = bus->core;
     cg_bus_msg m;
     char *payload = NULL;
     size_t len;
 
     memset(&m, 0, sizeof(m));
     m.type = CG_MSG_HEARTBEAT;
-    snprintf(m.group, sizeof(m.group), "%s", core->cfg->group_id);
-    snprintf(m.origin, sizeof(m.origin), "%s", core->cfg->core_name);
-    m.seq = bus->last_published;
-    m.incarnation = atomic_load(&core->incarnation);
+    snprintf(m.group, sizeof(m.group), "%s", bus->group);
+    snprintf(m.origin, sizeof(m.origin), "%s", bus->origin);
+    m.seq = atomic_load(&bus->last_published);
+    m.incarnation = atomic_load(&bus->incarnation);
     m.at_us = wall_us();
     m.applied_seq = atomic_load(&bus->applied);
     if (cg_bus_msg_encode(&payload, &len, &m) == 0 && send_all(bus, payload, len) > 0)
@@ -345,12 +340,12 @@ static void publish_heartbeat(cg_bus *bus)
 static void *publisher(void *arg)
 {
     cg_bus *bus = arg;
-    int64_t interval = bus->core->cfg->heartbeat_interval_ms, next_beat = now_ms();
+    int64_t interval = bus->heartbeat_interval_ms, next_beat = mono_us() / 1000;
 
     for (;;) {
         queued batch[64];
         size_t n = 0, i;
-        int64_t now = now_ms();
+        int64_t now = mono_us() / 1000;
 
         if (now >= next_beat) {
             publish_heartbeat(bus);
@@ -359,7 +354,7 @@ static void *publisher(void *arg)
         pthread_mutex_lock(&bus->mu);
         if (bus->q_len == 0 && !atomic_load(&bus->stop)) {
             struct timespec until;
-            int64_t wait_ms = next_beat - now_ms();
+            int64_t wait_ms = next_beat - mono_us() / 1000;
             clock_gettime(CLOCK_REALTIME, &until);
             if (wait_ms < 1)
                 wait_ms = 1;
@@ -387,117 +382,163 @@ static void *publisher(void *arg)
     return NULL;
 }
 
-/* ---- subscriber ----------------------------------------------------------------------- */
+/* ---- subscriber: ordering ------------------------------------------------------------- */
 
-/* The subscriber's repository connection, reconnected (once) when broken. */
-static cg_conn *repo(cg_bus *bus)
+/* Move the applied point to seq (forward only) and forget the pending seqs it covers. */
+static void advance_to(cg_bus *bus, int64_t seq)
 {
-    if (bus->conn && cg_repo_usable(bus->conn))
-        return bus->conn;
-    if (bus->conn == NULL) {
-        if (cg_repo_connect(&bus->conn, bus->core->cfg, bus->app_name) < 0)
-            bus->conn = NULL;
-    } else if (cg_repo_reconnect(bus->conn, bus->core->cfg, bus->app_name) < 0) {
-        return NULL;
+    size_t drop = 0;
+    if (seq <= atomic_load(&bus->applied))
+        return;
+    /* the pending seqs that now form a contiguous run above seq move it further */
+    while (drop < bus->n_pending && bus->pending[drop].seq <= seq + 1) {
+        if (bus->pending[drop].seq == seq + 1)
+            seq++;
+        drop++;
     }
-    return bus->conn;
+    memmove(bus->pending, bus->pending + drop, (bus->n_pending - drop) * sizeof(pending_seq));
+    bus->n_pending -= drop;
+    if (bus->hb_upto <= seq)
+        bus->hb_upto = bus->hb_since_us = 0;
+    atomic_store(&bus->applied_at_us, mono_us());
+    atomic_store(&bus->applied, seq);
+    if (bus->h.advanced)
+        bus->h.advanced(bus->h.ctx, seq);
 }
 
-/*
- * Bring applied up to the repository's event_seq, reading the missed events from the outbox
- * in order; reset the whole cache when the outbox no longer holds applied + 1. Returns the
- * repository's event_seq, or -1 when the repository could not be reached (applied unchanged).
- */
-static int64_t catch_up(cg_bus *bus)
+void cg_bus_applied(cg_bus *bus, int64_t seq)
 {
-    cg_core *core = bus->core;
-    const char *group = core->cfg->group_id;
-    cg_conn *c = repo(bus);
-    int64_t target, applied = atomic_load(&bus->applied);
-    int caught = 0;
+    advance_to(bus, seq);
+}
 
-    if (c == NULL || cg_repo_event_seq(&target, c, group) < 0) {
-        bus->repo_ok = 0;
+/* Index of seq in pending, or of where it would go. */
+static size_t pending_find(const cg_bus *bus, int64_t seq)
+{
+    size_t lo = 0, hi = bus->n_pending;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (bus->pending[mid].seq < seq)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* Remember a seq heard ahead of a missing one. 0, or -1 when there is no room (the caller
+ * treats that as a gap now). */
+static int pending_add(cg_bus *bus, int64_t seq, size_t at)
+{
+    if (bus->n_pending == PENDING_MAX)
         return -1;
+    memmove(bus->pending + at + 1, bus->pending + at, (bus->n_pending - at) * sizeof(pending_seq));
+    bus->pending[at] = (pending_seq){seq, mono_us()};
+    bus->n_pending++;
+    return 0;
+}
+
+/* When the first missing seq (applied + 1) became known to be missing; 0 if none is. */
+static int64_t missing_since(const cg_bus *bus)
+{
+    int64_t since = bus->n_pending > 0 ? bus->pending[0].at_us : 0;
+    if (bus->hb_since_us && (since == 0 || bus->hb_since_us < since))
+        since = bus->hb_since_us;
+    return since;
+}
+
+/* The newest seq known to exist. */
+static int64_t known_upto(const cg_bus *bus)
+{
+    int64_t upto = bus->n_pending > 0 ? bus->pending[bus->n_pending - 1].seq : 0;
+    return bus->hb_upto > upto ? bus->hb_upto : upto;
+}
+
+/* A gap: ask the owner to fill it. Pending seqs above what its source had are forgotten. */
+static void fill_gap(cg_bus *bus)
+{
+    int64_t applied = atomic_load(&bus->applied), upto = known_upto(bus), got;
+    size_t at;
+    atomic_fetch_add(&bus->gaps, 1);
+    got = bus->h.catch_up ? bus->h.catch_up(bus->h.ctx, applied, upto) : -1;
+    if (got < 0) {
+        bus->retry_gap_at_us = mono_us() + (int64_t)bus->tick_ms * 1000;
+        return;
     }
-    bus->repo_ok = 1;
-    while (applied < target) {
-        int64_t hi = target < applied + CATCHUP_STEP ? target : applied + CATCHUP_STEP;
-        cg_outbox_rows rows;
-        size_t i;
-        if (cg_repo_outbox_items(&rows, c, group, applied, hi) < 0) {
-            bus->repo_ok = 0;
-            return -1;
-        }
-        if (rows.n == 0 || rows.seq[0] != applied + 1 || rows.seq[rows.n - 1] != hi) {
-            /* what we missed is no longer in the outbox: forget everything (sinval's reset) */
-            cg_outbox_rows_dispose(&rows);
-            cg_core__reset(core);
-            atomic_fetch_add(&bus->resets, 1);
-            applied = target;
-            break;
-        }
-        for (i = 0; i < rows.n; i++)
-            cg_core__invalidate(core, &rows.items[i], 1);
-        applied = hi;
-        caught = 1;
-        cg_outbox_rows_dispose(&rows);
+    atomic_fetch_add(&bus->catchups, 1);
+    /* Every pending seq arrived before the owner asked its source, and a real event is
+     * published only after its commit, so the source had it: one above `got` never was. */
+    at = pending_find(bus, got + 1);
+    if (at < bus->n_pending) {
+        atomic_fetch_add(&bus->dropped[CG_DROP_FUTURE_SEQ], bus->n_pending - at);
+        bus->n_pending = at;
     }
-    if (caught)
-        atomic_fetch_add(&bus->catchups, 1);
-    if (applied != atomic_load(&bus->applied))
-        set_applied(bus, applied);
-    return target;
+    if (bus->hb_upto > got)
+        bus->hb_upto = bus->hb_since_us = 0;
+    bus->retry_gap_at_us = 0;
+    advance_to(bus, got);
+}
+
+/* A gap is due when the first missing seq has been missing for the reorder window. */
+static void check_gap(cg_bus *bus, int64_t now_us)
+{
+    int64_t since = missing_since(bus);
+    if (since == 0 || now_us < since + (int64_t)bus->reorder_window_ms * 1000 ||
+        now_us < bus->retry_gap_at_us)
+        return;
+    fill_gap(bus);
 }
 
 static void on_invalidation(cg_bus *bus, const cg_bus_msg *m)
 {
     int64_t applied = atomic_load(&bus->applied);
+    size_t at = 0;
     atomic_fetch_add(&bus->received, 1);
-    if (m->seq <= applied) {
+    if (m->seq <= applied ||
+        ((at = pending_find(bus, m->seq)) < bus->n_pending && bus->pending[at].seq == m->seq)) {
         atomic_fetch_add(&bus->duplicates, 1);
         return;
     }
-    if (m->seq > applied + 1) {
-        int64_t known;
-        atomic_fetch_add(&bus->gaps, 1);
-        known = catch_up(bus);
-        if (known >= 0 && m->seq > known) {
-            atomic_fetch_add(&bus->dropped[CG_DROP_FUTURE_SEQ], 1);
-            return; /* the repository never committed it: not applied */
-        }
-        if (known >= 0)
-            return; /* the outbox had it too: applied in order by the catch-up */
-        /* repository unreachable: apply now (safe in any order); the backstop fills the gap */
-        cg_core__invalidate(bus->core, m->items, m->n_items);
-        return;
+    bus->h.apply(bus->h.ctx, m->seq, m->items, m->n_items);
+    if (m->seq == applied + 1) {
+        if (missing_since(bus) != 0)
+            atomic_fetch_add(&bus->reordered, 1); /* a missing one came in time */
+        advance_to(bus, m->seq);
+    } else if (pending_add(bus, m->seq, at) < 0) {
+        fill_gap(bus);
     }
-    cg_core__invalidate(bus->core, m->items, m->n_items);
-    set_applied(bus, m->seq);
+}
+
+static void on_heartbeat(cg_bus *bus, const cg_bus_msg *m)
+{
+    atomic_fetch_add(&bus->heartbeats_received, 1);
+    if (m->seq <= atomic_load(&bus->applied) || m->seq <= bus->hb_upto)
+        return;
+    /* Its publisher published up to m->seq, so applied + 1 (never pending) is missing. */
+    bus->hb_upto = m->seq;
+    if (bus->hb_since_us == 0)
+        bus->hb_since_us = mono_us();
 }
 
 static void on_message(cg_bus *bus, const char *data, size_t len)
 {
     cg_bus_msg *m = NULL;
-    if (cg_bus_msg_decode(&m, data, len, bus->core->cfg->group_id) < 0) {
+    if (cg_bus_msg_decode(&m, data, len, bus->group) < 0) {
         int reason = cg_bus_msg_decode_reason();
         atomic_fetch_add(&bus->dropped[reason], 1);
         return;
     }
-    bus->last_heard_ms = now_ms();
+    atomic_store(&bus->last_heard_us, mono_us());
     switch (m->type) {
     case CG_MSG_INVALIDATION:
         on_invalidation(bus, m);
         break;
     case CG_MSG_HEARTBEAT:
-        atomic_fetch_add(&bus->heartbeats_received, 1);
-        if (m->seq > atomic_load(&bus->applied)) { /* its publisher is ahead of us */
-            atomic_fetch_add(&bus->gaps, 1);
-            catch_up(bus);
-        }
+        on_heartbeat(bus, m);
         break;
     case CG_MSG_MEMBERSHIP:
         atomic_fetch_add(&bus->members_received, 1);
+        if (bus->h.member)
+            bus->h.member(bus->h.ctx, m);
         break;
     }
     cg_bus_msg_free(m);
@@ -557,128 +598,103 @@ static void drain_socket(cg_bus *bus, void *sock)
     }
 }
 
-/* The backstop: catch up with the repository, prune the outbox now and then. */
-static void poll_repository(cg_bus *bus, int64_t n_poll)
-{
-    cg_core *core = bus->core;
-    atomic_fetch_add(&bus->polls, 1);
-    if (catch_up(bus) < 0)
-        return;
-    if (core->cfg->outbox_retention_s > 0 && n_poll % PRUNE_EVERY == 0) {
-        int64_t deleted;
-        cg_repo_outbox_prune(&deleted, bus->conn, core->cfg->group_id,
-                             core->cfg->outbox_retention_s);
-    }
-}
-
 static void *subscriber(void *arg)
 {
     cg_bus *bus = arg;
-    const cg_config *cfg = bus->core->cfg;
     zmq_pollitem_t items[CG_CONFIG_MAX_ENDPOINTS];
-    int64_t next_poll = now_ms() + cfg->poll_interval_ms, n_poll = 0;
-    /* membership: heartbeats into the repository and failure detection, four times per
-     * failure timeout, whatever the poll interval */
-    int64_t member_every = cfg->failure_timeout_ms / 4 > 25 ? cfg->failure_timeout_ms / 4 : 25;
-    int64_t next_member = now_ms() + member_every; /* registering was its first heartbeat */
+    int64_t next_tick = mono_us() + (int64_t)bus->tick_ms * 1000;
     size_t i;
 
     for (i = 0; i < bus->n_sub; i++)
         items[i] = (zmq_pollitem_t){bus->sub[i], 0, ZMQ_POLLIN, 0};
     while (!atomic_load(&bus->stop)) {
-        int64_t now = now_ms(), wait = next_poll - now;
-        int silent, degraded;
-        if (wait > 100)
-            wait = 100; /* notice stop() soon */
-        if (wait < 0)
-            wait = 0;
-        if (zmq_poll(items, (int)bus->n_sub, (long)wait) > 0)
+        int64_t now = mono_us(), wake = next_tick, since = missing_since(bus), wait_ms;
+        if (since) { /* wake for the end of the reorder window */
+            int64_t due = since + (int64_t)bus->reorder_window_ms * 1000;
+            if (due < bus->retry_gap_at_us)
+                due = bus->retry_gap_at_us;
+            if (due < wake)
+                wake = due;
+        }
+        wait_ms = (wake - now + 999) / 1000;
+        if (wait_ms > 100)
+            wait_ms = 100; /* notice stop() soon */
+        if (wait_ms < 0)
+            wait_ms = 0;
+        if (zmq_poll(items, (int)bus->n_sub, (long)wait_ms) > 0)
             for (i = 0; i < bus->n_sub; i++)
                 if (items[i].revents & ZMQ_POLLIN)
                     drain_socket(bus, bus->sub[i]);
-        now = now_ms();
-        if (now >= next_poll) {
-            poll_repository(bus, ++n_poll);
-            next_poll = now + cfg->poll_interval_ms;
-        }
-        if (now >= next_member || atomic_load(&bus->core->rejoin)) {
-            cg_conn *c = repo(bus);
-            if (c != NULL)
-                cg_membership_tick(bus->core, c, atomic_load(&bus->applied));
-            bus->repo_ok = cg_repo_usable(bus->conn);
-            next_member = now + member_every;
-        }
-        silent =
-            bus->n_sub == 0 || now - bus->last_heard_ms > 3 * (int64_t)cfg->heartbeat_interval_ms;
-        degraded = silent && !bus->repo_ok;
-        atomic_store(&bus->bus_silent, silent);
-        atomic_store(&bus->repository_ok, bus->repo_ok);
-        if (degraded != atomic_load(&bus->degraded)) {
-            atomic_store(&bus->degraded, degraded);
-            cg_core__set_degraded(bus->core, degraded);
+        now = mono_us();
+        check_gap(bus, now);
+        if (now >= next_tick) {
+            if (bus->h.tick)
+                bus->h.tick(bus->h.ctx);
+            next_tick = mono_us() + (int64_t)bus->tick_ms * 1000;
         }
     }
     return NULL;
 }
 
-/* ---- start, stop, stats --------------------------------------------------------------- */
+/* ---- open, start, stop, stats --------------------------------------------------------- */
 
-int cg_bus_start(cg_bus **out, cg_core *core)
+static int copy_string(char **slot, const char *s)
 {
-    const cg_config *cfg = core->cfg;
+    if (s == NULL)
+        return 0;
+    if ((*slot = strdup(s)) == NULL)
+        return cg_error_nomem();
+    return 0;
+}
+
+int cg_bus_open(cg_bus **out, const cg_bus_options *opts, const cg_bus_handlers *handlers)
+{
     char topic[CG_BUS_TOPIC_MAX];
     cg_bus *bus;
-    int64_t seq = 0;
     size_t i;
     int err = 0;
 
     *out = NULL;
+    if (opts == NULL || opts->version != CG_BUS_OPTIONS_VERSION || handlers == NULL ||
+        handlers->apply == NULL || opts->n_publish > CG_CONFIG_MAX_ENDPOINTS ||
+        opts->n_subscribe > CG_CONFIG_MAX_ENDPOINTS || opts->tick_ms < 1 ||
+        opts->reorder_window_ms < 0 || opts->heartbeat_interval_ms < 1)
+        return cg_error_set(CG_EINVALID, CG_ERRCLASS_BUS, "bus options: bad version or value");
     if ((bus = calloc(1, sizeof(*bus))) == NULL)
         return cg_error_nomem();
-    bus->core = core;
     pthread_mutex_init(&bus->mu, NULL);
     pthread_cond_init(&bus->cv, NULL);
+    snprintf(bus->group, sizeof(bus->group), "%s", opts->group);
+    snprintf(bus->origin, sizeof(bus->origin), "%s", opts->origin);
+    bus->heartbeat_interval_ms = opts->heartbeat_interval_ms;
+    bus->reorder_window_ms = opts->reorder_window_ms;
+    bus->tick_ms = opts->tick_ms;
+    bus->h = *handlers;
+    atomic_store(&bus->last_heard_us, mono_us());
+    if ((err = copy_string(&bus->curve_server_key, opts->curve_server_key)) < 0 ||
+        (err = copy_string(&bus->curve_public_key, opts->curve_public_key)) < 0 ||
+        (err = copy_string(&bus->curve_secret_key, opts->curve_secret_key)) < 0)
+        goto fail;
+    if ((bus->pending = malloc(PENDING_MAX * sizeof(pending_seq))) == NULL) {
+        err = cg_error_nomem();
+        goto fail;
+    }
     if ((bus->ctx = zmq_ctx_new()) == NULL) {
         err = cg_error_set(CG_ERROR, CG_ERRCLASS_BUS, "zmq_ctx_new: %s", zmq_strerror(errno));
         goto fail;
     }
-    if ((err = cg_bus_topic(topic, sizeof(topic), cfg->group_id)) < 0)
+    if ((err = cg_bus_topic(topic, sizeof(topic), bus->group)) < 0)
         goto fail;
-    /* subscribe first ... */
-    for (i = 0; i < cfg->n_subscribe; i++) {
-        if ((err = open_socket(&bus->sub[i], bus, ZMQ_SUB, cfg->subscribe[i])) < 0)
+    for (i = 0; i < opts->n_subscribe; i++) {
+        if ((err = open_socket(&bus->sub[i], bus, ZMQ_SUB, opts->subscribe[i])) < 0)
             goto fail;
         bus->n_sub++;
         zmq_setsockopt(bus->sub[i], ZMQ_SUBSCRIBE, topic, strlen(topic));
     }
-    for (i = 0; i < cfg->n_publish; i++) {
-        if ((err = open_socket(&bus->pub[i], bus, ZMQ_PUB, cfg->publish[i])) < 0)
+    for (i = 0; i < opts->n_publish; i++) {
+        if ((err = open_socket(&bus->pub[i], bus, ZMQ_PUB, opts->publish[i])) < 0)
             goto fail;
         bus->n_pub++;
-    }
-    /* ... then read where the group stands: everything before is in the repository */
-    snprintf(bus->app_name, sizeof(bus->app_name), "%s/bus", cfg->core_name);
-    if ((err = cg_repo_connect(&bus->conn, cfg, bus->app_name)) < 0 ||
-        (err = cg_repo_event_seq(&seq, bus->conn, cfg->group_id)) < 0)
-        goto fail;
-    atomic_store(&bus->applied, seq);
-    bus->last_published = seq;
-    bus->last_heard_ms = now_ms();
-    bus->repo_ok = 1;
-
-    if (pthread_create(&bus->sub_thread, NULL, subscriber, bus) != 0) {
-        err = cg_error_set(CG_ERROR, CG_ERRCLASS_OS, "cannot start the subscriber thread");
-        goto fail;
-    }
-    bus->sub_running = 1;
-    if (bus->n_pub > 0) {
-        if (pthread_create(&bus->pub_thread, NULL, publisher, bus) != 0) {
-            err = cg_error_set(CG_ERROR, CG_ERRCLASS_OS, "cannot start the publisher thread");
-            goto fail;
-        }
-        bus->pub_running = 1;
-        cg_core__set_publisher(core, enqueue, bus);
-        cg_bus_publish_member(bus, CG_MEMBER_JOIN, cfg->core_name, atomic_load(&core->incarnation));
     }
     *out = bus;
     return 0;
@@ -687,12 +703,28 @@ fail:
     return err;
 }
 
+int cg_bus_start(cg_bus *bus, int64_t applied_seq)
+{
+    atomic_store(&bus->applied, applied_seq);
+    atomic_store(&bus->applied_at_us, mono_us());
+    atomic_store(&bus->last_published, applied_seq);
+    atomic_store(&bus->last_heard_us, mono_us());
+    if (pthread_create(&bus->sub_thread, NULL, subscriber, bus) != 0)
+        return cg_error_set(CG_ERROR, CG_ERRCLASS_OS, "cannot start the subscriber thread");
+    bus->sub_running = 1;
+    if (bus->n_pub > 0) {
+        if (pthread_create(&bus->pub_thread, NULL, publisher, bus) != 0)
+            return cg_error_set(CG_ERROR, CG_ERRCLASS_OS, "cannot start the publisher thread");
+        bus->pub_running = 1;
+    }
+    return 0;
+}
+
 void cg_bus_stop(cg_bus *bus)
 {
     size_t i;
     if (bus == NULL)
         return;
-    cg_core__set_publisher(bus->core, NULL, NULL);
     atomic_store(&bus->stop, 1);
     pthread_mutex_lock(&bus->mu);
     pthread_cond_signal(&bus->cv);
@@ -709,14 +741,28 @@ void cg_bus_stop(cg_bus *bus)
         zmq_close(bus->sub[i]);
     if (bus->ctx)
         zmq_ctx_term(bus->ctx);
-    cg_repo_close(bus->conn);
     pthread_mutex_destroy(&bus->mu);
     pthread_cond_destroy(&bus->cv);
+    free(bus->pending);
+    free(bus->curve_server_key);
+    free(bus->curve_public_key);
+    free(bus->curve_secret_key);
     free(bus);
 }
 
-void cg_bus_stats_get(cg_bus *bus, cg_bus_stats *out)
+void cg_bus_set_incarnation(cg_bus *bus, int64_t incarnation)
 {
+    atomic_store(&bus->incarnation, incarnation);
+}
+
+int64_t cg_bus_applied_seq(const cg_bus *bus)
+{
+    return atomic_load(&((cg_bus *)bus)->applied);
+}
+
+void cg_bus_stats_get(const cg_bus *cbus, cg_bus_stats *out)
+{
+    cg_bus *bus = (cg_bus *)cbus; /* the counters are atomics; reading them does not modify */
     int r;
     memset(out, 0, sizeof(*out));
     if (bus == NULL)
@@ -726,17 +772,16 @@ void cg_bus_stats_get(cg_bus *bus, cg_bus_stats *out)
     out->heartbeats_sent = atomic_load(&bus->heartbeats_sent);
     out->received = atomic_load(&bus->received);
     out->duplicates = atomic_load(&bus->duplicates);
+    out->reordered = atomic_load(&bus->reordered);
     out->gaps = atomic_load(&bus->gaps);
     out->catchups = atomic_load(&bus->catchups);
-    out->resets = atomic_load(&bus->resets);
     out->heartbeats_received = atomic_load(&bus->heartbeats_received);
     out->members_received = atomic_load(&bus->members_received);
     for (r = 0; r < CG_DROP_COUNT; r++)
         out->dropped[r] = atomic_load(&bus->dropped[r]);
-    out->polls = atomic_load(&bus->polls);
     out->applied_seq = atomic_load(&bus->applied);
     out->applied_at_us = atomic_load(&bus->applied_at_us);
-    out->degraded = atomic_load(&bus->degraded);
-    out->bus_silent = atomic_load(&bus->bus_silent);
-    out->repository_ok = atomic_load(&bus->repository_ok);
+    out->last_heard_us = atomic_load(&bus->last_heard_us);
+    out->bus_silent = bus->n_sub == 0 || mono_us() - out->last_heard_us >
+                                             3 * (int64_t)bus->heartbeat_interval_ms * 1000;
 }

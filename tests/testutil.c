@@ -235,6 +235,7 @@ cg_config *cgt_core_config(const char *dsn, const char *name, const char *group)
      * one, and a backstop poll that never fires unless a test shortens it. */
     cfg->poll_interval_ms = 3600000;
     cfg->failure_timeout_ms = 3600000; /* and membership ticks rarely: nobody gets fenced */
+    cfg->max_staleness_ms = 86400000;  /* a lease that outlasts the test: proofs follow the poll */
     free(core_dsn);
     return cfg;
 }
