@@ -74,9 +74,15 @@ int cg_core__advertise(cg_core *core, cg_conn *conn)
     if (conn->advertised == incarnation || conn->in_tx)
         return 0;
     err = cg_repo_session_advertise(conn, core->cfg->group_id, core->cfg->core_name, incarnation);
-    if (err == CG_EFENCED && incarnation == atomic_load(&core->incarnation)) {
-        atomic_store(&core->rejoin, 1); /* found fenced: rejoin now, not at the next tick */
-        cg_housekeeping_wake(core);
+    if (err == CG_EFENCED) {
+        /* Found fenced: rejoin now, not at the next tick. The session goes on unadvertised:
+         * what it reads is still the repository's, and whatever it writes is refused at
+         * commit by the same fence. */
+        if (incarnation == atomic_load(&core->incarnation)) {
+            atomic_store(&core->rejoin, 1);
+            cg_housekeeping_wake(core);
+        }
+        return 0;
     }
     return err;
 }

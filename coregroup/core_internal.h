@@ -115,8 +115,9 @@ int cg_core__conn_acquire(cg_core *core, cg_conn **out);
 /* Return a connection; a broken one is closed. Any open transaction must have ended. */
 void cg_core__conn_release(cg_core *core, cg_conn *conn);
 /* Tell the repository that this session belongs to the core's current incarnation, unless it
- * knows already (a round trip only after a connect or a rejoin). CG_EFENCED when that
- * incarnation is fenced (a rejoin is then asked for). Not inside a transaction. */
+ * knows already (a round trip only after a connect or a rejoin). When that incarnation is
+ * fenced, a rejoin is asked for and 0 returned: the session is used unadvertised (its commits
+ * are refused by the fence anyway). Not inside a transaction. */
 int cg_core__advertise(cg_core *core, cg_conn *conn);
 /* Reconnect a broken connection in place, retrying per [retry]. */
 int cg_core__reconnect(cg_core *core, cg_conn *conn, int first_attempt);
