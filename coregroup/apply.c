@@ -22,14 +22,8 @@
 #include <string.h>
 
 #include "core_internal.h"
+#include "coregroup/sys/clock.h"
 #include "coregroup/sys/error.h"
-
-static int64_t mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 void cg_apply__note(cg_core *core, int err)
 {
@@ -127,7 +121,7 @@ int cg_apply_start(cg_core *core)
     cg_bus_set_incarnation(core->bus, atomic_load(&core->incarnation));
     core->publishing = cfg->n_publish > 0;
     /* ... then read where the group stands: everything before is in the repository */
-    t0 = mono_us();
+    t0 = cg_clock_mono_us();
     if (cg_apply__conn(core) == NULL)
         return cg_error_last()->code ? cg_error_last()->code : CG_ERROR;
     if ((err = cg_repo_event_seq(&seq, core->apply.conn, cfg->group_id)) < 0)
@@ -137,7 +131,7 @@ int cg_apply_start(cg_core *core)
         return err;
     /* the cache is empty, so it reflects every event up to seq: fresh as of t0 */
     cg_lease_renew(core, t0);
-    core->apply.next_proof_us = mono_us() + (int64_t)core->apply.proof_every_ms * 1000;
+    core->apply.next_proof_us = cg_clock_mono_us() + (int64_t)core->apply.proof_every_ms * 1000;
     if (core->publishing)
         cg_bus_publish_member(core->bus, CG_MEMBER_JOIN, cfg->core_name,
                               atomic_load(&core->incarnation));

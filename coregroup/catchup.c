@@ -18,21 +18,15 @@
  * stay), and the caller tries again at a later tick.
  */
 #include "core_internal.h"
+#include "coregroup/sys/clock.h"
 #include "coregroup/sys/error.h"
 
 #define CATCHUP_STEP 1000 /* events read from the outbox per round trip */
 
-static int64_t mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 int64_t cg_catchup_run(cg_core *core, int64_t applied)
 {
     const char *group = core->cfg->group_id;
-    int64_t target, t0 = mono_us();
+    int64_t target, t0 = cg_clock_mono_us();
     cg_conn *c = cg_apply__conn(core);
     int err;
 

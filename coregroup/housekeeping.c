@@ -22,19 +22,13 @@
 #include <string.h>
 
 #include "core_internal.h"
+#include "coregroup/sys/clock.h"
 #include "coregroup/sys/error.h"
 
 #define PRUNE_EVERY  60   /* poll intervals between pruning turns */
 #define PRUNE_BATCH  1000 /* outbox rows per DELETE */
 #define PRUNE_ROUNDS 20   /* batches per turn at most */
 #define REJOIN_MS    50   /* between attempts while a rejoin is asked for */
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 #ifdef CG_TEST_HOOKS
 void cg_core__hang(cg_core *core, int ms)
@@ -94,31 +88,25 @@ static void *housekeeping(void *arg)
     cg_core *core = arg;
     const cg_config *cfg = core->cfg;
     int64_t member_every = cfg->failure_timeout_ms / 4 > 25 ? cfg->failure_timeout_ms / 4 : 25;
-    int64_t next_member = mono_ms() + member_every; /* registering was its first heartbeat */
+    int64_t next_member =
+        cg_clock_mono_ms() + member_every; /* registering was its first heartbeat */
     int64_t prune_every = (int64_t)PRUNE_EVERY * cfg->poll_interval_ms;
-    int64_t next_prune = mono_ms() + prune_every, last_tick = 0;
+    int64_t next_prune = cg_clock_mono_ms() + prune_every, last_tick = 0;
 
     while (!atomic_load(&core->hk_stop)) {
-        int64_t now = mono_ms(), wait = next_member - now;
+        int64_t now = cg_clock_mono_ms(), wait = next_member - now;
         cg_conn *c;
         if (atomic_load(&core->rejoin) && last_tick + REJOIN_MS - now < wait)
             wait = last_tick + REJOIN_MS - now;
         pthread_mutex_lock(&core->hk_mu);
         if (wait > 0 && !atomic_load(&core->hk_stop)) {
-            struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_sec += wait / 1000;
-            until.tv_nsec += (wait % 1000) * 1000000L;
-            if (until.tv_nsec >= 1000000000L) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000L;
-            }
+            struct timespec until = cg_clock_deadline(wait);
             pthread_cond_timedwait(&core->hk_cv, &core->hk_mu, &until);
         }
         pthread_mutex_unlock(&core->hk_mu);
         if (atomic_load(&core->hk_stop))
             break;
-        now = mono_ms();
+        now = cg_clock_mono_ms();
         if (now < next_member && !(atomic_load(&core->rejoin) && now >= last_tick + REJOIN_MS))
             continue;
         next_member = now + member_every;
@@ -127,9 +115,9 @@ static void *housekeeping(void *arg)
             continue;
         CG_HANG(core, hang_beat_ms);
         cg_membership_tick(core, c, cg_bus_applied_seq(core->bus));
-        if (cfg->outbox_retention_s > 0 && mono_ms() >= next_prune) {
+        if (cfg->outbox_retention_s > 0 && cg_clock_mono_ms() >= next_prune) {
             prune(core, c);
-            next_prune = mono_ms() + prune_every;
+            next_prune = cg_clock_mono_ms() + prune_every;
         }
     }
     return NULL;

@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "core_internal.h"
+#include "coregroup/sys/clock.h"
 
 void cg_lease_renew(cg_core *core, int64_t t0_us)
 {
@@ -42,12 +43,8 @@ void cg_lease_renew(cg_core *core, int64_t t0_us)
 
 int64_t cg_lease_age_ms(const cg_core *core)
 {
-    struct timespec ts;
     int64_t at = atomic_load(&((cg_core *)core)->proof_at_us);
-    if (at == 0)
-        return -1;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ((int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000 - at) / 1000;
+    return at == 0 ? -1 : (cg_clock_mono_us() - at) / 1000;
 }
 
 void cg_lease_reason(const cg_core *core, char *buf, size_t size)

@@ -19,14 +19,8 @@
  * T0 is taken BEFORE the query, so a pause anywhere after it only shortens the lease.
  */
 #include "core_internal.h"
+#include "coregroup/sys/clock.h"
 #include "coregroup/sys/error.h"
-
-static int64_t mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 void cg_poll_advanced(cg_core *core, int64_t applied)
 {
@@ -47,7 +41,7 @@ static void finish_by_catchup(cg_core *core)
 
 void cg_poll_tick(cg_core *core)
 {
-    int64_t now = mono_us(), e, t0;
+    int64_t now = cg_clock_mono_us(), e, t0;
     cg_conn *c;
     int err;
 
@@ -61,7 +55,7 @@ void cg_poll_tick(cg_core *core)
         return;
     core->apply.next_proof_us = now + (int64_t)core->apply.proof_every_ms * 1000;
     atomic_fetch_add(&core->polls, 1);
-    t0 = mono_us();
+    t0 = cg_clock_mono_us();
     if ((c = cg_apply__conn(core)) == NULL)
         return;
     if ((err = cg_repo_event_seq(&e, c, core->cfg->group_id)) < 0) {

@@ -49,6 +49,7 @@
 #include <zmq.h>
 
 #include "bus.h"
+#include "coregroup/sys/clock.h"
 #include "coregroup/sys/error.h"
 
 #define QUEUE_MAX   4096  /* change lists waiting for the publisher thread */
@@ -112,20 +113,6 @@ struct cg_bus {
         reordered, gaps, catchups, heartbeats_received, members_received;
     atomic_uint_fast64_t dropped[CG_DROP_COUNT];
 };
-
-static int64_t mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static int64_t wall_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 /* ---- sockets -------------------------------------------------------------------------- */
 
@@ -296,7 +283,7 @@ static void publish_one(cg_bus *bus, const queued *q)
     snprintf(m.origin, sizeof(m.origin), "%s", q->origin[0] ? q->origin : bus->origin);
     m.incarnation = q->origin[0] ? q->origin_incarnation : atomic_load(&bus->incarnation);
     if (q->type == CG_MSG_MEMBERSHIP) {
-        m.at_us = wall_us();
+        m.at_us = cg_clock_wall_us();
         m.event = q->event;
         snprintf(m.member, sizeof(m.member), "%s", q->member);
         m.member_incarnation = q->member_incarnation;
@@ -330,7 +317,7 @@ static void publish_heartbeat(cg_bus *bus)
     snprintf(m.origin, sizeof(m.origin), "%s", bus->origin);
     m.seq = atomic_load(&bus->last_published);
     m.incarnation = atomic_load(&bus->incarnation);
-    m.at_us = wall_us();
+    m.at_us = cg_clock_wall_us();
     m.applied_seq = atomic_load(&bus->applied);
     if (cg_bus_msg_encode(&payload, &len, &m) == 0 && send_all(bus, payload, len) > 0)
         atomic_fetch_add(&bus->heartbeats_sent, 1);
@@ -340,12 +327,12 @@ static void publish_heartbeat(cg_bus *bus)
 static void *publisher(void *arg)
 {
     cg_bus *bus = arg;
-    int64_t interval = bus->heartbeat_interval_ms, next_beat = mono_us() / 1000;
+    int64_t interval = bus->heartbeat_interval_ms, next_beat = cg_clock_mono_ms();
 
     for (;;) {
         queued batch[64];
         size_t n = 0, i;
-        int64_t now = mono_us() / 1000;
+        int64_t now = cg_clock_mono_ms();
 
         if (now >= next_beat) {
             publish_heartbeat(bus);
@@ -353,17 +340,8 @@ static void *publisher(void *arg)
         }
         pthread_mutex_lock(&bus->mu);
         if (bus->q_len == 0 && !atomic_load(&bus->stop)) {
-            struct timespec until;
-            int64_t wait_ms = next_beat - mono_us() / 1000;
-            clock_gettime(CLOCK_REALTIME, &until);
-            if (wait_ms < 1)
-                wait_ms = 1;
-            until.tv_sec += wait_ms / 1000;
-            until.tv_nsec += (wait_ms % 1000) * 1000000L;
-            if (until.tv_nsec >= 1000000000L) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000L;
-            }
+            int64_t wait_ms = next_beat - cg_clock_mono_ms();
+            struct timespec until = cg_clock_deadline(wait_ms < 1 ? 1 : wait_ms);
             pthread_cond_timedwait(&bus->cv, &bus->mu, &until);
         }
         while (bus->q_len > 0 && n < 64) {
@@ -400,7 +378,7 @@ static void advance_to(cg_bus *bus, int64_t seq)
     bus->n_pending -= drop;
     if (bus->hb_upto <= seq)
         bus->hb_upto = bus->hb_since_us = 0;
-    atomic_store(&bus->applied_at_us, mono_us());
+    atomic_store(&bus->applied_at_us, cg_clock_mono_us());
     atomic_store(&bus->applied, seq);
     if (bus->h.advanced)
         bus->h.advanced(bus->h.ctx, seq);
@@ -432,7 +410,7 @@ static int pending_add(cg_bus *bus, int64_t seq, size_t at)
     if (bus->n_pending == PENDING_MAX)
         return -1;
     memmove(bus->pending + at + 1, bus->pending + at, (bus->n_pending - at) * sizeof(pending_seq));
-    bus->pending[at] = (pending_seq){seq, mono_us()};
+    bus->pending[at] = (pending_seq){seq, cg_clock_mono_us()};
     bus->n_pending++;
     return 0;
 }
@@ -461,7 +439,7 @@ static void fill_gap(cg_bus *bus)
     atomic_fetch_add(&bus->gaps, 1);
     got = bus->h.catch_up ? bus->h.catch_up(bus->h.ctx, applied, upto) : -1;
     if (got < 0) {
-        bus->retry_gap_at_us = mono_us() + (int64_t)bus->tick_ms * 1000;
+        bus->retry_gap_at_us = cg_clock_mono_us() + (int64_t)bus->tick_ms * 1000;
         return;
     }
     atomic_fetch_add(&bus->catchups, 1);
@@ -516,7 +494,7 @@ static void on_heartbeat(cg_bus *bus, const cg_bus_msg *m)
     /* Its publisher published up to m->seq, so applied + 1 (never pending) is missing. */
     bus->hb_upto = m->seq;
     if (bus->hb_since_us == 0)
-        bus->hb_since_us = mono_us();
+        bus->hb_since_us = cg_clock_mono_us();
 }
 
 static void on_message(cg_bus *bus, const char *data, size_t len)
@@ -527,7 +505,7 @@ static void on_message(cg_bus *bus, const char *data, size_t len)
         atomic_fetch_add(&bus->dropped[reason], 1);
         return;
     }
-    atomic_store(&bus->last_heard_us, mono_us());
+    atomic_store(&bus->last_heard_us, cg_clock_mono_us());
     switch (m->type) {
     case CG_MSG_INVALIDATION:
         on_invalidation(bus, m);
@@ -602,13 +580,13 @@ static void *subscriber(void *arg)
 {
     cg_bus *bus = arg;
     zmq_pollitem_t items[CG_CONFIG_MAX_ENDPOINTS];
-    int64_t next_tick = mono_us() + (int64_t)bus->tick_ms * 1000;
+    int64_t next_tick = cg_clock_mono_us() + (int64_t)bus->tick_ms * 1000;
     size_t i;
 
     for (i = 0; i < bus->n_sub; i++)
         items[i] = (zmq_pollitem_t){bus->sub[i], 0, ZMQ_POLLIN, 0};
     while (!atomic_load(&bus->stop)) {
-        int64_t now = mono_us(), wake = next_tick, since = missing_since(bus), wait_ms;
+        int64_t now = cg_clock_mono_us(), wake = next_tick, since = missing_since(bus), wait_ms;
         if (since) { /* wake for the end of the reorder window */
             int64_t due = since + (int64_t)bus->reorder_window_ms * 1000;
             if (due < bus->retry_gap_at_us)
@@ -625,12 +603,12 @@ static void *subscriber(void *arg)
             for (i = 0; i < bus->n_sub; i++)
                 if (items[i].revents & ZMQ_POLLIN)
                     drain_socket(bus, bus->sub[i]);
-        now = mono_us();
+        now = cg_clock_mono_us();
         check_gap(bus, now);
         if (now >= next_tick) {
             if (bus->h.tick)
                 bus->h.tick(bus->h.ctx);
-            next_tick = mono_us() + (int64_t)bus->tick_ms * 1000;
+            next_tick = cg_clock_mono_us() + (int64_t)bus->tick_ms * 1000;
         }
     }
     return NULL;
@@ -670,7 +648,7 @@ int cg_bus_open(cg_bus **out, const cg_bus_options *opts, const cg_bus_handlers 
     bus->reorder_window_ms = opts->reorder_window_ms;
     bus->tick_ms = opts->tick_ms;
     bus->h = *handlers;
-    atomic_store(&bus->last_heard_us, mono_us());
+    atomic_store(&bus->last_heard_us, cg_clock_mono_us());
     if ((err = copy_string(&bus->curve_server_key, opts->curve_server_key)) < 0 ||
         (err = copy_string(&bus->curve_public_key, opts->curve_public_key)) < 0 ||
         (err = copy_string(&bus->curve_secret_key, opts->curve_secret_key)) < 0)
@@ -706,9 +684,9 @@ fail:
 int cg_bus_start(cg_bus *bus, int64_t applied_seq)
 {
     atomic_store(&bus->applied, applied_seq);
-    atomic_store(&bus->applied_at_us, mono_us());
+    atomic_store(&bus->applied_at_us, cg_clock_mono_us());
     atomic_store(&bus->last_published, applied_seq);
-    atomic_store(&bus->last_heard_us, mono_us());
+    atomic_store(&bus->last_heard_us, cg_clock_mono_us());
     if (pthread_create(&bus->sub_thread, NULL, subscriber, bus) != 0)
         return cg_error_set(CG_ERROR, CG_ERRCLASS_OS, "cannot start the subscriber thread");
     bus->sub_running = 1;
@@ -782,6 +760,6 @@ void cg_bus_stats_get(const cg_bus *cbus, cg_bus_stats *out)
     out->applied_seq = atomic_load(&bus->applied);
     out->applied_at_us = atomic_load(&bus->applied_at_us);
     out->last_heard_us = atomic_load(&bus->last_heard_us);
-    out->bus_silent = bus->n_sub == 0 || mono_us() - out->last_heard_us >
+    out->bus_silent = bus->n_sub == 0 || cg_clock_mono_us() - out->last_heard_us >
                                              3 * (int64_t)bus->heartbeat_interval_ms * 1000;
 }

@@ -188,21 +188,11 @@ static void *bind_and_commit(void *arg)
     return NULL;
 }
 
-static int64_t make(cg_core *core)
-{
-    cg_call *call;
-    int64_t h;
-    CGT_OK(cg_call_begin(&call, core));
-    CGT_OK(cg_resource_create(&h, call, NULL));
-    CGT_OK(cg_call_commit(call));
-    return h;
-}
-
 START_TEST(root_folder_race)
 {
     cg_core *a = cgt_core_open(dsn, "root-a", "g-root"),
             *b = cgt_core_open(dsn, "root-b", "g-root");
-    int64_t ha = make(a), hb = make(b), target;
+    int64_t ha = cgt_create(a), hb = cgt_create(b), target;
     cg_name_list list;
     cg_call *ca, *check;
     binder second;

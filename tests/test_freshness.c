@@ -88,48 +88,11 @@ static void wait_hearing(cg_core *core)
     ck_abort_msg("%s never heard the bus", cg_core_name(core));
 }
 
-static int64_t create(cg_core *core)
-{
-    cg_call *call;
-    int64_t h;
-    CGT_OK(cg_call_begin(&call, core));
-    CGT_OK(cg_resource_create(&h, call, NULL));
-    CGT_OK(cg_call_commit(call));
-    return h;
-}
-
-/* Read-modify-write of the state part; returns the new version. */
-static int64_t bump(cg_core *core, int64_t h)
-{
-    cg_call *call;
-    cg_part *p;
-    int64_t v;
-    CGT_OK(cg_call_begin(&call, core));
-    CGT_OK(cg_part_lock(&p, call, h, CG_PART_STATE));
-    CGT_OK(cg_part_update(&v, call, h, CG_PART_STATE, cg_part_version(p), "{\"b\":1}"));
-    cg_part_free(p);
-    CGT_OK(cg_call_commit(call));
-    return v;
-}
-
-/* The state part's version as a read returns it, or the negative error code. */
-static int64_t read_version(cg_core *core, int64_t h)
-{
-    cg_part *p;
-    int64_t v;
-    int err = cg_part_read(&p, core, h, CG_PART_STATE);
-    if (err < 0)
-        return err;
-    v = cg_part_version(p);
-    cg_part_free(p);
-    return v;
-}
-
 /* Wait until reads on `core` return at least version v; fails after limit_ms. */
 static void wait_version(cg_core *core, int64_t h, int64_t v, int limit_ms)
 {
     int64_t until = bt_ms() + limit_ms, got;
-    while ((got = read_version(core, h)) < v && bt_ms() < until)
+    while ((got = cgt_read_version(core, h)) < v && bt_ms() < until)
         usleep(5000);
     ck_assert_msg(got >= v, "%s: version %" PRId64 ", wanted %" PRId64, cg_core_name(core), got, v);
 }
@@ -175,11 +138,11 @@ START_TEST(a_resumed_core_never_serves_its_old_cache)
         cg_core *p = cgt_core_open_cfg(config("fp-p", "fr-pause", 500, 300));
         char c;
         wait_hearing(p);
-        v = read_version(p, target); /* cached */
+        v = cgt_read_version(p, target); /* cached */
         if (write(reply[1], &v, sizeof(v)) < 0)
             _exit(3);
         while (read(cmd[0], &c, 1) == 1 && c == 'r') { /* one read per command, in order */
-            v = read_version(p, target);
+            v = cgt_read_version(p, target);
             if (write(reply[1], &v, sizeof(v)) < 0)
                 _exit(3);
         }
@@ -189,14 +152,14 @@ START_TEST(a_resumed_core_never_serves_its_old_cache)
     close(cmd[0]);
     close(reply[1]);
     a = cgt_core_open_cfg(config("fp-a", "fr-pause", 500, 300));
-    h = create(a);
+    h = cgt_create(a);
     cgt_send_i64(handle, h);
     read_all(reply[0], &got, sizeof(got));
     ck_assert_int_eq(got, 1);
 
     kill(pid, SIGSTOP);
     bt_busd_kill(&fwd); /* no invalidation can reach it: only its lease can save it */
-    v2 = bump(a, h);
+    v2 = cgt_bump(a, h);
     for (i = 0; i < 5; i++) /* reads queued to it while it is stopped */
         write_all(cmd[1], "r", 1);
     wait_state("fp-p", "failed", 10000); /* paused past max_staleness_ms and the timeout */
@@ -233,10 +196,10 @@ static void applied_while_hanging(cg_core *x, cg_core *y, int64_t h)
     uint64_t applied;
     int64_t v, until;
 
-    ck_assert_int_eq(read_version(x, h), read_version(y, h)); /* cached on x */
+    ck_assert_int_eq(cgt_read_version(x, h), cgt_read_version(y, h)); /* cached on x */
     cg_core_stats_get(x, &st);
     applied = st.invalidations_applied;
-    v = bump(y, h);
+    v = cgt_bump(y, h);
     until = bt_ms() + 5000;
     do {
         usleep(1000);
@@ -244,7 +207,7 @@ static void applied_while_hanging(cg_core *x, cg_core *y, int64_t h)
     } while (st.invalidations_applied == applied && bt_ms() < until);
     ck_assert_msg(st.invalidations_applied > applied, "x applied nothing while it hung");
     ck_assert_msg(atomic_load(&x->hooks.hanging) == 1, "the hook ended before the bus delivered");
-    ck_assert_int_eq(read_version(x, h), v);
+    ck_assert_int_eq(cgt_read_version(x, h), v);
     CGT_OK(cg_core_health_get(&hl, x)); /* the apply thread keeps proving freshness */
     ck_assert_int_eq(hl.degraded, 0);
 }
@@ -264,7 +227,7 @@ START_TEST(hanging_housekeeping_does_not_delay_invalidations)
     y = cgt_core_open_cfg(config("fh-y", "fr-hk", 1000, 2000));
     wait_hearing(x);
     wait_hearing(y);
-    h = create(y);
+    h = cgt_create(y);
 
     /* the membership heartbeat hangs */
     atomic_store(&x->hooks.hang_beat_ms, 2000);
@@ -332,8 +295,8 @@ START_TEST(a_paused_lock_holder_stops_nobody)
         a = cgt_core_open_cfg(ca);
         b = cgt_core_open_cfg(cb);
     }
-    h = create(a);
-    ck_assert_int_eq(read_version(a, h), 1); /* cached on a */
+    h = cgt_create(a);
+    ck_assert_int_eq(cgt_read_version(a, h), 1); /* cached on a */
     cgt_send_i64(handle, h);
     read_all(ready[0], &code, sizeof(code));
     ck_assert_int_eq(code, 0);
@@ -344,7 +307,7 @@ START_TEST(a_paused_lock_holder_stops_nobody)
     for (;;) { /* until b's write goes through: the fence ended the holder's session */
         cg_call *call;
         int64_t v;
-        ck_assert_int_eq(read_version(a, h), 1); /* a keeps answering from its cache */
+        ck_assert_int_eq(cgt_read_version(a, h), 1); /* a keeps answering from its cache */
         CGT_OK(cg_call_begin(&call, b));
         code = cg_part_update(&v, call, h, CG_PART_STATE, 1, "{\"by\":\"b\"}");
         if (code == 0)
@@ -405,15 +368,15 @@ START_TEST(reordering_is_not_a_gap_but_a_loss_is)
     b = cgt_core_open_cfg(cb);
     wait_hearing(a);
     wait_hearing(b);
-    h1 = create(a);
-    h2 = create(a);
-    ck_assert_int_eq(read_version(b, h1), 1);
-    ck_assert_int_eq(read_version(b, h2), 1);
+    h1 = cgt_create(a);
+    h2 = cgt_create(a);
+    ck_assert_int_eq(cgt_read_version(b, h1), 1);
+    ck_assert_int_eq(cgt_read_version(b, h2), 1);
     cg_core_stats_get(b, &s0);
 
     atomic_store(&a->hooks.swap_next, 1); /* h1's invalidation goes out after h2's */
-    v1 = bump(a, h1);
-    v2 = bump(a, h2);
+    v1 = cgt_bump(a, h1);
+    v2 = cgt_bump(a, h2);
     wait_version(b, h1, v1, 5000);
     wait_version(b, h2, v2, 5000);
     cg_core_stats_get(b, &s);
@@ -424,9 +387,9 @@ START_TEST(reordering_is_not_a_gap_but_a_loss_is)
                                            "'fr-reo'"));
 
     a->hooks.drop_every = 1; /* lost on the way */
-    v1 = bump(a, h1);
+    v1 = cgt_bump(a, h1);
     a->hooks.drop_every = 0;
-    v2 = bump(a, h2);
+    v2 = cgt_bump(a, h2);
     wait_version(b, h2, v2, 5000);
     wait_version(b, h1, v1, 5000); /* caught up from the outbox after the window */
     cg_core_stats_get(b, &s);
@@ -456,7 +419,7 @@ static void *read_loop(void *arg)
     reader *r = arg;
     while (!atomic_load(&r->stop) && r->n < MAX_READS) {
         r->at[r->n] = bt_ms();
-        r->got[r->n] = read_version(r->core, r->h);
+        r->got[r->n] = cgt_read_version(r->core, r->h);
         r->n++;
         usleep(2000);
     }
@@ -480,8 +443,8 @@ START_TEST(bus_down_and_repository_restarting_keep_the_bound)
     b = cgt_core_open_cfg(cb);
     memset(&r, 0, sizeof(r));
     r.core = b;
-    r.h = create(a);
-    ck_assert_int_eq(read_version(b, r.h), 1);
+    r.h = cgt_create(a);
+    ck_assert_int_eq(cgt_read_version(b, r.h), 1);
     bt_busd_kill(&fwd); /* the bus is down for the rest of the test */
     ck_assert(pthread_create(&t, NULL, read_loop, &r) == 0);
 

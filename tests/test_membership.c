@@ -71,26 +71,6 @@ static cg_core *member(const char *name, const char *group)
     return cgt_core_open_cfg(cfg);
 }
 
-static int64_t create(cg_core *core)
-{
-    cg_call *call;
-    int64_t h;
-    CGT_OK(cg_call_begin(&call, core));
-    CGT_OK(cg_resource_create(&h, call, NULL));
-    CGT_OK(cg_call_commit(call));
-    return h;
-}
-
-static int64_t read_version(cg_core *core, int64_t h)
-{
-    cg_part *p;
-    int64_t v;
-    CGT_OK(cg_part_read(&p, core, h, CG_PART_STATE));
-    v = cg_part_version(p);
-    cg_part_free(p);
-    return v;
-}
-
 /* Wait until the member's row is in `state`; fails the test after `ms`. */
 static void wait_state(const char *name, const char *state, int ms)
 {
@@ -141,7 +121,7 @@ START_TEST(paused_core_is_fenced_and_rejoins)
     }
     a = member("m-a", "grp-stop");
     b = member("m-b", "grp-stop");
-    h = create(a);
+    h = cgt_create(a);
     cgt_send_i64(handle, h);
     ck_assert_int_eq(read(ready[0], &code, sizeof(code)), sizeof(code));
     ck_assert_int_eq(code, 0); /* its update went through; the call is open */
@@ -163,8 +143,8 @@ START_TEST(paused_core_is_fenced_and_rejoins)
      * its transaction back and let its row lock go) */
     ck_assert_msg(code == CG_EFENCED || code == CG_ERETRYABLE,
                   "the paused core's write was not refused: %s", cg_error_name(code));
-    ck_assert_int_eq(read_version(a, h), 1); /* nothing of it landed */
-    ck_assert_int_gt(new_inc, inc + 1);      /* it rejoined as a newer incarnation */
+    ck_assert_int_eq(cgt_read_version(a, h), 1); /* nothing of it landed */
+    ck_assert_int_gt(new_inc, inc + 1);          /* it rejoined as a newer incarnation */
     ck_assert_int_eq(waitpid(pid, &status, 0), pid);
     ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     wait_state("m-v", "left", 2000);
@@ -197,8 +177,8 @@ START_TEST(killed_core_is_recovered_by_exactly_one)
     }
     a = member("k-a", "grp-kill");
     b = member("k-b", "grp-kill");
-    h = create(a);
-    ck_assert_int_eq(read_version(b, h), 1); /* cached on b, which never polls */
+    h = cgt_create(a);
+    ck_assert_int_eq(cgt_read_version(b, h), 1); /* cached on b, which never polls */
     cgt_send_i64(handle, h);
     ck_assert_int_eq(waitpid(pid, &status, 0), pid);
     ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL, "the hook did not kill");
@@ -214,9 +194,9 @@ START_TEST(killed_core_is_recovered_by_exactly_one)
 
     /* b hears the change only through the recovery's republishing */
     until = bt_ms() + 3000;
-    while (read_version(b, h) < 2 && bt_ms() < until)
+    while (cgt_read_version(b, h) < 2 && bt_ms() < until)
         usleep(10000);
-    ck_assert_int_eq(read_version(b, h), 2);
+    ck_assert_int_eq(cgt_read_version(b, h), 2);
     cg_core_stats_get(a, &sa);
     cg_core_stats_get(b, &sb);
     ck_assert_uint_eq(sa.recoveries + sb.recoveries, 1);

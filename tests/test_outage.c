@@ -46,16 +46,6 @@ static void restart_cluster(double pause_s, int background)
     free(out);
 }
 
-static int64_t make(cg_core *core)
-{
-    cg_call *call;
-    int64_t h;
-    CGT_OK(cg_call_begin(&call, core));
-    CGT_OK(cg_resource_create(&h, call, NULL));
-    CGT_OK(cg_call_commit(call));
-    return h;
-}
-
 static int64_t db_versions(int64_t h, int64_t *spec)
 {
     PGconn *c = cgt_connect(dsn);
@@ -75,7 +65,7 @@ static int64_t db_versions(int64_t h, int64_t *spec)
 START_TEST(call_in_flight_fails_retryably_and_next_call_reconnects)
 {
     cg_core *a = cgt_core_open(dsn, "out-a", "g-out");
-    int64_t h = make(a), v, spec;
+    int64_t h = cgt_create(a), v, spec;
     cg_core_stats st;
     cg_call *call;
     cg_part *p;
@@ -115,7 +105,7 @@ START_TEST(call_starting_during_an_outage_waits_per_retry_settings)
     cfg = cgt_core_config(dsn, "out-c", "g-out");
     cfg->retry_attempts = 0;
     hasty = cgt_core_open_cfg(cfg);
-    h = make(patient);
+    h = cgt_create(patient);
 
     /* hasty's idle connection dies with the restart; with no attempts it fails at once */
     restart_cluster(0, 0);
@@ -192,7 +182,7 @@ START_TEST(calls_running_through_a_restart)
     cfg->retry_interval_ms = 100;
     a = cgt_core_open_cfg(cfg);
     for (i = 0; i < 3; i++) {
-        r[i] = (runner){a, make(a), &stop, 0, 0, 0};
+        r[i] = (runner){a, cgt_create(a), &stop, 0, 0, 0};
         pthread_create(&t[i], NULL, run_calls, &r[i]);
     }
     usleep(300000);
@@ -222,7 +212,7 @@ START_TEST(connections_use_tcp_keepalives)
     cg_core *a = cgt_core_open(dsn, "out-ka", "g-out");
     PQconninfoOption *opts, *o;
     int seen = 0;
-    make(a);
+    cgt_create(a);
     ck_assert_int_ge(a->n_idle, 1);
     opts = PQconninfo(a->idle[0]->pg);
     for (o = opts; o->keyword; o++) {

@@ -253,3 +253,38 @@ cg_core *cgt_core_open(const char *dsn, const char *name, const char *group)
 {
     return cgt_core_open_cfg(cgt_core_config(dsn, name, group));
 }
+
+int64_t cgt_create(cg_core *core)
+{
+    cg_call *call;
+    int64_t h;
+    CGT_OK(cg_call_begin(&call, core));
+    CGT_OK(cg_resource_create(&h, call, NULL));
+    CGT_OK(cg_call_commit(call));
+    return h;
+}
+
+int64_t cgt_bump(cg_core *core, int64_t h)
+{
+    cg_call *call;
+    cg_part *p;
+    int64_t v;
+    CGT_OK(cg_call_begin(&call, core));
+    CGT_OK(cg_part_lock(&p, call, h, CG_PART_STATE));
+    CGT_OK(cg_part_update(&v, call, h, CG_PART_STATE, cg_part_version(p), "{\"n\":1}"));
+    cg_part_free(p);
+    CGT_OK(cg_call_commit(call));
+    return v;
+}
+
+int64_t cgt_read_version(cg_core *core, int64_t h)
+{
+    cg_part *p;
+    int64_t v;
+    int err = cg_part_read(&p, core, h, CG_PART_STATE);
+    if (err < 0)
+        return err;
+    v = cg_part_version(p);
+    cg_part_free(p);
+    return v;
+}

@@ -74,6 +74,13 @@ cg_core *cgt_core_open(const char *dsn, const char *name, const char *group);
 cg_config *cgt_core_config(const char *dsn, const char *name, const char *group);
 cg_core *cgt_core_open_cfg(cg_config *cfg);
 
+/* A new resource (empty parts) created by `core` in a call of its own; its handle. */
+int64_t cgt_create(cg_core *core);
+/* Move the state part of `h` one version on from `core`, reading it locked; the new version. */
+int64_t cgt_bump(cg_core *core, int64_t h);
+/* The state part's version as cg_part_read on `core` returns it, or the negative error code. */
+int64_t cgt_read_version(cg_core *core, int64_t h);
+
 /* Assert that `expr` returns `code`, printing cg_error_last() on mismatch. */
 #define CGT_EXPECT(code, expr)                                                                     \
     do {                                                                                           \
