@@ -61,10 +61,14 @@ cg_conn *cg_apply__conn(cg_core *core)
 
 /* ---- the bus's handlers ---------------------------------------------------------------- */
 
-static void on_apply(void *ctx, int64_t seq, const cg_bus_item *items, size_t n)
+static void on_apply(void *ctx, int64_t seq, int64_t committed_us, const cg_bus_item *items,
+                     size_t n)
 {
+    cg_core *core = ctx;
     (void)seq;
-    cg_core__invalidate(ctx, items, n);
+    cg_core__invalidate(core, items, n);
+    cg_hist_observe(&core->hist[CG_HIST_EVICTION_LAG_MS],
+                    (double)(cg_clock_wall_us() - committed_us) / 1000.0);
 }
 
 static int64_t on_gap(void *ctx, int64_t applied, int64_t upto)

@@ -26,7 +26,7 @@
 int64_t cg_catchup_run(cg_core *core, int64_t applied)
 {
     const char *group = core->cfg->group_id;
-    int64_t target, t0 = cg_clock_mono_us();
+    int64_t target, t0 = cg_clock_mono_us(), from = applied;
     cg_conn *c = cg_apply__conn(core);
     int err;
 
@@ -58,5 +58,7 @@ int64_t cg_catchup_run(cg_core *core, int64_t applied)
     }
     cg_apply__note(core, 0);
     cg_lease_renew(core, t0);
+    if (target > from)
+        cg_hist_observe(&core->hist[CG_HIST_CATCHUP_EVENTS], (double)(target - from));
     return target;
 }

@@ -22,6 +22,7 @@
  * (apply.c: subscribe, read the applied point, prove the cache fresh), and the housekeeping
  * thread. Closing stops them in reverse.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -164,6 +165,17 @@ int cg_core_open_config(cg_core **out, const cg_config *given)
 #ifdef CG_TEST_HOOKS
     pthread_mutex_init(&core->hooks.held_mu, NULL);
 #endif
+    {
+        static const double lag_ms[] = {0.1, 0.25, 0.5, 1,   2.5,  5,    10,   25,
+                                        50,  100,  250, 500, 1000, 2500, 5000, INFINITY};
+        static const double age_ms[] = {10,   25,   50,   100,   250,   500,
+                                        1000, 2000, 5000, 10000, 30000, INFINITY};
+        static const double events[] = {1, 2, 5, 10, 50, 100, 500, 1000, 10000, INFINITY};
+        cg_hist_init(&core->hist[CG_HIST_EVICTION_LAG_MS], lag_ms,
+                     sizeof(lag_ms) / sizeof(*lag_ms));
+        cg_hist_init(&core->hist[CG_HIST_PROOF_AGE_MS], age_ms, sizeof(age_ms) / sizeof(*age_ms));
+        cg_hist_init(&core->hist[CG_HIST_CATCHUP_EVENTS], events, sizeof(events) / sizeof(*events));
+    }
     {
         struct timespec res;
         clock_getres(CLOCK_MONOTONIC_COARSE, &res);
@@ -340,6 +352,16 @@ void cg_core_stats_get(const cg_core *core, cg_core_stats *out)
     out->cache_resets = atomic_load(&c->cache_resets);
     out->repository_reads = atomic_load(&c->repository_reads);
     out->repository_reconnects = atomic_load(&c->repository_reconnects);
+}
+
+int cg_core_histogram_get(cg_histogram *out, const cg_core *core, cg_core_hist which)
+{
+    memset(out, 0, sizeof(*out));
+    if ((int)which < 0 || which >= CG_HIST_COUNT)
+        return cg_error_set(CG_EINVALID, CG_ERRCLASS_INPUT, "histogram %d: no such histogram",
+                            (int)which);
+    cg_hist_snapshot(out, &core->hist[which]);
+    return 0;
 }
 
 int cg_core_members(cg_member_list *out, cg_core *core)

@@ -21,6 +21,7 @@
 
 #include "bus.h"
 #include "cache.h"
+#include "coregroup/sys/hist.h"
 #include "coregroup/core.h"
 #include "repo.h"
 
@@ -107,6 +108,7 @@ struct cg_core {
     atomic_uint_fast64_t invalidations_applied, cache_resets;
     atomic_uint_fast64_t repository_reads, repository_reconnects;
     atomic_uint_fast64_t polls, freshness_proofs, lease_misses, prunes, pruned_rows;
+    cg_hist hist[CG_HIST_COUNT]; /* cg_core_hist */
 };
 
 /* Take a connection from the pool (connecting a new one while fewer than pool_size are open,

@@ -38,6 +38,8 @@ void cg_lease_renew(cg_core *core, int64_t t0_us)
         ;
     while (t0_us > at && !atomic_compare_exchange_weak(&core->proof_at_us, &at, t0_us))
         ;
+    if (at > 0 && t0_us > at) /* only the apply thread renews: `at` was the previous proof */
+        cg_hist_observe(&core->hist[CG_HIST_PROOF_AGE_MS], (double)(t0_us - at) / 1000.0);
     atomic_fetch_add(&core->freshness_proofs, 1);
 }
 

@@ -476,7 +476,7 @@ static void on_invalidation(cg_bus *bus, const cg_bus_msg *m)
         atomic_fetch_add(&bus->duplicates, 1);
         return;
     }
-    bus->h.apply(bus->h.ctx, m->seq, m->items, m->n_items);
+    bus->h.apply(bus->h.ctx, m->seq, m->at_us, m->items, m->n_items);
     if (m->seq == applied + 1) {
         if (missing_since(bus) != 0)
             atomic_fetch_add(&bus->reordered, 1); /* a missing one came in time */

@@ -51,7 +51,7 @@ typedef struct cg_bus_handlers {
     /* A new invalidation (never one delivered before, never one at or below the applied
      * point), as soon as it arrives, whatever its order: applying an invalidation only evicts,
      * which is safe in any order. */
-    void (*apply)(void *ctx, int64_t seq, const cg_bus_item *items, size_t n);
+    void (*apply)(void *ctx, int64_t seq, int64_t committed_us, const cg_bus_item *items, size_t n);
     /* A gap: events after `applied` up to at least `upto` were not heard within the reorder
      * window. The owner reads them from elsewhere (the outbox) and returns the point up to
      * which everything is now applied (its source's newest event, >= applied), or -1 when it

@@ -18,6 +18,7 @@
  * outage case restarts the shared cluster, so ctest runs the suite alone.
  */
 #include <inttypes.h>
+#include <math.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -395,6 +396,17 @@ START_TEST(reordering_is_not_a_gap_but_a_loss_is)
     cg_core_stats_get(b, &s);
     ck_assert_uint_eq(s.catchups, s0.catchups + 1);
     ck_assert_uint_eq(s.gaps, s0.gaps + 1);
+    { /* what the metrics endpoint shows: the bus's lag per message, one catch-up of one event */
+        cg_histogram lag, sizes;
+        CGT_OK(cg_core_histogram_get(&lag, b, CG_HIST_EVICTION_LAG_MS));
+        CGT_OK(cg_core_histogram_get(&sizes, b, CG_HIST_CATCHUP_EVENTS));
+        ck_assert_uint_ge(lag.total, 3);
+        ck_assert_uint_eq(lag.count[lag.n_buckets - 1], lag.total);
+        ck_assert(isinf(lag.le[lag.n_buckets - 1]));
+        ck_assert_uint_eq(sizes.total, 1);
+        ck_assert(sizes.sum >= 1.0);
+        CGT_EXPECT(CG_EINVALID, cg_core_histogram_get(&sizes, b, CG_HIST_COUNT));
+    }
     cg_core_close(a);
     cg_core_close(b);
 }

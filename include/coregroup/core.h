@@ -119,6 +119,31 @@ typedef struct cg_core_stats {
 /** Read the core's counters (a consistent-enough snapshot; counters only grow). */
 CG_EXTERN(void) cg_core_stats_get(const cg_core *core, cg_core_stats *out);
 
+/** The distributions a core keeps (for a metrics endpoint). */
+typedef enum {
+    CG_HIST_EVICTION_LAG_MS = 0, /**< commit (the time a bus message carries) to the moment this
+                                      core applied its invalidation, in ms; bus messages only */
+    CG_HIST_PROOF_AGE_MS = 1,    /**< how old the last freshness proof was when the next one
+                                      renewed the lease, in ms */
+    CG_HIST_CATCHUP_EVENTS = 2,  /**< events read from the outbox per catch-up */
+    CG_HIST_COUNT = 3
+} cg_core_hist;
+
+#define CG_HISTOGRAM_MAX_BUCKETS 24
+
+/** A histogram snapshot, Prometheus style: count[i] observations were at most le[i]
+ *  (cumulative); le[n_buckets - 1] is +Inf, so count[n_buckets - 1] == total. */
+typedef struct cg_histogram {
+    size_t n_buckets;
+    double le[CG_HISTOGRAM_MAX_BUCKETS];
+    uint64_t count[CG_HISTOGRAM_MAX_BUCKETS];
+    uint64_t total;
+    double sum;
+} cg_histogram;
+
+/** Read one of the core's histograms. Returns 0, or CG_EINVALID for an unknown `which`. */
+CG_EXTERN(int) cg_core_histogram_get(cg_histogram *out, const cg_core *core, cg_core_hist which);
+
 /** One member of the core's group, as the repository's membership table says. */
 typedef struct cg_member {
     char name[CG_NAME_MAX + 1];
@@ -145,7 +170,7 @@ CG_EXTERN(void) cg_member_list_dispose(cg_member_list *list);
 typedef struct cg_core_health {
     int repository_ok;   /**< a statement just went through */
     int bus_silent;      /**< nothing heard on the bus for three heartbeat intervals */
-    int degraded; /**< no proof of freshness within max_staleness_ms: reads skip the cache */
+    int degraded;        /**< no proof of freshness within max_staleness_ms: reads skip the cache */
     int fenced;          /**< the group fenced this incarnation; the core is rejoining */
     int64_t applied_seq; /**< every group event up to this one is in the cache */
     int64_t event_seq;   /**< the group's counter (-1 when the repository did not answer) */
