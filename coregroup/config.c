@@ -22,6 +22,7 @@
 
 #include "coregroup/config.h"
 #include "coregroup/sys/error.h"
+#include "coregroup/sys/hostport.h"
 
 #define PRIVATE_PREFIX "private."
 
@@ -33,7 +34,8 @@ typedef enum {
     T_ENDPOINTS,
     T_SQLSTATES,
     T_STRATEGY,
-    T_LOGLEVEL
+    T_LOGLEVEL,
+    T_HOSTPORT /* HOST:PORT, read by coregroup/sys/hostport.h */
 } key_type;
 
 typedef struct {
@@ -80,6 +82,7 @@ static const key_def keys[] = {
     {"daemon", "curve_secret_key", T_STRING, OFF(daemon_curve_secret_key), 0, 0, 0},
     {"daemon", "curve_public_key", T_STRING, OFF(daemon_curve_public_key), 0, 0, 0},
     {"daemon", "curve_clients", T_STRING, OFF(daemon_curve_clients), 0, 0, 0},
+    {"daemon", "metrics_listen", T_HOSTPORT, OFF(metrics_listen), 0, 0, 0},
 };
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 
@@ -181,6 +184,7 @@ void cg_config_free(cg_config *cfg)
     free(cfg->daemon_curve_secret_key);
     free(cfg->daemon_curve_public_key);
     free(cfg->daemon_curve_clients);
+    free(cfg->metrics_listen);
     for (i = 0; i < CG_CONFIG_MAX_ENDPOINTS; i++) {
         free(cfg->publish[i]);
         free(cfg->subscribe[i]);
@@ -323,6 +327,16 @@ static int set_value(parse_state *ps, const key_def *k, const char *value)
                 return 0;
             }
         return bad(ps, k, "expected error, warn, info or debug, got \"%s\"", value);
+    }
+    case T_HOSTPORT: {
+        char host[CG_HOSTPORT_HOST_MAX + 1], fmt[200];
+        const char *why;
+        int port;
+        if (cg_hostport_split(host, &port, value, &why) < 0) {
+            snprintf(fmt, sizeof(fmt), "%s, got \"%%s\"", why);
+            return bad(ps, k, fmt, value);
+        }
+        return cg_config_set_string((char **)((char *)ps->cfg + k->offset), value);
     }
     case T_STRATEGY:
         if (strcmp(value, "invalidate") == 0)

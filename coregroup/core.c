@@ -194,6 +194,7 @@ int cg_core_open_config(cg_core **out, const cg_config *given)
         c->curve_server_key = c->curve_public_key = c->curve_secret_key = NULL;
         c->listen = c->pidfile = NULL;
         c->daemon_curve_secret_key = c->daemon_curve_public_key = c->daemon_curve_clients = NULL;
+        c->metrics_listen = NULL;
         memset(c->publish, 0, sizeof(c->publish));
         memset(c->subscribe, 0, sizeof(c->subscribe));
         if ((err = cg_config_set_string(&c->source, given->source)) < 0 ||
@@ -210,6 +211,8 @@ int cg_core_open_config(cg_core **out, const cg_config *given)
             (err = cg_config_set_string(&c->daemon_curve_public_key,
                                         given->daemon_curve_public_key)) < 0 ||
             (err = cg_config_set_string(&c->daemon_curve_clients, given->daemon_curve_clients)) < 0)
+            goto fail;
+        if ((err = cg_config_set_string(&c->metrics_listen, given->metrics_listen)) < 0)
             goto fail;
         for (i = 0; i < given->n_publish; i++)
             if ((err = cg_config_set_string(&c->publish[i], given->publish[i])) < 0)

@@ -49,6 +49,7 @@
 #include <zmq.h>
 
 #include "bus.h"
+#include "keyfile.h"
 #include "coregroup/sys/clock.h"
 #include "coregroup/sys/error.h"
 
@@ -116,26 +117,19 @@ struct cg_bus {
 
 /* ---- sockets -------------------------------------------------------------------------- */
 
-/* Read a Z85 key (40 characters) from a file. */
-static int read_key(char key[41], const char *path, const char *what)
+/* Read the key file that [bus] `what` names (keyfile.c: the one reader of key files, which
+ * skips '#' comment lines); its errors are raised again naming the setting. */
+static int read_key(uint8_t key[32], const char *path, const char *what)
 {
-    FILE *f = fopen(path, "r");
-    size_t n;
-    if (f == NULL)
-        return cg_error_set(CG_EINVALID, CG_ERRCLASS_BUS, "[bus] %s: cannot open %s: %s", what,
-                            path, strerror(errno));
-    n = fread(key, 1, 40, f);
-    fclose(f);
-    key[n] = '\0';
-    if (n != 40 || zmq_z85_decode((uint8_t[32]){0}, key) == NULL)
-        return cg_error_set(CG_EINVALID, CG_ERRCLASS_BUS,
-                            "[bus] %s: %s does not hold a 40-character Z85 CURVE key", what, path);
+    int err = cg_keyfile_read(key, path);
+    if (err < 0)
+        return cg_error_set(err, CG_ERRCLASS_BUS, "[bus] %s: %s", what, cg_error_last()->message);
     return 0;
 }
 
 static int curve_client(void *sock, const cg_bus *bus)
 {
-    char server[41], pub[41], sec[41];
+    uint8_t server[32], pub[32], sec[32];
     int err;
     if (bus->curve_server_key == NULL)
         return 0;
@@ -143,9 +137,9 @@ static int curve_client(void *sock, const cg_bus *bus)
         (err = read_key(pub, bus->curve_public_key, "curve_public_key")) < 0 ||
         (err = read_key(sec, bus->curve_secret_key, "curve_secret_key")) < 0)
         return err;
-    if (zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, server, 40) != 0 ||
-        zmq_setsockopt(sock, ZMQ_CURVE_PUBLICKEY, pub, 40) != 0 ||
-        zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, sec, 40) != 0)
+    if (zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, server, 32) != 0 ||
+        zmq_setsockopt(sock, ZMQ_CURVE_PUBLICKEY, pub, 32) != 0 ||
+        zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, sec, 32) != 0)
         return cg_error_set(CG_ERROR, CG_ERRCLASS_BUS, "CURVE setup: %s", zmq_strerror(errno));
     return 0;
 }

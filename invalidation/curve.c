@@ -1,65 +1,29 @@
 /*
- * curve.c — key files, client allow-lists and the ZAP handler shared by cg-busd and
- * coregroupd. See curve.h.
+ * curve.c — see curve.h: key files (read by the library's keyfile.c, errors turned into text
+ * for the programs' messages), client allow-lists and the ZAP handler, shared by cg-busd,
+ * coregroupd, cgctl and cg-watch.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <zmq.h>
 
 #include "curve.h"
+#include "proglog.h"
+#include "coregroup/errors.h"
+#include "coregroup/sys/clock.h"
 
 #define ZAP_ENDPOINT "inproc://zeromq.zap.01"
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* ---- key files -------------------------------------------------------------------------- */
-
-/* A line holding a Z85 key: 1 and bin filled; 0 for a blank or '#' comment line; -1 when the
- * line is something else. Leading and trailing white space is ignored. */
-static int parse_key_line(uint8_t bin[32], char *line)
-{
-    char *end;
-    while (*line == ' ' || *line == '\t')
-        line++;
-    end = line + strlen(line);
-    while (end > line && strchr(" \t\r\n", end[-1]))
-        *--end = '\0';
-    if (*line == '\0' || *line == '#')
-        return 0;
-    if (strlen(line) != CG_KEY_Z85_LEN || zmq_z85_decode(bin, line) == NULL)
-        return -1;
-    return 1;
-}
+/* ---- key files (read by keyfile.c, the library's one reader) ---------------------------- */
 
 int cg_key_read(uint8_t bin[32], const char *path, char *why, size_t whysz)
 {
-    char line[512];
-    int lineno = 0, r = 0;
-    FILE *f = fopen(path, "r");
-    if (f == NULL) {
-        snprintf(why, whysz, "cannot open \"%s\": %s", path, strerror(errno));
-        return -1;
-    }
-    while (r == 0 && fgets(line, sizeof(line), f)) {
-        lineno++;
-        r = parse_key_line(bin, line);
-    }
-    fclose(f);
-    if (r == 1)
+    if (cg_keyfile_read(bin, path) == 0)
         return 0;
-    if (r < 0)
-        snprintf(why, whysz, "\"%s\" line %d: not a Z85 CURVE key (40 characters)", path, lineno);
-    else
-        snprintf(why, whysz, "\"%s\" holds no key", path);
+    snprintf(why, whysz, "%s", cg_error_last()->message);
     return -1;
 }
 
@@ -74,51 +38,17 @@ int cg_key_pair_matches(const uint8_t secret[32], const uint8_t pub[32])
 
 int cg_keylist_load(cg_keylist *out, const char *path, char *why, size_t whysz)
 {
-    char line[512];
-    int lineno = 0, r;
-    size_t cap = 0;
     cg_keylist kl = {NULL, 0};
-    FILE *f = fopen(path, "r");
-
-    if (f == NULL) {
-        snprintf(why, whysz, "cannot open \"%s\": %s", path, strerror(errno));
+    if (cg_keyfile_read_all(&kl.keys, &kl.n, path) < 0) {
+        snprintf(why, whysz, "%s", cg_error_last()->message);
         return -1;
-    }
-    while (fgets(line, sizeof(line), f)) {
-        uint8_t bin[32];
-        lineno++;
-        if ((r = parse_key_line(bin, line)) == 0)
-            continue;
-        if (r < 0) {
-            snprintf(why, whysz, "\"%s\" line %d: not a Z85 CURVE public key (40 characters)", path,
-                     lineno);
-            goto fail;
-        }
-        if (kl.n == cap) {
-            void *grown = realloc(kl.keys, (cap = cap ? cap * 2 : 16) * sizeof(kl.keys[0]));
-            if (grown == NULL) {
-                snprintf(why, whysz, "out of memory reading \"%s\"", path);
-                goto fail;
-            }
-            kl.keys = grown;
-        }
-        memcpy(kl.keys[kl.n++], bin, 32);
-    }
-    if (ferror(f)) {
-        snprintf(why, whysz, "cannot read \"%s\": %s", path, strerror(errno));
-        goto fail;
     }
     if (kl.n == 0) {
         snprintf(why, whysz, "\"%s\" lists no client key", path);
-        goto fail;
+        return -1;
     }
-    fclose(f);
     *out = kl;
     return 0;
-fail:
-    fclose(f);
-    free(kl.keys);
-    return -1;
 }
 
 void cg_keylist_dispose(cg_keylist *kl)
@@ -139,18 +69,6 @@ static int key_allowed(cg_zap *z, const uint8_t *key)
         ok = memcmp(z->clients.keys[i], key, 32) == 0;
     pthread_mutex_unlock(&z->lock);
     return ok;
-}
-
-/* A copy of an untrusted frame as printable text, for the log. */
-static const char *printable(char *dst, size_t dstsz, const char *src, size_t n)
-{
-    size_t i;
-    if (n > dstsz - 1)
-        n = dstsz - 1;
-    for (i = 0; i < n; i++)
-        dst[i] = src[i] >= 0x20 && src[i] < 0x7f ? src[i] : '?';
-    dst[n] = '\0';
-    return dst;
 }
 
 /* Answer ZAP requests until the context is shut down. A request is 7 frames for CURVE
@@ -198,14 +116,15 @@ static void *zap_main(void *arg)
         if (ok) {
             atomic_fetch_add(&z->allowed, 1);
         } else {
-            int64_t now = mono_ms();
+            int64_t now = cg_clock_mono_ms();
             atomic_fetch_add(&z->denied, 1);
             if (now - last_report >= 1000) {
                 if (z->on_denied)
-                    z->on_denied(z->arg, key,
-                                 n >= 4 ? printable(addr, sizeof(addr), frame[3], (size_t)len[3])
-                                        : "?",
-                                 unreported);
+                    z->on_denied(
+                        z->arg, key,
+                        n >= 4 ? cg_prog__printable(addr, sizeof(addr), frame[3], (size_t)len[3])
+                               : "?",
+                        unreported);
                 last_report = now;
                 unreported = 0;
             } else {

@@ -4,10 +4,11 @@
  * exactly those clients on the sockets the servers bind (cg-busd's forwarder sockets,
  * coregroupd's request endpoint). Never part of the library, like program.h.
  *
- * Key files hold one Z85 key (40 characters) on a line; blank lines and '#' comments are
- * skipped. A client list holds any number of public keys, one per line; an empty list is
- * refused, since it would lock every client out. Errors are returned as text in `why` for the
- * program to print with the option or INI key that named the file.
+ * Key files are read by the library's one reader (keyfile.h: one Z85 key of 40 characters on
+ * a line; blank lines and '#' comments are skipped), the same that reads a core's [bus] keys.
+ * A client list holds any number of public keys, one per line; an empty list is refused, since
+ * it would lock every client out. Errors are returned as text in `why` for the program to print
+ * with the option or INI key that named the file.
  *
  * The ZAP handler is a thread with a REP socket on inproc://zeromq.zap.01 of the program's
  * context, started before any CURVE server socket exists (so no handshake can miss it) and
@@ -23,7 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define CG_KEY_Z85_LEN 40
+#include "keyfile.h"
 
 typedef struct {
     uint8_t (*keys)[32];

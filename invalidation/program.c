@@ -1,11 +1,13 @@
 /*
- * program.c — see program.h: the self-pipe signal handling and the ipc-endpoint check that
- * coregroupd, cg-busd and cg-watch share. One self-pipe per process: the handlers only set a
- * flag and write one byte (a full pipe means a wake-up is already pending), so every action
- * happens in the program's own poll loop.
+ * program.c — see program.h: the self-pipe signal handling, the ipc-endpoint check and the
+ * duration options that coregroupd, cg-busd and cg-watch share. One self-pipe per process: the
+ * handlers only set a flag and write one byte (a full pipe means a wake-up is already pending), so
+ * every action happens in the program's own poll loop.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -81,4 +83,14 @@ int cg_prog__ipc_in_use(const char *endpoint)
     live = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
     close(fd);
     return live;
+}
+
+int cg_prog__parse_seconds(const char *s, double *out)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (*s == '\0' || *end != '\0' || !isfinite(v) || v < 0.001 || v > 31536000.0)
+        return -1;
+    *out = v;
+    return 0;
 }

@@ -1,6 +1,11 @@
 /*
- * program.h — plumbing shared by coregroup's long-running programs (coregroupd, cg-busd,
- * cg-watch), never part of the library: a library must not install signal handlers.
+ * program.h — plumbing shared by coregroup's programs (coregroupd, cgctl, cg-busd, cg-watch),
+ * never part of the library: a library must not install signal handlers. The rest of the
+ * programs' shared helpers, each a header of its own beside this one: proglog.h (log lines,
+ * printable values), pidfile.h (pid files), curve.h (CURVE keys and the ZAP handler), notify.h
+ * (systemd). Clocks are the library's coregroup/sys/clock.h; key files its keyfile.h.
+ * cg-migrate, which lives in schema/, uses none of them (schema/ does not include
+ * invalidation/).
  */
 #ifndef CG_PROGRAM_H
 #define CG_PROGRAM_H
@@ -28,5 +33,9 @@ void cg_prog__drain(void);
 /* 1 when an ipc:// endpoint's socket file has a live listener: binding it anyway would let
  * ZeroMQ silently unlink the other process's socket and take it over. 0 otherwise. */
 int cg_prog__ipc_in_use(const char *endpoint);
+
+/* A duration option in seconds (--stats-interval 0.5): a decimal number from 0.001 to one year
+ * (31536000), nothing else on the string. 0 and *out set, or -1. */
+int cg_prog__parse_seconds(const char *s, double *out);
 
 #endif

@@ -2,8 +2,16 @@
 # machine lacks, and build. Nothing runs on sourcing.
 
 # docker-compose (v1) validates docker/compose.yaml without an engine (tests/docker_test.sh).
+# libsystemd-dev: sd_notify (Type=notify, watchdog) in coregroupd and cg-busd; optional to build.
 CG_DEBIAN_PACKAGES=(build-essential cmake pkg-config postgresql postgresql-client libpq-dev
-  libzmq3-dev libcjson-dev check libinih-dev clang clang-format docker-compose)
+  libzmq3-dev libcjson-dev check libinih-dev clang clang-format docker-compose python3-zmq python3-psycopg2
+  libsystemd-dev)
+# The man pages (man/): help2man from each program's --help, python3 for repository.ini(5), and
+# man-db and groff-base to render and check them (ctest test `man`).
+CG_DEBIAN_PACKAGES+=(help2man python3 man-db groff-base)
+# The /metrics endpoint of coregroupd and cg-busd (libmicrohttpd), and the Prometheus parser that
+# tests/test_metrics.c reads their scrapes with (Debian's python3-prometheus-client).
+CG_DEBIAN_PACKAGES+=(libmicrohttpd-dev python3-prometheus-client)
 
 # Install the Debian packages that are missing (apt-get update first, once).
 cg_install_packages() {

@@ -198,6 +198,36 @@ START_TEST(load_files)
 }
 END_TEST
 
+/* [daemon] metrics_listen: HOST:PORT (coregroup/sys/hostport.h), refused with file, line, key */
+START_TEST(metrics_listen_is_host_and_port)
+{
+    static const char *const good[] = {"127.0.0.1:9101", "[::1]:9101", "metrics.example:1",
+                                       "0.0.0.0:65535"};
+    static const char *const bad[] = {"localhost",     "127.0.0.1:", ":9101",     "127.0.0.1:0",
+                                      "1.2.3.4:65536", "::1:9101",   "[::1]9101", "[]:1",
+                                      "a/b:1",         "1.2.3.4:9x"};
+    char text[400];
+    size_t i;
+
+    for (i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        cg_config *cfg;
+        snprintf(text, sizeof(text), MINIMAL "[daemon]\nmetrics_listen = %s\n", good[i]);
+        cfg = parse_ok(text);
+        ck_assert_str_eq(cfg->metrics_listen, good[i]);
+        cg_config_free(cfg);
+    }
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(text, sizeof(text), MINIMAL "[daemon]\nmetrics_listen = %s\n", bad[i]);
+        parse_bad(text, "test.ini:6: [daemon] metrics_listen", bad[i]);
+    }
+    {
+        cg_config *cfg = parse_ok(MINIMAL);
+        ck_assert_ptr_null(cfg->metrics_listen); /* unset: no endpoint */
+        cg_config_free(cfg);
+    }
+}
+END_TEST
+
 static Suite *config_suite(void)
 {
     Suite *s = suite_create("config");
@@ -213,6 +243,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, bad_lines);
     tcase_add_test(tc, long_line_is_refused_not_cut);
     tcase_add_test(tc, nul_byte);
+    tcase_add_test(tc, metrics_listen_is_host_and_port);
     suite_add_tcase(s, tc);
     tc = tcase_create("files");
     tcase_add_test(tc, load_files);

@@ -1112,7 +1112,7 @@ START_TEST(stats_reply_has_exactly_the_fields_of_cg_core_stats)
     }
     ck_assert_msg(missing[0] == '\0',
                   "the stats reply lacks these fields of cg_core_stats (plumb them in "
-                  "coregroup/daemon_ops.c, cgctl's Prometheus table and REQUESTS.md):%s",
+                  "coregroup/daemon_ops.c, coregroup/stats_metrics.c and REQUESTS.md):%s",
                   missing);
     ck_assert_msg(twice[0] == '\0', "the stats reply has these fields twice:%s", twice);
     ck_assert_msg(extra[0] == '\0', "the stats reply has fields cg_core_stats does not:%s", extra);
@@ -1130,7 +1130,8 @@ START_TEST(stats_reply_has_exactly_the_fields_of_cg_core_stats)
     out = ctl(&rc, &a, "stats --prometheus");
     ck_assert_msg(rc == 0, "%s", out);
     ck_assert_msg(strstr(out, " untyped\n") == NULL,
-                  "cgctl stats --prometheus does not know every field (add it to metrics[]):\n%s",
+                  "cgctl stats --prometheus does not know every field (add it to "
+                  "coregroup/stats_metrics.c):\n%s",
                   out);
     for (k = 0; k < sizeof(gauges) / sizeof(gauges[0]); k++) {
         char type[160];
@@ -1230,9 +1231,7 @@ START_TEST(health_exit_codes)
         ck_assert_msg(bt_ms() < until, "the bus never went silent");
         usleep(20000);
     }
-    out = cgt_run(&rc, "('%s' restart '%s' fast 4 > /dev/null 2>&1 &)", cgt_env("CG_TEST_HARNESS"),
-                  getenv("CG_TEST_STATE"));
-    free(out);
+    cgt_restart_async("fast", 4);
     until = bt_ms() + 10000; /* the repository is down for 4 s once its stop is done */
     while (!seen_degraded && bt_ms() < until) {
         out = ctl(&rc, &a, "--json --timeout 1500 health");
@@ -1268,6 +1267,7 @@ START_TEST(health_exit_codes)
         usleep(100000);
     }
     ck_assert_msg(rc == 0, "health did not recover after the repository came back");
+    cgt_restart_wait();
     daemon_stop(&a);
     free(dir);
 }

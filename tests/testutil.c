@@ -5,6 +5,8 @@
  * $CG_TEST_STATE. Every database a test creates lives in that throwaway cluster, so tests need
  * no cleanup of their own and never touch a real repository.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -287,4 +289,44 @@ int64_t cgt_read_version(cg_core *core, int64_t h)
     v = cg_part_version(p);
     cg_part_free(p);
     return v;
+}
+
+static pid_t restart_pid;
+
+void cgt_restart_async(const char *mode, double pause_s)
+{
+    char pause[32];
+    const char *harness = cgt_env("CG_TEST_HARNESS"), *state = getenv("CG_TEST_STATE");
+    ck_assert_msg(state != NULL, "CG_TEST_STATE is not set");
+    ck_assert_msg(restart_pid == 0, "a restart is already running");
+    snprintf(pause, sizeof(pause), "%.1f", pause_s);
+    fflush(NULL);
+    if ((restart_pid = fork()) == 0) { /* exec at once: the test may have threads */
+        int null = open("/dev/null", O_WRONLY);
+        setsid();
+        if (null >= 0) {
+            dup2(null, 1);
+            dup2(null, 2);
+        }
+        execl(harness, harness, "restart", state, mode, pause, (char *)NULL);
+        _exit(127);
+    }
+    ck_assert_msg(restart_pid > 0, "fork: %s", strerror(errno));
+}
+
+void cgt_restart_wait(void)
+{
+    int status = 0, i;
+    if (restart_pid == 0)
+        return;
+    for (i = 0; i < 6000; i++) {
+        pid_t r = waitpid(restart_pid, &status, WNOHANG);
+        if (r == restart_pid)
+            break;
+        usleep(10000);
+    }
+    ck_assert_msg(i < 6000, "the cluster restart did not finish within 60 s");
+    restart_pid = 0;
+    ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the cluster restart failed (%d)",
+                  status);
 }

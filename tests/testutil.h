@@ -74,6 +74,14 @@ cg_core *cgt_core_open(const char *dsn, const char *name, const char *group);
 cg_config *cgt_core_config(const char *dsn, const char *name, const char *group);
 cg_core *cgt_core_open_cfg(cg_config *cfg);
 
+/* Restart the shared test cluster in the background: stop it (mode "fast" or "immediate"),
+ * keep it down pause_s seconds, start it. The restart runs in a session of its own, so it
+ * finishes even if the test's process group is killed; cgt_restart_wait() waits (at most 60 s)
+ * until it has, and a test that restarts must call it before it ends, so no later suite finds
+ * the cluster down. */
+void cgt_restart_async(const char *mode, double pause_s);
+void cgt_restart_wait(void);
+
 /* A new resource (empty parts) created by `core` in a call of its own; its handle. */
 int64_t cgt_create(cg_core *core);
 /* Move the state part of `h` one version on from `core`, reading it locked; the new version. */

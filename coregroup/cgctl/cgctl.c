@@ -30,6 +30,17 @@
  * one prints "not running", both with status 0. `start` runs coregroupd (found next to cgctl,
  * i.e. in the directory of /proc/self/exe, else on PATH) in a new session with its output
  * appended to a log file, and returns once the daemon answers a health request.
+ *
+ * The commands are one table (`commands`, near the end): each row holds a command's name, its
+ * arguments, its help text, the options it takes, and either a request builder (which fills
+ * the daemon's own request struct, cg_request from daemon_request.h, from the arguments) with
+ * the printer of its reply, or a function for the commands that are more than one request
+ * (health's exit codes, send, start, stop). `--help` lists the commands from the table, and
+ * usage errors quote its synopses. Every request goes out through cg_request_encode(), the
+ * encoder that sits beside the daemon's decoder and is checked by it, so cgctl cannot send what
+ * a daemon of its version would refuse as malformed; only `send` (raw text, by design) and a
+ * `multi` file the decoder refuses (sent as given, so that the daemon's own refusal, with its
+ * field and index, is what the user sees) bypass it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -50,7 +61,12 @@
 #include <zmq.h>
 
 #include "coregroup.h"
+#include "coregroup/sys/clock.h"
 #include "curve.h"
+#include "daemon_request.h"
+#include "pidfile.h"
+#include "proglog.h"
+#include "stats_metrics.h"
 
 enum { EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_UNREACHABLE = 3 };
 
@@ -80,18 +96,9 @@ static void errmsg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void errmsg(const char *fmt, ...)
 {
     va_list ap;
-    fputs("cgctl: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    cg_prog__vline(stderr, "cgctl", NULL, NULL, fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void sleep_ms(int ms)
@@ -100,85 +107,17 @@ static void sleep_ms(int ms)
     nanosleep(&ts, NULL);
 }
 
-/* ---- usage ------------------------------------------------------------------------------- */
-
-static void usage(FILE *f)
-{
-    fprintf(
-        f,
-        "Usage: cgctl [-c repository.ini | --endpoint EP] [--timeout MS] [--json] COMMAND ...\n"
-        "Send requests to coregroupd, the coregroup core daemon (protocol: REQUESTS.md).\n"
-        "\n"
-        "Resources and names (each command is one call, i.e. one transaction):\n"
-        "  register [--kind K] [--service-id S] [--specification JSON]\n"
-        "           [--description JSON] [--state JSON]     create; prints the handle\n"
-        "  get HANDLE [PART]                     a resource (kind, service id, every part\n"
-        "                                        with its version), or one part\n"
-        "  update HANDLE PART EXPECTED JSON      conditional update; prints the new version\n"
-        "                                        (stale: exit 1, the reply's \"actual\" is the\n"
-        "                                        current version)\n"
-        "  unregister HANDLE                     delete a resource\n"
-        "  bind FOLDER NAME TARGET               bind a name (folder 0 is the root)\n"
-        "  unbind [FOLDER] NAME                  remove a binding\n"
-        "  list [FOLDER]                         the bindings of a folder\n"
-        "  lookup [FOLDER] NAME                  resolve a name; prints the target handle\n"
-        "  find SERVICE_ID                       the handles registered with a service id\n"
-        "  multi FILE|-                          a JSON array of operations, run as ONE call:\n"
-        "                                        all or nothing (\"lock\" is only useful here)\n"
-        "  send JSON|-                           send a raw request as given; print the reply\n"
-        "PART is specification, description or state.\n"
-        "\n"
-        "Operations:\n"
-        "  health                 probe with the timeout: exit 0 healthy, 1 degraded,\n"
-        "                         2 unreachable (a cluster fault-monitor probe); prints\n"
-        "                         repository_ok, bus_silent, degraded, fenced, applied_seq,\n"
-        "                         event_seq, proof_age_ms (the last freshness proof's age;\n"
-        "                         -1 none), max_staleness_ms (its bound) and, when not\n"
-        "                         healthy, reason\n"
-        "  members                the group's cores: state, incarnation, heartbeat age,\n"
-        "                         applied seq and lag\n"
-        "  stats [--prometheus]   every counter and gauge of the core (cg_core_stats) and\n"
-        "                         the daemon's; --prometheus prints the Prometheus text\n"
-        "                         exposition format\n"
-        "  shutdown               ask the daemon to stop gracefully (its core leaves the group)\n"
-        "  start [--log FILE] [--wait MS]\n"
-        "                         run coregroupd -c repository.ini in the background (output\n"
-        "                         to FILE; default next to the pid file, else\n"
-        "                         /tmp/coregroupd-CORE.log) and wait until it answers;\n"
-        "                         \"already running\" (exit 0) if it does already\n"
-        "  stop [--wait MS]       shutdown, then wait until it is gone; \"not running\" (exit 0)\n"
-        "                         if none is\n"
-        "\n"
-        "Options:\n"
-        "  -c, --config FILE      repository.ini: the endpoint is its [daemon] listen\n"
-        "  -e, --endpoint EP      the daemon's endpoint, e.g. tcp://127.0.0.1:7001\n"
-        "  -t, --timeout MS       how long to wait for each reply (default %d)\n"
-        "      --curve-client-key FILE\n"
-        "                         this client's CURVE secret key (Z85), for a daemon whose\n"
-        "                         request endpoint uses CURVE; its public key must be among\n"
-        "                         the daemon's [daemon] curve_clients\n"
-        "      --curve-server-key FILE\n"
-        "                         the daemon's CURVE public key (default: -c's [daemon]\n"
-        "                         curve_public_key)\n"
-        "  -j, --json             print the daemon's reply object (one line of JSON)\n"
-        "  -h, --help             show this help\n"
-        "  -V, --version          show the version\n"
-        "\n"
-        "Exit status: 0 success, 1 the request failed (the daemon answered with an error),\n"
-        "2 bad usage, 3 unreachable (no answer within the timeout); health: 0 healthy,\n"
-        "1 degraded, 2 unreachable.\n",
-        DEFAULT_TIMEOUT_MS);
-}
+/* ---- usage errors ------------------------------------------------------------------------ */
 
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static int usage_error(const char *fmt, ...)
 {
+    char text[2048];
     va_list ap;
-    fputs("cgctl: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vsnprintf(text, sizeof(text), fmt, ap);
     va_end(ap);
-    fputs(" (try cgctl --help)\n", stderr);
+    errmsg("%s (try cgctl --help)", text);
     return EXIT_USAGE;
 }
 
@@ -197,25 +136,18 @@ static int parse_int(int64_t *out, const char *s, int64_t min, int64_t max)
     return 0;
 }
 
-static int add_int(cJSON *o, const char *k, int64_t v)
+/* A new request of `op` with this run's next id, "cgctl-PID-N", and the decoder's defaults
+ * (every part, the root folder); the builder fills in the op's fields. Whatever strings it
+ * gets are the request's: release it with cg_request_dispose(). */
+static void request_init(cg_request *req, cg_req_op op)
 {
-    char t[24];
-    snprintf(t, sizeof(t), "%lld", (long long)v);
-    return cJSON_AddRawToObject(o, k, t) != NULL;
-}
-
-/* A new request object {"v":1,"id":"cgctl-PID-N","op":op}. */
-static cJSON *request_new(const char *op)
-{
-    cJSON *r = cJSON_CreateObject();
-    char id[64];
-    snprintf(id, sizeof(id), "cgctl-%ld-%lu", (long)getpid(), ++next_id);
-    if (r == NULL || !add_int(r, "v", 1) || !cJSON_AddStringToObject(r, "id", id) ||
-        !cJSON_AddStringToObject(r, "op", op)) {
-        cJSON_Delete(r);
-        return NULL;
-    }
-    return r;
+    memset(req, 0, sizeof(*req));
+    req->id_type = CG_REQ_ID_STRING;
+    snprintf(req->id_str, sizeof(req->id_str), "cgctl-%ld-%lu", (long)getpid(), ++next_id);
+    req->item.op = op;
+    req->item.part = -1;
+    req->item.folder = CG_ROOT_FOLDER;
+    req->op_index = -1;
 }
 
 /*
@@ -287,22 +219,18 @@ static int exchange(const char *ep, const char *data, size_t len, int timeout_ms
     return rc;
 }
 
-/* Send a request object; 0 with *reply (parsed; caller frees) and *text (raw; caller frees),
- * or an exit status after a message. */
-static int call(cJSON *req, int timeout_ms, cJSON **reply, char **text, int quiet)
+/* Send request text; 0 with *reply (parsed; caller frees) and *text (raw; caller frees), or
+ * an exit status after a message. */
+static int call_text(const char *body, size_t body_len, int timeout_ms, cJSON **reply, char **text,
+                     int quiet)
 {
-    char *body = cJSON_PrintUnformatted(req), why[1200];
+    char why[1200];
     size_t len;
     int r;
 
     *reply = NULL;
     *text = NULL;
-    if (body == NULL) {
-        errmsg("out of memory");
-        return EXIT_FAILED;
-    }
-    r = exchange(endpoint, body, strlen(body), timeout_ms, text, &len, why, sizeof(why));
-    cJSON_free(body);
+    r = exchange(endpoint, body, body_len, timeout_ms, text, &len, why, sizeof(why));
     if (r == -2) {
         errmsg("%s", why);
         return EXIT_USAGE;
@@ -321,6 +249,26 @@ static int call(cJSON *req, int timeout_ms, cJSON **reply, char **text, int quie
         return EXIT_FAILED;
     }
     return 0;
+}
+
+/* Encode `req` (cg_request_encode) and send it, as call_text(). The encoder refuses only what
+ * the daemon's decoder would refuse (an argument that is not UTF-8, say): that is a failed
+ * request, exit 1, after the decoder's message as the daemon would have sent it back. */
+static int call(const cg_request *req, int timeout_ms, cJSON **reply, char **text, int quiet)
+{
+    char *body;
+    size_t len;
+    int err, rc;
+
+    *reply = NULL;
+    *text = NULL;
+    if ((err = cg_request_encode(&body, &len, req)) < 0) {
+        errmsg("%s: %s", err == CG_EINVALID ? "invalid" : "error", cg_error_last()->message);
+        return EXIT_FAILED;
+    }
+    rc = call_text(body, len, timeout_ms, reply, text, quiet);
+    free(body);
+    return rc;
 }
 
 static int reply_ok(const cJSON *reply)
@@ -369,33 +317,33 @@ static void print_error(const cJSON *reply)
     errmsg("%s%s: %s%s", where, code ? code : "error", msg ? msg : "(no message)", detail);
 }
 
-/* Send `req` (consumed), print the outcome with `printer` on success. Returns the exit status. */
-static int run(cJSON *req, void (*printer)(const cJSON *reply))
+/* The outcome of an exchange (rc from call or call_text): the raw reply with --json, else
+ * `printer` on success; the error on failure. Frees reply and text. Returns the exit status. */
+static int report(int rc, cJSON *reply, char *text, void (*printer)(const cJSON *reply))
 {
-    cJSON *reply = NULL;
-    char *text = NULL;
-    int rc;
-
-    if (req == NULL) {
-        errmsg("out of memory");
-        return EXIT_FAILED;
-    }
-    rc = call(req, opt.timeout_ms, &reply, &text, 0);
-    cJSON_Delete(req);
-    if (rc != 0)
-        return rc;
-    if (opt.json)
-        printf("%s\n", text);
-    if (reply_ok(reply)) {
-        if (!opt.json && printer)
-            printer(reply);
-    } else {
-        print_error(reply);
-        rc = EXIT_FAILED;
+    if (rc == 0) {
+        if (opt.json)
+            printf("%s\n", text);
+        if (reply_ok(reply)) {
+            if (!opt.json && printer)
+                printer(reply);
+        } else {
+            print_error(reply);
+            rc = EXIT_FAILED;
+        }
     }
     cJSON_Delete(reply);
     free(text);
     return rc;
+}
+
+/* Send `req`, print the outcome with `printer` on success. Returns the exit status. */
+static int run(const cg_request *req, void (*printer)(const cJSON *reply))
+{
+    cJSON *reply;
+    char *text;
+    int rc = call(req, opt.timeout_ms, &reply, &text, 0);
+    return report(rc, reply, text, printer);
 }
 
 /* ---- printers ---------------------------------------------------------------------------- */
@@ -536,78 +484,6 @@ static void print_stats(const cJSON *r)
 
 /* ---- stats --prometheus ------------------------------------------------------------------ */
 
-/* One line per field of the stats object: counters end in _total, gauges are the values that
- * go down as well as up. A field in milliseconds is exported in seconds (ms_to_s), the
- * exposition format's base unit; its -1 ("none") stays -1. */
-typedef struct {
-    const char *field, *metric, *type, *help;
-    int ms_to_s;
-} metric_def;
-
-static const metric_def metrics[] = {
-    {"calls_committed", "coregroup_calls_committed_total", "counter", "Calls committed."},
-    {"calls_aborted", "coregroup_calls_aborted_total", "counter", "Calls aborted or failed."},
-    {"cache_hits", "coregroup_cache_hits_total", "counter", "Part reads served from the cache."},
-    {"cache_misses", "coregroup_cache_misses_total", "counter",
-     "Part reads the cache could not serve."},
-    {"cache_fills", "coregroup_cache_fills_total", "counter", "Parts put into the cache."},
-    {"cache_fills_refused", "coregroup_cache_fills_refused_total", "counter",
-     "Cache fills refused because a newer version was announced meanwhile."},
-    {"cache_evictions", "coregroup_cache_evictions_total", "counter", "Cache entries evicted."},
-    {"cache_expirations", "coregroup_cache_expirations_total", "counter",
-     "Cache entries expired by ttl_ms."},
-    {"cache_entries", "coregroup_cache_entries", "gauge", "Parts in the cache now."},
-    {"stale_errors", "coregroup_stale_errors_total", "counter",
-     "Conditional updates refused as stale (version conflicts)."},
-    {"invalidations_applied", "coregroup_invalidations_applied_total", "counter",
-     "Invalidation items applied to the cache."},
-    {"cache_resets", "coregroup_cache_resets_total", "counter",
-     "Whole-cache resets (the outbox was pruned past this core)."},
-    {"repository_reads", "coregroup_repository_reads_total", "counter",
-     "Parts read from the repository."},
-    {"repository_reconnects", "coregroup_repository_reconnects_total", "counter",
-     "Repository connections found broken and replaced."},
-    {"invalidations_sent", "coregroup_invalidations_sent_total", "counter",
-     "Invalidations published after COMMIT."},
-    {"invalidations_unsent", "coregroup_invalidations_unsent_total", "counter",
-     "Invalidations not published (the outbox carries them)."},
-    {"invalidations_received", "coregroup_invalidations_received_total", "counter",
-     "Invalidations heard from the bus."},
-    {"duplicates", "coregroup_bus_duplicates_total", "counter",
-     "Bus messages heard again or old, ignored."},
-    {"gaps", "coregroup_bus_gaps_total", "counter", "Missed bus events noticed."},
-    {"catchups", "coregroup_bus_catchups_total", "counter", "Gaps filled from the outbox."},
-    {"messages_dropped", "coregroup_bus_messages_dropped_total", "counter",
-     "Bus messages dropped: malformed, foreign, unknown version or from the future."},
-    {"heartbeats_received", "coregroup_bus_heartbeats_received_total", "counter",
-     "Heartbeats heard on the bus."},
-    {"polls", "coregroup_polls_total", "counter",
-     "Backstop comparisons of the applied seq with the repository."},
-    {"applied_seq", "coregroup_applied_seq", "gauge",
-     "Every group event up to this one is applied to the cache."},
-    {"degraded", "coregroup_degraded", "gauge",
-     "1 when the core cannot prove its cache fresh within [cache] max_staleness_ms."},
-    {"reordered", "coregroup_bus_reordered_total", "counter",
-     "Bus events that came ahead of a missing one which then arrived within the reorder "
-     "window."},
-    {"freshness_proofs", "coregroup_freshness_proofs_total", "counter",
-     "Proofs that every group event up to the group's counter is applied."},
-    {"lease_misses", "coregroup_lease_misses_total", "counter",
-     "Reads that found the freshness lease expired and skipped the cache."},
-    {"proof_age_ms", "coregroup_freshness_proof_age_seconds", "gauge",
-     "Age of the last freshness proof, from its start; -1 when there was none.", 1},
-    {"members_suspected", "coregroup_members_suspected_total", "counter",
-     "Members this core marked suspect."},
-    {"members_failed", "coregroup_members_failed_total", "counter",
-     "Members this core declared failed and fenced."},
-    {"recoveries", "coregroup_recoveries_total", "counter",
-     "Failed members whose publishing this core redid."},
-    {"recovered_events", "coregroup_recovered_events_total", "counter",
-     "Outbox events of failed members this core published again."},
-    {"rejoins", "coregroup_rejoins_total", "counter",
-     "Times this core found itself fenced and rejoined."},
-};
-
 /* A label value with \, " and newline escaped, as the exposition format wants. */
 static const char *label_value(char *buf, size_t bufsz, const char *s)
 {
@@ -624,23 +500,21 @@ static const char *label_value(char *buf, size_t bufsz, const char *s)
     return buf;
 }
 
+/* One line per field of the stats object, named as coregroupd's /metrics names it: the table is
+ * coregroup/stats_metrics.c (counters end in _total; milliseconds are exported in seconds). */
 static void print_prometheus(const cJSON *r)
 {
     const cJSON *st = cJSON_GetObjectItemCaseSensitive(r, "stats"), *e;
     const cJSON *d = cJSON_GetObjectItemCaseSensitive(r, "daemon");
     char core[200], group[200], labels[512];
-    size_t i;
 
     snprintf(labels, sizeof(labels), "core=\"%s\",group=\"%s\"",
              label_value(core, sizeof(core), str_of(r, "core")),
              label_value(group, sizeof(group), str_of(r, "group")));
     cJSON_ArrayForEach(e, st)
     {
-        const metric_def *m = NULL;
+        const cg_stat_metric *m = cg_stat_metric_find(e->string);
         char name[160];
-        for (i = 0; i < sizeof(metrics) / sizeof(metrics[0]); i++)
-            if (strcmp(metrics[i].field, e->string) == 0)
-                m = &metrics[i];
         if (m) {
             long long v = (long long)e->valuedouble;
             printf("# HELP %s %s\n# TYPE %s %s\n", m->metric, m->help, m->metric, m->type);
@@ -683,33 +557,33 @@ static void print_prometheus(const cJSON *r)
 
 /* ---- health ------------------------------------------------------------------------------ */
 
-/* Print prefix and `s` in double quotes, backslash and quote escaped, control characters as
- * ?, so that the health line stays one line of key=value pairs. */
+/* Print prefix and `s` quoted as every program quotes a value (proglog.c: backslash and quote
+ * escaped, anything else not printable ASCII as ?), so that the health line stays one line of
+ * key=value pairs. Nothing is clipped. */
 static void print_quoted(const char *prefix, const char *s)
 {
-    fputs(prefix, stdout);
-    putchar('"');
-    for (; *s; s++) {
-        if (*s == '\\' || *s == '"')
-            putchar('\\');
-        putchar((unsigned char)*s < 0x20 || *s == 0x7f ? '?' : *s);
-    }
-    putchar('"');
+    size_t size = 2 * strlen(s) + 8;
+    char *q = malloc(size);
+    if (q == NULL)
+        return;
+    printf("%s%s", prefix, cg_prog__quoted(q, size, s, SIZE_MAX));
+    free(q);
 }
 
 /* health: exit 0 healthy, 1 degraded, 2 unreachable. The line names the freshness proof's age
  * and its bound, and when the core is not healthy why: the reply's reason, and the error's
  * message unless that already contains the reason. */
-static int cmd_health(void)
+static int cmd_health(int argc, char **argv)
 {
-    cJSON *req = request_new("health"), *reply = NULL;
+    cg_request req;
+    cJSON *reply = NULL;
     char *text = NULL;
     int rc;
 
-    if (req == NULL)
-        return 1;
-    rc = call(req, opt.timeout_ms, &reply, &text, 0);
-    cJSON_Delete(req);
+    (void)argc, (void)argv;
+    request_init(&req, CG_OP_HEALTH);
+    rc = call(&req, opt.timeout_ms, &reply, &text, 0);
+    cg_request_dispose(&req);
     if (rc == EXIT_UNREACHABLE)
         return 2;
     if (rc != 0)
@@ -746,10 +620,14 @@ static int cmd_health(void)
 /* A quiet health probe: 1 answered (*core_name filled when given), 0 no answer. */
 static int probe(int timeout_ms, char *core_name, size_t n)
 {
-    cJSON *req = request_new("health"), *reply = NULL;
+    cg_request req;
+    cJSON *reply = NULL;
     char *text = NULL;
-    int rc = req ? call(req, timeout_ms, &reply, &text, 1) : EXIT_FAILED;
-    cJSON_Delete(req);
+    int rc;
+
+    request_init(&req, CG_OP_HEALTH);
+    rc = call(&req, timeout_ms, &reply, &text, 1);
+    cg_request_dispose(&req);
     if (rc == 0 && core_name)
         snprintf(core_name, n, "%s", str_of(reply, "core") ? str_of(reply, "core") : "");
     cJSON_Delete(reply);
@@ -759,33 +637,10 @@ static int probe(int timeout_ms, char *core_name, size_t n)
 
 /* ---- start and stop ---------------------------------------------------------------------- */
 
-/* The pid in the pid file if that process is alive (not a zombie), else 0. */
-static long live_pid(const char *pidfile)
-{
-    char buf[64], path[64];
-    long pid;
-    FILE *f;
-    if (pidfile == NULL || (f = fopen(pidfile, "r")) == NULL)
-        return 0;
-    pid = fgets(buf, sizeof(buf), f) ? strtol(buf, NULL, 10) : 0;
-    fclose(f);
-    if (pid <= 0 || (kill((pid_t)pid, 0) < 0 && errno != EPERM))
-        return 0;
-    snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
-    if ((f = fopen(path, "r")) != NULL) { /* a zombie has exited: it is gone */
-        char st[512];
-        char *p = fgets(st, sizeof(st), f) ? strrchr(st, ')') : NULL;
-        fclose(f);
-        if (p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X'))
-            return 0;
-    }
-    return pid;
-}
-
 /* Is process `pid` gone (or no longer the one the pid file names)? */
 static int gone(long pid, const char *pidfile)
 {
-    return live_pid(pidfile) != pid;
+    return cg_prog__pidfile_live(pidfile) != pid;
 }
 
 /* The coregroupd to run: next to this cgctl, else "coregroupd" for a PATH search. */
@@ -839,17 +694,18 @@ static void tail_log(const char *path)
     fprintf(stderr, "%s", p);
 }
 
-static int cmd_start(void)
+static int cmd_start(int argc, char **argv)
 {
     char path[PATH_MAX], logp[PATH_MAX], ini[PATH_MAX], core[CG_NAME_MAX + 1] = "";
     char failed[PATH_MAX + 64];
-    int64_t deadline = mono_ms() + opt.wait_ms;
+    int64_t deadline = cg_clock_mono_ms() + opt.wait_ms;
     long running, maxfd;
     pid_t pid;
 
+    (void)argc, (void)argv;
     if (opt.config_path == NULL)
         return usage_error("start needs -c repository.ini (the daemon's configuration)");
-    if ((running = live_pid(cfg->pidfile)) == 0 &&
+    if ((running = cg_prog__pidfile_live(cfg->pidfile)) == 0 &&
         probe(opt.timeout_ms < 500 ? opt.timeout_ms : 500, core, sizeof(core))) {
         /* answering without a pid file of ours: ours only if it is this core */
         if (strcmp(core, cfg->core_name) != 0) {
@@ -861,7 +717,7 @@ static int cmd_start(void)
     }
     if (running > 0) {
         /* starting up (or hung): give it the wait to answer */
-        while (mono_ms() < deadline && !gone(running, cfg->pidfile))
+        while (cg_clock_mono_ms() < deadline && !gone(running, cfg->pidfile))
             if (probe(250, NULL, 0)) {
                 printf("already running\n");
                 return 0;
@@ -917,7 +773,7 @@ static int cmd_start(void)
         }
         _exit(127);
     }
-    while (mono_ms() < deadline) {
+    while (cg_clock_mono_ms() < deadline) {
         int st;
         if (waitpid(pid, &st, WNOHANG) == pid) {
             errmsg("coregroupd exited with status %d before answering; the end of %s:",
@@ -936,19 +792,20 @@ static int cmd_start(void)
     return EXIT_FAILED;
 }
 
-static int cmd_stop(void)
+static int cmd_stop(int argc, char **argv)
 {
     const char *pidfile = cfg ? cfg->pidfile : NULL;
-    long pid = live_pid(pidfile);
-    int64_t deadline = mono_ms() + opt.wait_ms;
-    cJSON *req = request_new("shutdown"), *reply = NULL;
+    long pid = cg_prog__pidfile_live(pidfile);
+    int64_t deadline = cg_clock_mono_ms() + opt.wait_ms;
+    cg_request req;
+    cJSON *reply = NULL;
     char *text = NULL;
     int rc, answered;
 
-    if (req == NULL)
-        return EXIT_FAILED;
-    rc = call(req, opt.timeout_ms, &reply, &text, 1);
-    cJSON_Delete(req);
+    (void)argc, (void)argv;
+    request_init(&req, CG_OP_SHUTDOWN);
+    rc = call(&req, opt.timeout_ms, &reply, &text, 1);
+    cg_request_dispose(&req);
     if (rc == EXIT_USAGE)
         return rc;
     answered = rc == 0;
@@ -970,7 +827,7 @@ static int cmd_stop(void)
             printf("stopped\n");
             return 0;
         }
-        if (mono_ms() >= deadline)
+        if (cg_clock_mono_ms() >= deadline)
             break;
         sleep_ms(20);
     }
@@ -1010,226 +867,445 @@ static char *read_all(const char *path, size_t *len)
     return buf;
 }
 
-/* Add a JSON command-line argument to o under key; 0 or an exit status. */
-static int add_json_arg(cJSON *o, const char *key, const char *what, const char *text)
+/* A JSON argument (a body) as the compact text a request holds, in *out (a new string the
+ * request owns). cJSON_Parse takes the first JSON value of the text, as cgctl always has. 0,
+ * or an exit status after a message. */
+static int json_arg(char **out, const char *what, const char *text)
 {
     cJSON *j = cJSON_Parse(text);
+    char *compact;
     if (j == NULL)
         return usage_error("%s: not valid JSON: %s", what, text);
-    cJSON_AddItemToObject(o, key, j);
+    compact = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    *out = compact ? strdup(compact) : NULL; /* the request's strings are free()d */
+    cJSON_free(compact);
+    if (*out == NULL) {
+        errmsg("out of memory");
+        return EXIT_FAILED;
+    }
     return 0;
 }
 
-static int need_args(int argc, int min, int max, const char *synopsis)
+/* A string argument copied into the request (which owns *out). 0, or an exit status. */
+static int str_arg(char **out, const char *s)
 {
-    if (argc < min || argc > max)
-        return usage_error("usage: cgctl %s", synopsis);
+    if ((*out = strdup(s)) == NULL) {
+        errmsg("out of memory");
+        return EXIT_FAILED;
+    }
     return 0;
 }
 
 static int arg_handle(int64_t *out, const char *s, const char *what)
 {
-    if (parse_int(out, s, 0, INT64_C(9007199254740991)) < 0)
+    if (parse_int(out, s, 0, CG_REQ_INT_MAX) < 0)
         return usage_error("%s \"%s\": expected a handle (an integer, 0 or more)", what, s);
     return 0;
 }
 
-static int arg_part(const char *s)
+static int arg_part(int *out, const char *s)
 {
     cg_part_kind k;
     if (cg_part_kind_parse(&k, s) < 0)
         return usage_error("part \"%s\": expected specification, description or state", s);
+    *out = (int)k;
     return 0;
 }
 
-static int dispatch(const char *cmd, int argc, char **argv)
-{
-    cJSON *req = NULL;
-    int64_t h = 0, v = 0, t = 0;
-    int rc, k;
+/* ---- request builders: fill the op's fields of req (request_init) from the arguments, whose
+ * number the table has checked. 0, or an exit status after a message. ---------------------- */
 
-    if (opt.has_register_opts && strcmp(cmd, "register") != 0)
-        return usage_error("--kind, --service-id and the part options belong to register");
-    if (opt.prometheus && strcmp(cmd, "stats") != 0)
-        return usage_error("--prometheus belongs to stats");
-    if (strcmp(cmd, "register") == 0) {
-        static const char *const keys[3] = {"specification", "description", "state"};
-        if ((rc = need_args(argc, 0, 0,
-                            "register [--kind K] [--service-id S] [--specification JSON] "
-                            "[--description JSON] [--state JSON]")) != 0)
-            return rc;
-        req = request_new("register");
-        if (req && opt.kind)
-            cJSON_AddStringToObject(req, "kind", opt.kind);
-        if (req && opt.service_id)
-            cJSON_AddStringToObject(req, "service_id", opt.service_id);
-        for (k = 0; req && k < 3; k++)
-            if (opt.bodies[k] && (rc = add_json_arg(req, keys[k], keys[k], opt.bodies[k])) != 0) {
-                cJSON_Delete(req);
-                return rc;
-            }
-        return run(req, print_handle);
-    }
-    if (strcmp(cmd, "get") == 0) {
-        if ((rc = need_args(argc, 1, 2, "get HANDLE [PART]")) != 0 ||
-            (rc = arg_handle(&h, argv[0], "HANDLE")) != 0 ||
-            (argc == 2 && (rc = arg_part(argv[1])) != 0))
-            return rc;
-        if ((req = request_new("get")) != NULL) {
-            add_int(req, "handle", h);
-            if (argc == 2)
-                cJSON_AddStringToObject(req, "part", argv[1]);
-        }
-        return run(req, print_get);
-    }
-    if (strcmp(cmd, "update") == 0) {
-        if ((rc = need_args(argc, 4, 4, "update HANDLE PART EXPECTED JSON")) != 0 ||
-            (rc = arg_handle(&h, argv[0], "HANDLE")) != 0 || (rc = arg_part(argv[1])) != 0)
-            return rc;
-        if (parse_int(&v, argv[2], 1, INT64_C(9007199254740991)) < 0)
-            return usage_error("EXPECTED \"%s\": expected a version (an integer, 1 or more)",
-                               argv[2]);
-        if ((req = request_new("update")) != NULL) {
-            add_int(req, "handle", h);
-            cJSON_AddStringToObject(req, "part", argv[1]);
-            add_int(req, "expected", v);
-            if ((rc = add_json_arg(req, "body", "JSON", argv[3])) != 0) {
-                cJSON_Delete(req);
-                return rc;
-            }
-        }
-        return run(req, print_version);
-    }
-    if (strcmp(cmd, "unregister") == 0) {
-        if ((rc = need_args(argc, 1, 1, "unregister HANDLE")) != 0 ||
-            (rc = arg_handle(&h, argv[0], "HANDLE")) != 0)
-            return rc;
-        if ((req = request_new("unregister")) != NULL)
-            add_int(req, "handle", h);
-        return run(req, print_unregistered);
-    }
-    if (strcmp(cmd, "bind") == 0) {
-        if ((rc = need_args(argc, 3, 3, "bind FOLDER NAME TARGET")) != 0 ||
-            (rc = arg_handle(&h, argv[0], "FOLDER")) != 0 ||
-            (rc = arg_handle(&t, argv[2], "TARGET")) != 0)
-            return rc;
-        if ((req = request_new("bind")) != NULL) {
-            add_int(req, "folder", h);
-            cJSON_AddStringToObject(req, "name", argv[1]);
-            add_int(req, "target", t);
-        }
-        return run(req, print_bound);
-    }
-    if (strcmp(cmd, "unbind") == 0 || strcmp(cmd, "lookup") == 0) {
-        int lookup = cmd[0] == 'l';
-        if ((rc = need_args(argc, 1, 2,
-                            lookup ? "lookup [FOLDER] NAME" : "unbind [FOLDER] NAME")) != 0 ||
-            (argc == 2 && (rc = arg_handle(&h, argv[0], "FOLDER")) != 0))
-            return rc;
-        if ((req = request_new(cmd)) != NULL) {
-            add_int(req, "folder", h);
-            cJSON_AddStringToObject(req, "name", argv[argc - 1]);
-        }
-        return run(req, lookup ? print_target : print_unbound);
-    }
-    if (strcmp(cmd, "list") == 0) {
-        if ((rc = need_args(argc, 0, 1, "list [FOLDER]")) != 0 ||
-            (argc == 1 && (rc = arg_handle(&h, argv[0], "FOLDER")) != 0))
-            return rc;
-        if ((req = request_new("list")) != NULL)
-            add_int(req, "folder", h);
-        return run(req, print_list);
-    }
-    if (strcmp(cmd, "find") == 0) {
-        if ((rc = need_args(argc, 1, 1, "find SERVICE_ID")) != 0)
-            return rc;
-        if ((req = request_new("find")) != NULL)
-            cJSON_AddStringToObject(req, "service_id", argv[0]);
-        return run(req, print_find);
-    }
-    if (strcmp(cmd, "multi") == 0) {
-        char *text;
-        size_t len;
-        cJSON *ops;
-        if ((rc = need_args(argc, 1, 1, "multi FILE|-")) != 0)
-            return rc;
-        if ((text = read_all(argv[0], &len)) == NULL)
-            return EXIT_USAGE;
-        ops = cJSON_ParseWithLength(text, len);
-        free(text);
-        if (!cJSON_IsArray(ops)) {
-            cJSON_Delete(ops);
-            return usage_error("%s: expected a JSON array of operations, e.g. "
-                               "[{\"op\":\"update\",\"handle\":5,\"part\":\"state\","
-                               "\"expected\":1,\"body\":{}}]",
-                               argv[0]);
-        }
-        if ((req = request_new("multi")) != NULL)
-            cJSON_AddItemToObject(req, "ops", ops);
-        else
-            cJSON_Delete(ops);
-        return run(req, print_multi);
-    }
-    if (strcmp(cmd, "send") == 0) {
-        char *text, *reply = NULL, why[1200];
-        size_t len, rlen;
-        cJSON *parsed;
-        if ((rc = need_args(argc, 1, 1, "send JSON|-")) != 0)
-            return rc;
-        if (strcmp(argv[0], "-") == 0) {
-            if ((text = read_all("-", &len)) == NULL)
-                return EXIT_USAGE;
-        } else {
-            text = strdup(argv[0]);
-            len = text ? strlen(text) : 0;
-        }
-        rc = text ? exchange(endpoint, text, len, opt.timeout_ms, &reply, &rlen, why, sizeof(why))
-                  : -1;
-        free(text);
-        if (rc < 0) {
-            errmsg("%s", why);
-            return rc == -2 ? EXIT_USAGE : EXIT_UNREACHABLE;
-        }
-        printf("%s\n", reply);
-        parsed = cJSON_Parse(reply);
-        rc = reply_ok(parsed) ? 0 : EXIT_FAILED;
-        cJSON_Delete(parsed);
-        free(reply);
+static int build_register(cg_request *req, int argc, char **argv)
+{
+    static const char *const keys[CG_PART_COUNT] = {"specification", "description", "state"};
+    cg_req_item *it = &req->item;
+    int rc = 0, k;
+    (void)argc, (void)argv;
+    if (opt.kind)
+        rc = str_arg(&it->kind, opt.kind);
+    if (rc == 0 && opt.service_id)
+        rc = str_arg(&it->service_id, opt.service_id);
+    for (k = 0; rc == 0 && k < CG_PART_COUNT; k++)
+        if (opt.bodies[k])
+            rc = json_arg(&it->bodies[k], keys[k], opt.bodies[k]);
+    return rc;
+}
+
+static int build_get(cg_request *req, int argc, char **argv)
+{
+    int rc;
+    if ((rc = arg_handle(&req->item.handle, argv[0], "HANDLE")) != 0)
         return rc;
+    return argc == 2 ? arg_part(&req->item.part, argv[1]) : 0;
+}
+
+static int build_update(cg_request *req, int argc, char **argv)
+{
+    cg_req_item *it = &req->item;
+    int rc;
+    (void)argc;
+    if ((rc = arg_handle(&it->handle, argv[0], "HANDLE")) != 0 ||
+        (rc = arg_part(&it->part, argv[1])) != 0)
+        return rc;
+    if (parse_int(&it->expected, argv[2], 1, CG_REQ_INT_MAX) < 0)
+        return usage_error("EXPECTED \"%s\": expected a version (an integer, 1 or more)", argv[2]);
+    return json_arg(&it->body, "JSON", argv[3]);
+}
+
+static int build_unregister(cg_request *req, int argc, char **argv)
+{
+    (void)argc;
+    return arg_handle(&req->item.handle, argv[0], "HANDLE");
+}
+
+static int build_bind(cg_request *req, int argc, char **argv)
+{
+    cg_req_item *it = &req->item;
+    int rc;
+    (void)argc;
+    if ((rc = arg_handle(&it->folder, argv[0], "FOLDER")) != 0 ||
+        (rc = arg_handle(&it->target, argv[2], "TARGET")) != 0)
+        return rc;
+    return str_arg(&it->name, argv[1]);
+}
+
+/* unbind and lookup: [FOLDER] NAME */
+static int build_name_in_folder(cg_request *req, int argc, char **argv)
+{
+    int rc;
+    if (argc == 2 && (rc = arg_handle(&req->item.folder, argv[0], "FOLDER")) != 0)
+        return rc;
+    return str_arg(&req->item.name, argv[argc - 1]);
+}
+
+static int build_list(cg_request *req, int argc, char **argv)
+{
+    return argc == 1 ? arg_handle(&req->item.folder, argv[0], "FOLDER") : 0;
+}
+
+static int build_find(cg_request *req, int argc, char **argv)
+{
+    (void)argc;
+    return str_arg(&req->item.service_id, argv[0]);
+}
+
+static int build_stats(cg_request *req, int argc, char **argv)
+{
+    (void)req, (void)argc, (void)argv;
+    if (opt.prometheus && opt.json)
+        return usage_error("--prometheus and --json exclude each other");
+    return 0;
+}
+
+static void print_stats_reply(const cJSON *r)
+{
+    if (opt.prometheus)
+        print_prometheus(r);
+    else
+        print_stats(r);
+}
+
+/* ---- commands that are more than one request ---------------------------------------------- */
+
+/* multi FILE|-: the file's array of operations, run as one call. The request is decoded here by
+ * the daemon's own decoder and goes out through the encoder; a file the decoder refuses goes as
+ * given, so that the daemon's refusal (code invalid, naming the field and the operation's
+ * index) is what the user sees, as it always was. */
+static int cmd_multi(int argc, char **argv)
+{
+    cg_request req, decoded;
+    cJSON *ops, *wrapper, *reply;
+    char *text, *body = NULL, *reply_text;
+    size_t len;
+    int rc;
+
+    (void)argc;
+    if ((text = read_all(argv[0], &len)) == NULL)
+        return EXIT_USAGE;
+    ops = cJSON_ParseWithLength(text, len);
+    free(text);
+    if (!cJSON_IsArray(ops)) {
+        cJSON_Delete(ops);
+        return usage_error("%s: expected a JSON array of operations, e.g. "
+                           "[{\"op\":\"update\",\"handle\":5,\"part\":\"state\","
+                           "\"expected\":1,\"body\":{}}]",
+                           argv[0]);
     }
-    if (strcmp(cmd, "members") == 0) {
-        if ((rc = need_args(argc, 0, 0, "members")) != 0)
-            return rc;
-        return run(request_new("members"), print_members);
+    request_init(&req, CG_OP_MULTI);
+    if ((wrapper = cJSON_CreateObject()) != NULL && cJSON_AddRawToObject(wrapper, "v", "1") &&
+        cJSON_AddStringToObject(wrapper, "id", req.id_str) &&
+        cJSON_AddStringToObject(wrapper, "op", "multi") &&
+        cJSON_AddItemToObject(wrapper, "ops", ops)) {
+        ops = NULL; /* the wrapper's now */
+        body = cJSON_PrintUnformatted(wrapper);
     }
-    if (strcmp(cmd, "stats") == 0) {
-        if ((rc = need_args(argc, 0, 0, "stats [--prometheus]")) != 0)
-            return rc;
-        if (opt.prometheus && opt.json)
-            return usage_error("--prometheus and --json exclude each other");
-        return run(request_new("stats"), opt.prometheus ? print_prometheus : print_stats);
+    cJSON_Delete(ops);
+    cJSON_Delete(wrapper);
+    if (body == NULL) {
+        errmsg("out of memory");
+        return EXIT_FAILED;
     }
-    if (strcmp(cmd, "health") == 0) {
-        if ((rc = need_args(argc, 0, 0, "health")) != 0)
-            return rc;
-        return cmd_health();
+    if (cg_request_decode(&decoded, body, strlen(body)) == 0) {
+        rc = run(&decoded, print_multi);
+    } else {
+        rc = call_text(body, strlen(body), opt.timeout_ms, &reply, &reply_text, 0);
+        rc = report(rc, reply, reply_text, print_multi);
     }
-    if (strcmp(cmd, "shutdown") == 0) {
-        if ((rc = need_args(argc, 0, 0, "shutdown")) != 0)
-            return rc;
-        return run(request_new("shutdown"), print_stopping);
+    cg_request_dispose(&decoded);
+    cJSON_free(body);
+    return rc;
+}
+
+/* send JSON|-: a raw request as given (no encoder: sending what a daemon refuses is the point);
+ * the reply on stdout; exit 1 unless it says "ok": true. */
+static int cmd_send(int argc, char **argv)
+{
+    char *text, *reply = NULL, why[1200];
+    size_t len, rlen;
+    cJSON *parsed;
+    int rc;
+
+    (void)argc;
+    if (strcmp(argv[0], "-") == 0) {
+        if ((text = read_all("-", &len)) == NULL)
+            return EXIT_USAGE;
+    } else {
+        text = strdup(argv[0]);
+        len = text ? strlen(text) : 0;
     }
-    if (strcmp(cmd, "start") == 0) {
-        if ((rc = need_args(argc, 0, 0, "-c repository.ini start [--log FILE] [--wait MS]")) != 0)
-            return rc;
-        return cmd_start();
+    rc = text ? exchange(endpoint, text, len, opt.timeout_ms, &reply, &rlen, why, sizeof(why)) : -1;
+    free(text);
+    if (rc < 0) {
+        errmsg("%s", text ? why : "out of memory");
+        return rc == -2 ? EXIT_USAGE : EXIT_UNREACHABLE;
     }
-    if (strcmp(cmd, "stop") == 0) {
-        if ((rc = need_args(argc, 0, 0, "stop [--wait MS]")) != 0)
-            return rc;
-        return cmd_stop();
+    printf("%s\n", reply);
+    parsed = cJSON_Parse(reply);
+    rc = reply_ok(parsed) ? 0 : EXIT_FAILED;
+    cJSON_Delete(parsed);
+    free(reply);
+    return rc;
+}
+
+/* ---- the command table ---------------------------------------------------------------------- */
+
+/* Options that belong to one command: a command's row says which of them it takes. */
+enum { TAKES_REGISTER_OPTS = 1, TAKES_PROMETHEUS = 2, TAKES_LOG = 4 };
+
+/* Where --help lists a command. */
+enum { SECTION_RESOURCES, SECTION_OPERATIONS, SECTIONS };
+
+typedef struct {
+    const char *name;
+    const char *args; /* its synopsis after the name, for --help and usage errors */
+    int min_args, max_args;
+    unsigned takes; /* TAKES_*: the command's own options */
+    int section;
+    const char *help; /* for --help; lines separated by '\n' */
+    /* A request command: the request's op, a builder of its fields (NULL: it has none) and the
+     * printer of its reply ... */
+    cg_req_op op;
+    int (*build)(cg_request *req, int argc, char **argv);
+    void (*print)(const cJSON *reply);
+    /* ... or else the whole command, returning the exit status. */
+    int (*run)(int argc, char **argv);
+} command;
+
+static const command commands[] = {
+    {"register",
+     "[--kind K] [--service-id S] [--specification JSON] [--description JSON] [--state JSON]", 0, 0,
+     TAKES_REGISTER_OPTS, SECTION_RESOURCES, "create; prints the handle", CG_OP_REGISTER,
+     build_register, print_handle, NULL},
+    {"get", "HANDLE [PART]", 1, 2, 0, SECTION_RESOURCES,
+     "a resource (kind, service id, every part\nwith its version), or one part", CG_OP_GET,
+     build_get, print_get, NULL},
+    {"update", "HANDLE PART EXPECTED JSON", 4, 4, 0, SECTION_RESOURCES,
+     "conditional update; prints the new version\n(stale: exit 1, the reply's \"actual\" is "
+     "the\ncurrent version)",
+     CG_OP_UPDATE, build_update, print_version, NULL},
+    {"unregister", "HANDLE", 1, 1, 0, SECTION_RESOURCES, "delete a resource", CG_OP_UNREGISTER,
+     build_unregister, print_unregistered, NULL},
+    {"bind", "FOLDER NAME TARGET", 3, 3, 0, SECTION_RESOURCES, "bind a name (folder 0 is the root)",
+     CG_OP_BIND, build_bind, print_bound, NULL},
+    {"unbind", "[FOLDER] NAME", 1, 2, 0, SECTION_RESOURCES, "remove a binding", CG_OP_UNBIND,
+     build_name_in_folder, print_unbound, NULL},
+    {"list", "[FOLDER]", 0, 1, 0, SECTION_RESOURCES, "the bindings of a folder", CG_OP_LIST,
+     build_list, print_list, NULL},
+    {"lookup", "[FOLDER] NAME", 1, 2, 0, SECTION_RESOURCES,
+     "resolve a name; prints the target handle", CG_OP_LOOKUP, build_name_in_folder, print_target,
+     NULL},
+    {"find", "SERVICE_ID", 1, 1, 0, SECTION_RESOURCES, "the handles registered with a service id",
+     CG_OP_FIND, build_find, print_find, NULL},
+    {"multi", "FILE|-", 1, 1, 0, SECTION_RESOURCES,
+     "a JSON array of operations, run as ONE call:\nall or nothing (\"lock\" is only useful "
+     "here)",
+     CG_OP_MULTI, NULL, NULL, cmd_multi},
+    {"send", "JSON|-", 1, 1, 0, SECTION_RESOURCES, "send a raw request as given; print the reply",
+     CG_OP_NONE, NULL, NULL, cmd_send},
+    {"health", "", 0, 0, 0, SECTION_OPERATIONS,
+     "probe with the timeout: exit 0 healthy, 1 degraded,\n2 unreachable (a cluster "
+     "fault-monitor probe); prints\nrepository_ok, bus_silent, degraded, fenced, "
+     "applied_seq,\nevent_seq, proof_age_ms (the last freshness proof's age;\n-1 none), "
+     "max_staleness_ms (its bound) and, when not\nhealthy, reason",
+     CG_OP_HEALTH, NULL, NULL, cmd_health},
+    {"members", "", 0, 0, 0, SECTION_OPERATIONS,
+     "the group's cores: state, incarnation, heartbeat age,\napplied seq and lag", CG_OP_MEMBERS,
+     NULL, print_members, NULL},
+    {"stats", "[--prometheus]", 0, 0, TAKES_PROMETHEUS, SECTION_OPERATIONS,
+     "every counter and gauge of the core (cg_core_stats) and\nthe daemon's; --prometheus "
+     "prints the Prometheus text\nexposition format",
+     CG_OP_STATS, build_stats, print_stats_reply, NULL},
+    {"shutdown", "", 0, 0, 0, SECTION_OPERATIONS,
+     "ask the daemon to stop gracefully (its core leaves the group)", CG_OP_SHUTDOWN, NULL,
+     print_stopping, NULL},
+    {"start", "[--log FILE] [--wait MS]", 0, 0, TAKES_LOG, SECTION_OPERATIONS,
+     "run coregroupd -c repository.ini in the background (output\nto FILE; default next to "
+     "the pid file, else\n/tmp/coregroupd-CORE.log) and wait until it answers;\n\"already "
+     "running\" (exit 0) if it does already",
+     CG_OP_NONE, NULL, NULL, cmd_start},
+    {"stop", "[--wait MS]", 0, 0, 0, SECTION_OPERATIONS,
+     "shutdown, then wait until it is gone; \"not running\" (exit 0)\nif none is", CG_OP_NONE, NULL,
+     NULL, cmd_stop},
+};
+
+#define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static const command *find_command(const char *name)
+{
+    size_t i;
+    for (i = 0; i < N_COMMANDS; i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+/* A usage error for a command option given to a command that does not take it; 0 if none. */
+static int check_options(const command *c)
+{
+    static const struct {
+        unsigned bit;
+        const char *message;
+    } owned[] = {
+        {TAKES_REGISTER_OPTS, "--kind, --service-id and the part options belong to register"},
+        {TAKES_PROMETHEUS, "--prometheus belongs to stats"},
+        {TAKES_LOG, "--log belongs to start"},
+    };
+    unsigned given = (opt.has_register_opts ? TAKES_REGISTER_OPTS : 0u) |
+                     (opt.prometheus ? TAKES_PROMETHEUS : 0u) | (opt.log_path ? TAKES_LOG : 0u);
+    size_t i;
+    for (i = 0; i < sizeof(owned) / sizeof(owned[0]); i++)
+        if ((given & owned[i].bit) && !(c->takes & owned[i].bit))
+            return usage_error("%s", owned[i].message);
+    return 0;
+}
+
+/* Run command `c` (NULL: `name` is no command) with its arguments. Returns the exit status. */
+static int dispatch(const command *c, const char *name, int argc, char **argv)
+{
+    cg_request req;
+    int rc;
+
+    if (c == NULL)
+        return usage_error("unknown command \"%s\"", name);
+    if (argc < c->min_args || argc > c->max_args)
+        return usage_error("usage: cgctl %s%s%s", c->name, c->args[0] ? " " : "", c->args);
+    if (c->run)
+        return c->run(argc, argv);
+    request_init(&req, c->op);
+    if ((rc = c->build ? c->build(&req, argc, argv) : 0) == 0)
+        rc = run(&req, c->print);
+    cg_request_dispose(&req);
+    return rc;
+}
+
+/* ---- --help --------------------------------------------------------------------------------- */
+
+#define HELP_WIDTH 78
+
+/* One command in --help: "  name args" (wrapped between bracketed arguments when longer than a
+ * line, the rest under the arguments), its help from column `col`, beside the synopsis when it
+ * fits there, else below it. */
+static void help_row(FILE *f, const command *c, int col)
+{
+    char syn[256];
+    const char *piece = syn, *h = c->help, *nl;
+    int indent = 2, used;
+
+    snprintf(syn, sizeof(syn), "%s%s%s", c->name, c->args[0] ? " " : "", c->args);
+    while (indent + (int)strlen(piece) > HELP_WIDTH) {
+        const char *p, *cut = NULL;
+        int depth = 0;
+        for (p = piece; *p && indent + (p - piece) <= HELP_WIDTH; p++) {
+            depth += *p == '[' ? 1 : *p == ']' ? -1 : 0;
+            if (*p == ' ' && depth == 0 && p > piece)
+                cut = p;
+        }
+        if (cut == NULL)
+            break;
+        fprintf(f, "%*s%.*s\n", indent, "", (int)(cut - piece), piece);
+        piece = cut + 1;
+        indent = 2 + (int)strlen(c->name) + 1;
     }
-    return usage_error("unknown command \"%s\"", cmd);
+    used = indent + (int)strlen(piece);
+    if (used < col)
+        fprintf(f, "%*s%-*s", indent, "", col - indent, piece);
+    else
+        fprintf(f, "%*s%s\n%*s", indent, "", piece, col, "");
+    for (;;) {
+        nl = strchr(h, '\n');
+        fprintf(f, "%.*s\n", nl ? (int)(nl - h) : (int)strlen(h), h);
+        if (nl == NULL)
+            break;
+        h = nl + 1;
+        fprintf(f, "%*s", col, "");
+    }
+}
+
+static void usage(FILE *f)
+{
+    static const struct {
+        const char *title, *footer;
+        int col;
+    } sections[SECTIONS] = {
+        {"Resources and names (each command is one call, i.e. one transaction):",
+         "PART is specification, description or state.\n", 40},
+        {"Operations:", "", 25},
+    };
+    size_t i;
+    int s;
+
+    fprintf(f,
+            "Usage: cgctl [-c repository.ini | --endpoint EP] [--timeout MS] [--json] COMMAND ...\n"
+            "Send requests to coregroupd, the coregroup core daemon (protocol: REQUESTS.md).\n");
+    for (s = 0; s < SECTIONS; s++) {
+        fprintf(f, "\n%s\n", sections[s].title);
+        for (i = 0; i < N_COMMANDS; i++)
+            if (commands[i].section == s)
+                help_row(f, &commands[i], sections[s].col);
+        fputs(sections[s].footer, f);
+    }
+    fprintf(f,
+            "\n"
+            "Options:\n"
+            "  -c, --config FILE      repository.ini: the endpoint is its [daemon] listen\n"
+            "  -e, --endpoint EP      the daemon's endpoint, e.g. tcp://127.0.0.1:7001\n"
+            "  -t, --timeout MS       how long to wait for each reply (default %d)\n"
+            "      --curve-client-key FILE\n"
+            "                         this client's CURVE secret key (Z85), for a daemon whose\n"
+            "                         request endpoint uses CURVE; its public key must be among\n"
+            "                         the daemon's [daemon] curve_clients\n"
+            "      --curve-server-key FILE\n"
+            "                         the daemon's CURVE public key (default: -c's [daemon]\n"
+            "                         curve_public_key)\n"
+            "  -j, --json             print the daemon's reply object (one line of JSON)\n"
+            "  -h, --help             show this help\n"
+            "  -V, --version          show the version\n"
+            "\n"
+            "Exit status: 0 success, 1 the request failed (the daemon answered with an error),\n"
+            "2 bad usage, 3 unreachable (no answer within the timeout); health: 0 healthy,\n"
+            "1 degraded, 2 unreachable.\n",
+            DEFAULT_TIMEOUT_MS);
 }
 
 /* The endpoint a client connects to for a bound endpoint: wildcards become 127.0.0.1. */
@@ -1330,6 +1406,7 @@ int main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0}};
+    const command *known;
     const char *cmd;
     int c, rc;
 
@@ -1392,8 +1469,8 @@ int main(int argc, char **argv)
     if (optind >= argc)
         return usage_error("no command given");
     cmd = argv[optind];
-    if ((opt.log_path) && strcmp(cmd, "start") != 0)
-        return usage_error("--log belongs to start");
+    if ((known = find_command(cmd)) != NULL && (rc = check_options(known)) != 0)
+        return rc;
     if (opt.config_path && opt.endpoint_opt && strcmp(cmd, "start") == 0)
         return usage_error("start takes -c repository.ini, not --endpoint");
     if (opt.config_path) {
@@ -1424,7 +1501,7 @@ int main(int argc, char **argv)
         cg_config_free(cfg);
         return EXIT_FAILED;
     }
-    rc = dispatch(cmd, argc - optind - 1, argv + optind + 1);
+    rc = dispatch(known, cmd, argc - optind - 1, argv + optind + 1);
     fflush(stdout);
     zmq_ctx_term(zctx);
     cg_config_free(cfg);

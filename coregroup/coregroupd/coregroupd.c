@@ -51,8 +51,20 @@
  * endpoint in use, the repository unreachable after the configured retries, ZeroMQ errors),
  * 2 bad usage or a bad repository.ini (the message names file, line and key).
  *
+ * Metrics: with [daemon] metrics_listen, Prometheus metrics over HTTP on GET /metrics
+ * (metrics.c): everything `stats` says, call latency by op and outcome (measured around each
+ * request's execution), and the core's histograms. Its socket is bound with the request
+ * endpoint, it answers once the workers run, and it is stopped before anything it reads goes.
+ *
  * It deliberately does not daemonize (fork, setsid, chdir): a supervisor (systemd, the
  * cluster framework, or `cgctl start`) does that.
+ *
+ * Under systemd (coregroupd@.service, Type=notify; invalidation/notify.c, a no-op without
+ * libsystemd or NOTIFY_SOCKET): READY=1 once the core has joined its group, the endpoint is
+ * bound and the workers wait; STOPPING=1 when it begins to stop. With WatchdogSec= a prober
+ * thread calls cg_core_health_get() every half period, and the broker sends WATCHDOG=1 only
+ * while the last probe, at most two half periods old, said healthy: a core stuck degraded,
+ * or a hung broker or probe, is restarted. Health changes are logged and become STATUS=.
  *
  * Security: with [daemon] curve_secret_key, curve_public_key and curve_clients the request
  * ROUTER is a CURVE server and a ZAP handler (curve.c) admits only the listed client keys;
@@ -71,14 +83,19 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <zmq.h>
 
 #include "curve.h"
 #include "daemon.h"
+#include "metrics.h"
 #include "coregroup/sys/error.h"
+#include "notify.h"
+#include "pidfile.h"
 #include "program.h"
+#include "proglog.h"
 
 enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
@@ -93,54 +110,27 @@ enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
 static int log_level = 2;
 static char log_name[CG_NAME_MAX + 1]; /* the core's name once known */
-static const char *const level_names[] = {"error", "warn", "info", "debug"};
-enum { L_ERROR, L_WARN, L_INFO, L_DEBUG };
+enum { L_ERROR = CG_PROG_ERROR, L_WARN = CG_PROG_WARN, L_INFO = CG_PROG_INFO, L_DEBUG };
 
-/* One event line on stderr: "coregroupd[NAME]: level=L event=E <rest>". */
+/* One event line on stderr: "coregroupd[NAME]: level=L event=E <rest>" (proglog.c), when
+ * [core] log_level wants it. */
 static void logev(int level, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void logev(int level, const char *event, const char *fmt, ...)
 {
-    char rest[2048];
     va_list ap;
     if (level > log_level)
         return;
-    rest[0] = '\0';
-    if (fmt) {
-        va_start(ap, fmt);
-        vsnprintf(rest, sizeof(rest), fmt, ap);
-        va_end(ap);
-    }
-    flockfile(stderr);
-    if (log_name[0])
-        fprintf(stderr, "coregroupd[%s]: ", log_name);
-    else
-        fputs("coregroupd: ", stderr);
-    fprintf(stderr, "level=%s event=%s%s%s\n", level_names[level], event, rest[0] ? " " : "", rest);
-    fflush(stderr);
-    funlockfile(stderr);
+    va_start(ap, fmt);
+    cg_prog__vevent(stderr, "coregroupd", log_name, level, event, fmt, ap);
+    va_end(ap);
 }
 
-/* A value for a log line: in double quotes, '"' and '\' escaped, anything not printable
- * ASCII shown as '?', clipped to about 200 characters with "...". */
+/* A value for a log line (proglog.c): in double quotes, '"' and '\' escaped, anything not
+ * printable ASCII shown as '?', clipped to 200 characters with "...". */
 static const char *quoted(char *buf, size_t bufsz, const char *s)
 {
-    size_t o = 0, i;
-    buf[o++] = '"';
-    for (i = 0; s[i] && o + 6 < bufsz && i < 200; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\')
-            buf[o++] = '\\', buf[o++] = (char)c;
-        else
-            buf[o++] = c >= 0x20 && c < 0x7f ? (char)c : '?';
-    }
-    if (s[i] && o + 5 < bufsz) {
-        memcpy(buf + o, "...", 3);
-        o += 3;
-    }
-    buf[o++] = '"';
-    buf[o] = '\0';
-    return buf;
+    return cg_prog__quoted(buf, bufsz, s, 200);
 }
 
 /* The request's id for a log line: id="x", id=12 or id=- */
@@ -168,26 +158,49 @@ static void request_stop(void)
     cg_prog__wake();
 }
 
+/* ---- systemd: READY=1, STOPPING=1, and a watchdog only a healthy core feeds -------------- */
+
+static int64_t wd_ms;              /* cg_notify__watchdog_ms(): 0 when there is no watchdog */
+static atomic_llong healthy_until; /* the broker sends WATCHDOG=1 only before this (mono ms) */
+
+/*
+ * The health prober thread (started only with a watchdog): every wd_ms, cg_core_health_get(),
+ * which may wait on the repository up to its lock timeout and so never runs in the broker. A
+ * healthy answer lets the broker feed the watchdog for two more periods; anything else stops
+ * it at once, so systemd restarts a core that stays degraded for WatchdogSec (and one whose
+ * broker or prober hangs). Changes are logged and shown as the unit's STATUS=.
+ */
+static void *prober_main(void *arg)
+{
+    cg_core *core = arg;
+    int last = 1; /* READY=1 said "serving" */
+
+    while (!atomic_load(&workers_stop)) {
+        cg_core_health h;
+        int64_t next;
+        int ok = cg_core_health_get(&h, core) == 0;
+        char q[400];
+
+        atomic_store(&healthy_until, ok ? cgd_mono_ms() + 2 * wd_ms : 0);
+        if (ok != last) {
+            if (ok)
+                logev(L_INFO, "healthy", "message=\"feeding the systemd watchdog again\"");
+            else
+                logev(L_WARN, "unhealthy", "reason=%s message=\"not feeding the systemd watchdog\"",
+                      quoted(q, sizeof(q), h.reason));
+            cg_notify__send("STATUS=%s%s", ok ? "serving" : "degraded: ", ok ? "" : h.reason);
+            last = ok;
+        }
+        for (next = cgd_mono_ms() + wd_ms; cgd_mono_ms() < next && !atomic_load(&workers_stop);)
+            nanosleep(&(struct timespec){0, 10 * 1000000}, NULL);
+    }
+    return NULL;
+}
+
 /* ---- the pid file ------------------------------------------------------------------------ */
 
-typedef struct {
-    const char *path;
-    int fd; /* open and locked while we run; -1 without a pid file */
-} pidfile;
-
-/* The pid a pid file names, or 0. */
-static long read_pid(int fd)
-{
-    char buf[32];
-    ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
-    char *end;
-    long pid;
-    if (n <= 0)
-        return 0;
-    buf[n] = '\0';
-    pid = strtol(buf, &end, 10);
-    return pid > 0 && (*end == '\0' || *end == '\n') ? pid : 0;
-}
+/* pidfile.c; fd is open and locked while we run, -1 without a pid file */
+typedef cg_prog__pidfile pidfile;
 
 /* Open and lock the pid file. 0, or the exit status after a log line. */
 static int pidfile_lock(pidfile *pf)
@@ -195,49 +208,40 @@ static int pidfile_lock(pidfile *pf)
     long other;
     char q[600];
 
-    pf->fd = open(pf->path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (pf->fd < 0) {
-        logev(L_ERROR, "pidfile-failed", "pidfile=%s message=\"cannot open: %s\"",
-              quoted(q, sizeof(q), pf->path), strerror(errno));
+    switch (cg_prog__pidfile_lock(pf, &other)) {
+    case CG_PIDFILE_OURS:
+        if (other > 0)
+            logev(L_INFO, "stale-pidfile", "pid=%ld pidfile=%s", other,
+                  quoted(q, sizeof(q), pf->path));
+        return 0;
+    case CG_PIDFILE_HELD:
+        logev(L_ERROR, "already-running",
+              "pid=%ld pidfile=%s message=\"already running (a live coregroupd holds the pid "
+              "file)\"",
+              other, quoted(q, sizeof(q), pf->path));
         return EXIT_RUNTIME;
-    }
-    if (flock(pf->fd, LOCK_EX | LOCK_NB) < 0) {
-        int e = errno;
-        other = read_pid(pf->fd);
-        close(pf->fd);
-        pf->fd = -1;
-        if (e == EWOULDBLOCK) {
-            logev(L_ERROR, "already-running",
-                  "pid=%ld pidfile=%s message=\"already running (a live coregroupd holds the "
-                  "pid file)\"",
-                  other, quoted(q, sizeof(q), pf->path));
-            return EXIT_RUNTIME;
-        }
-        logev(L_ERROR, "pidfile-failed", "pidfile=%s message=\"cannot lock: %s\"",
-              quoted(q, sizeof(q), pf->path), strerror(e));
-        return EXIT_RUNTIME;
-    }
-    other = read_pid(pf->fd);
-    if (other > 0 && other != (long)getpid() && (kill((pid_t)other, 0) == 0 || errno == EPERM)) {
+    case CG_PIDFILE_NAMES_LIVE:
         logev(L_ERROR, "already-running",
               "pid=%ld pidfile=%s message=\"already running: the pid file names a live process "
               "(remove the file if that process is not a coregroupd)\"",
               other, quoted(q, sizeof(q), pf->path));
-        close(pf->fd); /* not ours: leave the file alone */
-        pf->fd = -1;
+        return EXIT_RUNTIME;
+    case CG_PIDFILE_EOPEN:
+        logev(L_ERROR, "pidfile-failed", "pidfile=%s message=\"cannot open: %s\"",
+              quoted(q, sizeof(q), pf->path), strerror(errno));
+        return EXIT_RUNTIME;
+    default:
+        logev(L_ERROR, "pidfile-failed", "pidfile=%s message=\"cannot lock: %s\"",
+              quoted(q, sizeof(q), pf->path), strerror(errno));
         return EXIT_RUNTIME;
     }
-    if (other > 0)
-        logev(L_INFO, "stale-pidfile", "pid=%ld pidfile=%s", other, quoted(q, sizeof(q), pf->path));
-    return 0;
 }
 
 /* Write our pid into the locked file. 0, or the exit status after a log line. */
 static int pidfile_write(pidfile *pf)
 {
-    char buf[32], q[600];
-    int n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
-    if (ftruncate(pf->fd, 0) < 0 || pwrite(pf->fd, buf, (size_t)n, 0) != n) {
+    char q[600];
+    if (cg_prog__pidfile_write(pf) < 0) {
         logev(L_ERROR, "pidfile-failed", "pidfile=%s message=\"cannot write: %s\"",
               quoted(q, sizeof(q), pf->path), strerror(errno));
         return EXIT_RUNTIME;
@@ -248,11 +252,7 @@ static int pidfile_write(pidfile *pf)
 /* Remove the pid file we hold (at exit). */
 static void pidfile_release(pidfile *pf)
 {
-    if (pf->fd < 0)
-        return;
-    unlink(pf->path); /* while still holding the lock: nobody can have taken it over */
-    close(pf->fd);
-    pf->fd = -1;
+    cg_prog__pidfile_release(pf);
 }
 
 /* ---- workers ----------------------------------------------------------------------------- */
@@ -281,7 +281,9 @@ static char *handle_request(cgd_env *env, int index, const char *data, size_t le
               id_text(idb, sizeof(idb), &req), len, cgd_code_name(cgd_code_of(code)),
               req.field[0] ? req.field : "-", quoted(q, sizeof(q), cg_error_last()->message));
     } else {
+        int64_t t_exec = cgd_metrics_clock_ns();
         reply = cgd_execute(env, &req, &code);
+        cgd_metrics_observe(req.item.op, code, t_exec); /* call latency by op and outcome */
         if (code < 0) {
             const cJSON *e = cJSON_GetObjectItemCaseSensitive(reply, "error");
             const cJSON *m = cJSON_GetObjectItemCaseSensitive(e, "message");
@@ -495,12 +497,14 @@ static int from_back(broker *b)
 static int serve(broker *b, const char **why)
 {
     int stopping = 0, logged_wait = 0;
+    int64_t next_wd = 0;
 
     for (;;) {
         zmq_pollitem_t items[3] = {{b->back, 0, ZMQ_POLLIN, 0},
                                    {NULL, sig_fd, ZMQ_POLLIN, 0},
                                    {b->front, 0, ZMQ_POLLIN, 0}};
         int nitems = !stopping && b->n_idle > 0 ? 3 : 2, i, r;
+        long timeout = stopping ? 1000 : -1;
 
         if (!stopping && (cg_prog__stop_signal || atomic_load(&stop_requested))) {
             stopping = 1;
@@ -508,10 +512,21 @@ static int serve(broker *b, const char **why)
                    : cg_prog__stop_signal == SIGTERM ? "signal=TERM"
                                                      : "request=shutdown";
             logev(L_INFO, "stopping", "%s in_flight=%d", *why, b->in_flight);
+            cg_notify__send("STOPPING=1\nSTATUS=stopping (%s)", *why);
         }
         if (stopping && b->in_flight == 0)
             return 0;
-        if (zmq_poll(items, nitems, stopping ? 1000 : -1) < 0) {
+        if (wd_ms > 0) { /* the broker is alive; is the core healthy? (prober_main) */
+            int64_t now = cgd_mono_ms();
+            if (now >= next_wd) {
+                if (now < atomic_load(&healthy_until))
+                    cg_notify__watchdog();
+                next_wd = now + wd_ms;
+            }
+            if (timeout < 0 || next_wd - now < timeout)
+                timeout = (long)(next_wd - now);
+        }
+        if (zmq_poll(items, nitems, timeout) < 0) {
             if (errno == EINTR)
                 continue;
             logev(L_ERROR, "poll-failed", "message=\"%s\"", zmq_strerror(errno));
@@ -642,7 +657,9 @@ static void usage(FILE *f)
                "                      [core] (name, group, log_level), [bus], [retry], [cache],\n"
                "                      [daemon] listen, workers, pidfile, and curve_secret_key,\n"
                "                      curve_public_key, curve_clients to make the endpoint a\n"
-               "                      CURVE server admitting only the listed client keys\n"
+               "                      CURVE server admitting only the listed client keys;\n"
+               "                      metrics_listen HOST:PORT serves Prometheus metrics\n"
+               "                      over HTTP (GET /metrics)\n"
                "  -f, --foreground    run in the foreground (the default and only mode; a\n"
                "                      supervisor or `cgctl start` puts it in the background)\n"
                "  -h, --help          show this help\n"
@@ -673,12 +690,15 @@ int main(int argc, char **argv)
     worker workers[MAX_WORKERS];
     cg_keylist clients = {NULL, 0};
     cg_zap zap;
+    cgd_metrics *metrics = NULL; /* [daemon] metrics_listen */
     uint8_t secret[32];
     int curve;
     void *ctx = NULL;
     char ep[512], q[600];
     size_t epsz;
     int c, i, rc = 0, err;
+    pthread_t prober;
+    int prober_started = 0;
 
     memset(&env, 0, sizeof(env));
     memset(&zap, 0, sizeof(zap));
@@ -757,6 +777,8 @@ int main(int argc, char **argv)
     }
     if ((rc = bind_front(&b.front, ctx, cfg->listen, curve ? secret : NULL)) != 0)
         goto done;
+    if ((rc = cgd_metrics_bind(&metrics, cfg, logev)) != 0) /* bound now, answering later */
+        goto done;
     if (pf.fd >= 0 && (rc = pidfile_write(&pf)) != 0)
         goto done;
 
@@ -800,10 +822,21 @@ int main(int argc, char **argv)
             }
             workers[i].started = 1;
         }
+        if (rc == 0 && (wd_ms = cg_notify__watchdog_ms()) > 0) {
+            if (pthread_create(&prober, NULL, prober_main, core) != 0) {
+                logev(L_ERROR, "watchdog-failed", "message=\"cannot start a thread\"");
+                rc = EXIT_RUNTIME;
+            } else {
+                prober_started = 1;
+            }
+        }
         pthread_sigmask(SIG_SETMASK, &old, NULL);
         if (rc != 0)
             goto done;
     }
+
+    if ((rc = cgd_metrics_start(metrics, &env)) != 0)
+        goto done;
 
     epsz = sizeof(ep);
     if (zmq_getsockopt(b.front, ZMQ_LAST_ENDPOINT, ep, &epsz) < 0)
@@ -815,10 +848,13 @@ int main(int argc, char **argv)
           (long)getpid(), cg_cache_strategy_name(cfg->strategy),
           pf.fd >= 0 ? quoted(q, sizeof(q), pf.path) : "-", curve ? "on" : "off", zap.clients.n,
           CG_VERSION);
+    /* Joined, bound, workers waiting: systemd may now start what depends on this core. */
+    cg_notify__send("READY=1\nSTATUS=serving group=%s listen=%s", cg_core_group(core), ep);
 
     rc = serve(&b, &why);
 
 done:
+    cgd_metrics_free(metrics); /* first: a scrape reads the core and env */
     /* Stop the workers (each is idle: the broker drained every request; a worker that never
      * connected sees the flag within a tick), then the sockets. */
     atomic_store(&workers_stop, 1);
@@ -832,6 +868,8 @@ done:
     for (i = 0; i < MAX_WORKERS; i++)
         if (workers[i].started)
             pthread_join(workers[i].thread, NULL);
+    if (prober_started)
+        pthread_join(prober, NULL); /* within 10 ms, or when its probe returns */
     if (b.front) {
         setopt_int(b.front, ZMQ_LINGER, FRONT_LINGER_MS); /* the last replies go out */
         zmq_close(b.front);

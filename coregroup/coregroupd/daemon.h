@@ -35,6 +35,7 @@ const char *cgd_code_name(int idx);
 /* The wire code index of a library error code (anything unknown is "error"). */
 int cgd_code_of(int err);
 
+/* CLOCK_MONOTONIC in milliseconds: the library's cg_clock_mono_ms() (coregroup/sys/clock.h). */
 int64_t cgd_mono_ms(void);
 
 /*

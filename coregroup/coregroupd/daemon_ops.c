@@ -31,6 +31,7 @@
 #include <time.h>
 
 #include "daemon.h"
+#include "coregroup/sys/clock.h"
 #include "coregroup/sys/error.h"
 
 static const char *const code_names[CGD_CODES] = {"stale",     "not-found", "exists", "invalid",
@@ -65,9 +66,7 @@ int cgd_code_of(int err)
 
 int64_t cgd_mono_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return cg_clock_mono_ms();
 }
 
 /* ---- building replies ----------------------------------------------------------------- */

@@ -33,6 +33,14 @@
  *
  * Numbers inside bodies pass through cJSON, which holds them as doubles: an integer beyond
  * 2^53 in a body loses precision. REQUESTS.md says so; clients send such values as strings.
+ *
+ * The encoder (cg_request_encode), for clients — cgctl builds every request with it — writes
+ * exactly the fields decode_item() reads for an op, and then hands its output to the decoder
+ * above: whatever the decoder refuses (a handle out of range, a multi inside a multi, an id
+ * too long, a request over the limit) the encoder refuses with the decoder's own message, so a
+ * client using it cannot send what a daemon of the same version calls malformed, and the two
+ * cannot drift apart unnoticed. tests/test_request.c checks the round trip for every op, and
+ * fuzz_request.c for whatever the decoder accepts.
  */
 #include <math.h>
 #include <stdarg.h>
@@ -57,20 +65,29 @@ const char *cg_req_op_name(int op)
 
 /* ---- errors --------------------------------------------------------------------------- */
 
-/* Refuse the request: remember the field, set the detail, return CG_EINVALID. */
-static int refuse(cg_request *req, const char *field, const char *fmt, ...) CG_PRINTF(3, 4);
-static int refuse(cg_request *req, const char *field, const char *fmt, ...)
+/* Set the detail of a refusal, "request: field "F": WHAT" ("request: WHAT" for the whole
+ * request), and return CG_EINVALID. The encoder's refusals read alike. */
+static int vrefusal(const char *field, const char *fmt, va_list ap)
 {
     char what[900];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(what, sizeof(what), fmt, ap);
-    va_end(ap);
-    snprintf(req->field, sizeof(req->field), "%s", field ? field : "");
     if (field && field[0])
         return cg_error_set(CG_EINVALID, CG_ERRCLASS_INPUT, "request: field \"%s\": %s", field,
                             what);
     return cg_error_set(CG_EINVALID, CG_ERRCLASS_INPUT, "request: %s", what);
+}
+
+/* Refuse the request: remember the field, set the detail, return CG_EINVALID. */
+static int refuse(cg_request *req, const char *field, const char *fmt, ...) CG_PRINTF(3, 4);
+static int refuse(cg_request *req, const char *field, const char *fmt, ...)
+{
+    va_list ap;
+    int err;
+    snprintf(req->field, sizeof(req->field), "%s", field ? field : "");
+    va_start(ap, fmt);
+    err = vrefusal(field, fmt, ap);
+    va_end(ap);
+    return err;
 }
 
 /* ---- input checks before parsing ------------------------------------------------------ */
@@ -470,4 +487,265 @@ void cg_request_dispose(cg_request *req)
     free(req->ops);
     req->ops = NULL;
     req->n_ops = 0;
+}
+
+/* ---- the encoder ---------------------------------------------------------------------- */
+
+/* Refuse to encode: the request cannot be written so that the decoder would take it. */
+static int unencodable(const char *field, const char *fmt, ...) CG_PRINTF(2, 3);
+static int unencodable(const char *field, const char *fmt, ...)
+{
+    va_list ap;
+    int err;
+    va_start(ap, fmt);
+    err = vrefusal(field, fmt, ap);
+    va_end(ap);
+    return err;
+}
+
+static int put_int(cJSON *o, const char *name, int64_t v)
+{
+    char t[24];
+    snprintf(t, sizeof(t), "%lld", (long long)v);
+    return cJSON_AddRawToObject(o, name, t) ? 0 : cg_error_nomem();
+}
+
+/* A string field; NULL is left out, or refused as missing when required. */
+static int put_str(cJSON *o, const place *at, const char *name, const char *s, int required)
+{
+    char f[48];
+    size_t n, bad;
+    if (s == NULL)
+        return required ? unencodable(field_name(f, at, name), "missing") : 0;
+    n = strlen(s);
+    if ((bad = find_bad_utf8((const unsigned char *)s, n)) < n)
+        return unencodable(field_name(f, at, name), "not UTF-8 (invalid byte at offset %zu)", bad);
+    return cJSON_AddStringToObject(o, name, s) ? 0 : cg_error_nomem();
+}
+
+/* A field holding a JSON text (a body), written compactly; NULL as for put_str. */
+static int put_json(cJSON *o, const place *at, const char *name, const char *text, int required)
+{
+    const char *end = NULL;
+    char f[48];
+    size_t n, bad;
+    cJSON *j;
+    if (text == NULL)
+        return required ? unencodable(field_name(f, at, name), "missing") : 0;
+    n = strlen(text);
+    if ((bad = find_bad_utf8((const unsigned char *)text, n)) < n)
+        return unencodable(field_name(f, at, name), "not UTF-8 (invalid byte at offset %zu)", bad);
+    if ((bad = cg_json__nul_escape(text, n)) < n)
+        return unencodable(field_name(f, at, name), "\\u0000 (a NUL character) at offset %zu", bad);
+    if ((j = cJSON_ParseWithLengthOpts(text, n, &end, 0)) == NULL) {
+        bad = end >= text && end <= text + n ? (size_t)(end - text) : 0;
+        return unencodable(field_name(f, at, name), "not a JSON text (syntax error at offset %zu)",
+                           bad);
+    }
+    for (bad = (size_t)(end - text); bad < n; bad++)
+        if (!strchr(" \t\r\n", text[bad])) {
+            cJSON_Delete(j);
+            return unencodable(field_name(f, at, name), "data after the JSON value at offset %zu",
+                               bad);
+        }
+    if (!cJSON_AddItemToObject(o, name, j)) {
+        cJSON_Delete(j);
+        return cg_error_nomem();
+    }
+    return 0;
+}
+
+/* A part field (-1 is left out, or refused as missing when required). */
+static int put_part(cJSON *o, const place *at, const char *name, int part, int required)
+{
+    char f[48];
+    if (part < 0)
+        return required ? unencodable(field_name(f, at, name), "missing") : 0;
+    if (part >= CG_PART_COUNT)
+        return unencodable(field_name(f, at, name), "unknown part %d (expected 0 to %d)", part,
+                           CG_PART_COUNT - 1);
+    return cJSON_AddStringToObject(o, name, cg_part_kind_name((cg_part_kind)part))
+               ? 0
+               : cg_error_nomem();
+}
+
+/* One operation's "op" and fields, exactly those decode_item() reads for it. Ranges are left
+ * to the decoder, which judges the whole encoding (cg_request_encode). */
+static int encode_item(cJSON *o, const cg_req_item *it, const place *at)
+{
+    static const char *const part_keys[CG_PART_COUNT] = {"specification", "description", "state"};
+    char f[48];
+    int err = 0, k;
+
+    if (it->op <= CG_OP_NONE || it->op >= CG_OP_COUNT)
+        return unencodable(field_name(f, at, "op"), "no operation %d", (int)it->op);
+    if (!cJSON_AddStringToObject(o, "op", op_names[it->op]))
+        return cg_error_nomem();
+    switch (it->op) {
+    case CG_OP_REGISTER:
+        if ((err = put_str(o, at, "kind", it->kind, 0)) < 0 ||
+            (err = put_str(o, at, "service_id", it->service_id, 0)) < 0)
+            return err;
+        for (k = 0; k < CG_PART_COUNT && err == 0; k++)
+            err = put_json(o, at, part_keys[k], it->bodies[k], 0);
+        return err;
+    case CG_OP_UNREGISTER:
+        return put_int(o, "handle", it->handle);
+    case CG_OP_GET:
+        if ((err = put_int(o, "handle", it->handle)) < 0)
+            return err;
+        return put_part(o, at, "part", it->part, 0);
+    case CG_OP_UPDATE:
+        if ((err = put_int(o, "handle", it->handle)) < 0 ||
+            (err = put_part(o, at, "part", it->part, 1)) < 0 ||
+            (err = put_int(o, "expected", it->expected)) < 0)
+            return err;
+        return put_json(o, at, "body", it->body, 1);
+    case CG_OP_LOCK:
+        if ((err = put_int(o, "handle", it->handle)) < 0)
+            return err;
+        return put_part(o, at, "part", it->part, 1);
+    case CG_OP_BIND:
+        if ((err = put_int(o, "folder", it->folder)) < 0 ||
+            (err = put_str(o, at, "name", it->name, 1)) < 0)
+            return err;
+        return put_int(o, "target", it->target);
+    case CG_OP_UNBIND:
+    case CG_OP_LOOKUP:
+        if ((err = put_int(o, "folder", it->folder)) < 0)
+            return err;
+        return put_str(o, at, "name", it->name, 1);
+    case CG_OP_LIST:
+        return put_int(o, "folder", it->folder);
+    case CG_OP_FIND:
+        return put_str(o, at, "service_id", it->service_id, 1);
+    default: /* multi (its ops are the caller's), health, stats, members, shutdown */
+        return 0;
+    }
+}
+
+int cg_request_encode(char **out, size_t *len, const cg_request *req)
+{
+    static const place top = {""};
+    cJSON *root = cJSON_CreateObject(), *ops, *el;
+    char *text = NULL;
+    cg_request check;
+    size_t i, n = 0;
+    int err = 0;
+
+    *out = NULL;
+    if (len)
+        *len = 0;
+    if (root == NULL)
+        return cg_error_nomem();
+    if ((err = put_int(root, "v", CG_REQ_WIRE_VERSION)) < 0)
+        goto done;
+    if (req->id_type == CG_REQ_ID_STRING)
+        err = put_str(root, &top, "id", req->id_str, 1);
+    else if (req->id_type == CG_REQ_ID_INT)
+        err = put_int(root, "id", req->id_int);
+    else
+        err = unencodable("id", "missing");
+    if (err < 0 || (err = encode_item(root, &req->item, &top)) < 0)
+        goto done;
+    if (req->item.op == CG_OP_MULTI) {
+        if ((ops = cJSON_AddArrayToObject(root, "ops")) == NULL) {
+            err = cg_error_nomem();
+            goto done;
+        }
+        if (req->n_ops > CG_REQ_MAX_OPS) {
+            err = unencodable("ops", "more than the limit of %d operations", CG_REQ_MAX_OPS);
+            goto done;
+        }
+        for (i = 0; i < req->n_ops; i++) {
+            place at;
+            snprintf(at.prefix, sizeof(at.prefix), "ops[%d].", (int)i);
+            if ((el = cJSON_CreateObject()) == NULL || !cJSON_AddItemToArray(ops, el)) {
+                cJSON_Delete(el);
+                err = cg_error_nomem();
+                goto done;
+            }
+            if ((err = encode_item(el, &req->ops[i], &at)) < 0)
+                goto done;
+        }
+    }
+    if ((text = cJSON_PrintUnformatted(root)) == NULL) {
+        err = cg_error_nomem();
+        goto done;
+    }
+    n = strlen(text);
+    /* The decoder is the judge: what it refuses (a handle out of range, a multi inside a
+     * multi, an id too long, a request over the size limit) is refused here, with its
+     * message, so nothing this returns can be refused by a daemon of the same version. */
+    err = cg_request_decode(&check, text, n);
+    cg_request_dispose(&check);
+    if (err < 0)
+        goto done;
+    if ((*out = malloc(n + 1)) == NULL) { /* one allocator: the caller free()s */
+        err = cg_error_nomem();
+        goto done;
+    }
+    memcpy(*out, text, n + 1);
+    if (len)
+        *len = n;
+done:
+    cJSON_free(text);
+    cJSON_Delete(root);
+    return err;
+}
+
+/* ---- equality ------------------------------------------------------------------------- */
+
+static int str_same(const char *a, const char *b)
+{
+    return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+/* The same operation with the same values in the fields that operation has (the ones
+ * decode_item() reads for it); the others are not compared. */
+static int item_same(const cg_req_item *a, const cg_req_item *b)
+{
+    int k;
+    if (a->op != b->op)
+        return 0;
+    switch (a->op) {
+    case CG_OP_REGISTER:
+        for (k = 0; k < CG_PART_COUNT; k++)
+            if (!str_same(a->bodies[k], b->bodies[k]))
+                return 0;
+        return str_same(a->kind, b->kind) && str_same(a->service_id, b->service_id);
+    case CG_OP_UNREGISTER:
+        return a->handle == b->handle;
+    case CG_OP_GET:
+    case CG_OP_LOCK:
+        return a->handle == b->handle && a->part == b->part;
+    case CG_OP_UPDATE:
+        return a->handle == b->handle && a->part == b->part && a->expected == b->expected &&
+               str_same(a->body, b->body);
+    case CG_OP_BIND:
+        return a->folder == b->folder && str_same(a->name, b->name) && a->target == b->target;
+    case CG_OP_UNBIND:
+    case CG_OP_LOOKUP:
+        return a->folder == b->folder && str_same(a->name, b->name);
+    case CG_OP_LIST:
+        return a->folder == b->folder;
+    case CG_OP_FIND:
+        return str_same(a->service_id, b->service_id);
+    default: /* multi (its ops are compared by the caller), health, stats, members, shutdown */
+        return 1;
+    }
+}
+
+int cg_request_equal(const cg_request *a, const cg_request *b)
+{
+    size_t i;
+    if (a->id_type != b->id_type ||
+        (a->id_type == CG_REQ_ID_STRING && strcmp(a->id_str, b->id_str) != 0) ||
+        (a->id_type == CG_REQ_ID_INT && a->id_int != b->id_int) || !item_same(&a->item, &b->item) ||
+        a->n_ops != b->n_ops)
+        return 0;
+    for (i = 0; i < a->n_ops; i++)
+        if (!item_same(&a->ops[i], &b->ops[i]))
+            return 0;
+    return 1;
 }

@@ -1,8 +1,9 @@
 /*
  * daemon_request.h — coregroupd's client requests (wire version 1; see REQUESTS.md): the
- * decoded form, and the pure decoder from bytes to it.
+ * decoded form, the pure decoder from bytes to it, and the encoder back to bytes.
  *
- * Private to the daemon (coregroupd.c, daemon_ops.c) and its fuzz target; not part of the
+ * Private to the daemon (coregroupd.c, daemon_ops.c), its client (cgctl, which builds every
+ * request it sends with the encoder), their tests and the fuzz target; not part of the
  * installed API.
  */
 #ifndef CG_DAEMON_REQUEST_H
@@ -84,8 +85,26 @@ typedef struct {
  */
 int cg_request_decode(cg_request *out, const char *data, size_t len);
 
+/*
+ * Encode a request: the inverse of cg_request_decode(), so that decoding what it writes gives
+ * back the same request (cg_request_equal). `req` is built the way the decoder fills it (id,
+ * item, and for a multi ops/n_ops; field and op_index are ignored); strings must be UTF-8 and
+ * bodies JSON texts. Writes one compact JSON object, {"v":1,"id":...,"op":...,<the op's
+ * fields>}, integers as exact decimal text and bodies compact (as the decoder leaves them:
+ * cJSON_PrintUnformatted of the parsed text), into a new NUL-terminated string at *out that
+ * the caller frees with free(); *len (when not NULL) gets its length.
+ * Returns 0; CG_EINVALID when the decoder would refuse what `req` describes, with
+ * cg_error_last() naming the field as the decoder would (request: field "ops[2].body": not a
+ * JSON text), *out NULL; CG_ERROR when memory ran out.
+ */
+int cg_request_encode(char **out, size_t *len, const cg_request *req);
+
 /* Free what a decoded request owns (not the struct itself). Accepts NULL. */
 void cg_request_dispose(cg_request *req);
+
+/* 1 when two requests say the same (id, operation and every field that operation has;
+ * multi: the same operations in order), else 0. For tests and the fuzz target. */
+int cg_request_equal(const cg_request *a, const cg_request *b);
 
 /* The wire name of an op ("get"), or "?" for anything else. */
 const char *cg_req_op_name(int op);

@@ -12,7 +12,7 @@
  *     [retry]       attempts, interval_ms, sqlstates
  *     [cache]       strategy, max_entries, ttl_ms, max_staleness_ms
  *     [daemon]      listen, workers, pidfile, curve_secret_key, curve_public_key,
- *                   curve_clients (read by coregroupd; ignored by the library)
+ *                   curve_clients, metrics_listen (read by coregroupd; ignored by the library)
  *
  * A core without a group gets the private group "private.<name>", so its data stays its own
  * across restarts and no other core shares it (e-Speak design §2.7.1). Configured group ids
@@ -104,6 +104,8 @@ typedef struct cg_config {
     char *daemon_curve_public_key; /**< [daemon] curve_public_key: its public key (Z85) */
     char *daemon_curve_clients;    /**< [daemon] curve_clients: file of the client public keys
                                         admitted, one per line */
+    char *metrics_listen;          /**< [daemon] metrics_listen: HOST:PORT of coregroupd's
+                                        Prometheus endpoint (GET /metrics); NULL: none */
 } cg_config;
 
 #define CG_CONFIG_VERSION 1

@@ -35,6 +35,14 @@
  * (or --help, --version, --keygen), 1 runtime failure (an endpoint in use, ZeroMQ errors),
  * 2 bad usage (arguments, malformed endpoints, unreadable or malformed key files).
  *
+ * Under systemd (cg-busd@.service, Type=notify; invalidation/notify.c, a no-op without
+ * libsystemd or NOTIFY_SOCKET): READY=1 once both sockets are bound, WATCHDOG=1 from the
+ * loop when WatchdogSec= asks for it, STOPPING=1 on SIGTERM or SIGINT.
+ *
+ * With --metrics HOST:PORT it serves Prometheus metrics over HTTP (GET /metrics; busd_metrics.c):
+ * messages and bytes forwarded and dropped per direction, counted in the loop where messages
+ * pass and published once per batch, never with an atomic operation per message.
+ *
  * It deliberately does not persist anything, decode payloads or need the repository.
  */
 #include <errno.h>
@@ -56,9 +64,15 @@
 #include <zmq.h>
 
 #include "coregroup.h"
+#include "busd_metrics.h"
+#include "coregroup/sys/hostport.h"
 #include "curve.h"
 #include "message.h"
+#include "metrics_http.h"
+#include "notify.h"
 #include "program.h"
+#include "proglog.h"
+#include "coregroup/sys/clock.h"
 
 enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
@@ -78,19 +92,15 @@ static int sig_fd = -1;
 static const char *name = NULL; /* --name, else the pid */
 static char pid_name[24];
 
-/* One line on stdout: "cg-busd[NAME]: <text>". Locked, so the ZAP thread's lines never mix. */
+/* One line on stdout: "cg-busd[NAME]: <text>" (proglog.c: whole lines, so the ZAP thread's
+ * never mix with the loop's). */
 static void logline(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void logline(const char *fmt, ...)
 {
     va_list ap;
-    flockfile(stdout);
-    printf("cg-busd[%s]: ", name);
     va_start(ap, fmt);
-    vprintf(fmt, ap);
+    cg_prog__vline(stdout, "cg-busd", name, NULL, fmt, ap);
     va_end(ap);
-    putchar('\n');
-    fflush(stdout);
-    funlockfile(stdout);
 }
 
 /* One error line on stderr, "cg-busd: error: <text>", or with the name once it is known. */
@@ -98,24 +108,15 @@ static void errline(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void errline(const char *fmt, ...)
 {
     va_list ap;
-    flockfile(stderr);
-    if (name)
-        fprintf(stderr, "cg-busd[%s]: error: ", name);
-    else
-        fputs("cg-busd: error: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    cg_prog__vline(stderr, "cg-busd", name, "error: ", fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
-    fflush(stderr);
-    funlockfile(stderr);
 }
 
+/* The loop's clock: the library's CLOCK_MONOTONIC (coregroup/sys/clock.h). */
 static int64_t mono_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return cg_clock_mono_ms();
 }
 
 /* ---- CURVE keys (invalidation/curve.c: key files, client lists, the ZAP handler) -------- */
@@ -171,19 +172,15 @@ static void log_denied(void *arg, const char *key, const char *address,
 
 /* ---- the proxy ------------------------------------------------------------------------- */
 
-typedef struct {
-    unsigned long long msgs, bytes;         /* frontend -> backend: data messages */
-    unsigned long long sub_msgs, sub_bytes; /* backend -> frontend: subscription messages */
-    unsigned long long subs, unsubs;        /* of those: subscribe / unsubscribe */
-    unsigned long long dropped;             /* messages a send refused */
-} counters;
+typedef cgb_counters counters; /* busd_metrics.h: what the loop counts, and /metrics serves */
 
 /*
  * Move one whole message from `from` to `to`. Returns 1 when a message was moved (or dropped
  * and counted), 0 when none was waiting, -1 on a receive error (errno set). *bytes gets its
- * size over all frames, *first the first byte of its first frame (-1 when empty).
+ * size over all frames, *first the first byte of its first frame (-1 when empty); a message
+ * a send refused counts in *dropped.
  */
-static int move_one(void *from, void *to, size_t *bytes, int *first, counters *c)
+static int move_one(void *from, void *to, size_t *bytes, int *first, unsigned long long *dropped)
 {
     zmq_msg_t part;
     int more = 0, nframes = 0, failed = 0;
@@ -211,7 +208,7 @@ static int move_one(void *from, void *to, size_t *bytes, int *first, counters *c
         zmq_msg_close(&part);
     } while (more);
     if (failed)
-        c->dropped++;
+        (*dropped)++;
     return 1;
 }
 
@@ -220,7 +217,7 @@ static void print_stats(const counters *c, cg_zap *z, int64_t started_ms, const 
     logline("stats msgs=%llu bytes=%llu sub_msgs=%llu sub_bytes=%llu subs=%llu unsubs=%llu "
             "topics=%lld dropped=%llu denied=%llu uptime_s=%lld why=%s",
             c->msgs, c->bytes, c->sub_msgs, c->sub_bytes, c->subs, c->unsubs,
-            (long long)c->subs - (long long)c->unsubs, c->dropped,
+            (long long)c->subs - (long long)c->unsubs, c->dropped + c->sub_dropped,
             z ? (unsigned long long)atomic_load(&z->denied) : 0ULL,
             (long long)((mono_ms() - started_ms) / 1000), why);
 }
@@ -284,6 +281,10 @@ static void usage(FILE *f)
             "  -b, --backend ENDPOINT       bind the subscribers' side (XPUB)\n"
             "  -s, --stats-interval SECONDS print a statistics line every SECONDS\n"
             "  -n, --name NAME              name in every log line (default: the pid)\n"
+            "      --metrics HOST:PORT      serve Prometheus metrics over HTTP on GET /metrics\n"
+            "                               (e.g. 127.0.0.1:9102; [::1]:9102 for IPv6):\n"
+            "                               messages and bytes forwarded and dropped per\n"
+            "                               direction; no authentication, so keep it private\n"
             "      --curve-secret-key FILE  this forwarder's CURVE secret key (Z85); makes both\n"
             "                               sockets CURVE servers\n"
             "      --curve-public-key FILE  its public key (checked against the secret key)\n"
@@ -305,15 +306,10 @@ static void usage(FILE *f)
             "2 bad usage (arguments, malformed endpoint, bad key file).\n");
 }
 
-/* Seconds as a positive decimal number. */
+/* Seconds as a positive decimal number (program.c, as cg-watch reads them). */
 static int parse_seconds(const char *s, double *out)
 {
-    char *end;
-    double v = strtod(s, &end);
-    if (*s == '\0' || *end != '\0' || !isfinite(v) || v < 0.001 || v > 31536000.0)
-        return -1;
-    *out = v;
-    return 0;
+    return cg_prog__parse_seconds(s, out);
 }
 
 /* A secret key file that others can read deserves a warning (ssh refuses; we only warn). */
@@ -321,13 +317,12 @@ static void check_secret_mode(const char *path)
 {
     struct stat st;
     if (stat(path, &st) == 0 && (st.st_mode & 077))
-        fprintf(stderr,
-                "cg-busd: warning: --curve-secret-key \"%s\" is readable by others "
-                "(mode %04o); chmod 600 it\n",
-                path, (unsigned)(st.st_mode & 07777));
+        cg_prog__line(stderr, "cg-busd", NULL, "warning: ",
+                      "--curve-secret-key \"%s\" is readable by others (mode %04o); chmod 600 it",
+                      path, (unsigned)(st.st_mode & 07777));
 }
 
-enum { OPT_SECRET = 1000, OPT_PUBLIC, OPT_CLIENTS, OPT_KEYGEN };
+enum { OPT_SECRET = 1000, OPT_PUBLIC, OPT_CLIENTS, OPT_KEYGEN, OPT_METRICS };
 
 int main(int argc, char **argv)
 {
@@ -339,6 +334,7 @@ int main(int argc, char **argv)
                                          {"curve-public-key", required_argument, NULL, OPT_PUBLIC},
                                          {"curve-clients", required_argument, NULL, OPT_CLIENTS},
                                          {"keygen", required_argument, NULL, OPT_KEYGEN},
+                                         {"metrics", required_argument, NULL, OPT_METRICS},
                                          {"quiet", no_argument, NULL, 'q'},
                                          {"help", no_argument, NULL, 'h'},
                                          {"version", no_argument, NULL, 'V'},
@@ -354,7 +350,9 @@ int main(int argc, char **argv)
     cg_keylist clients = {NULL, 0};
     cg_zap zap;
     counters cnt;
-    int64_t started_ms, next_stats = 0;
+    const char *metrics_ep = NULL; /* --metrics */
+    cg_metrics_http *metrics = NULL;
+    int64_t started_ms, next_stats = 0, wd_ms, next_wd = 0;
 
     memset(&zap, 0, sizeof(zap));
     memset(&cnt, 0, sizeof(cnt));
@@ -387,6 +385,17 @@ int main(int argc, char **argv)
         case OPT_KEYGEN:
             keygen_prefix = optarg;
             break;
+        case OPT_METRICS: {
+            char host[CG_HOSTPORT_HOST_MAX + 1];
+            const char *bad;
+            int port;
+            if (cg_hostport_split(host, &port, optarg, &bad) < 0) {
+                errline("--metrics \"%s\": %s", optarg, bad);
+                return EXIT_USAGE;
+            }
+            metrics_ep = optarg;
+            break;
+        }
         case 'q':
             quiet = 1;
             break;
@@ -488,6 +497,14 @@ int main(int argc, char **argv)
         (rc = open_socket(&backend, ctx, ZMQ_XPUB, "--backend", backend_ep,
                           curve ? secret : NULL)) != 0)
         goto done;
+    if (metrics_ep) { /* bound with the other two: a taken port is a startup error */
+        int r = cg_metrics__bind(&metrics, metrics_ep, why, sizeof(why));
+        if (r < 0) {
+            errline("--metrics %s", why);
+            rc = r == CG_METRICS_EUSAGE ? EXIT_USAGE : EXIT_RUNTIME;
+            goto done;
+        }
+    }
 
     epsz = sizeof(ep_front);
     if (zmq_getsockopt(frontend, ZMQ_LAST_ENDPOINT, ep_front, &epsz) < 0)
@@ -498,6 +515,16 @@ int main(int argc, char **argv)
     started_ms = mono_ms();
     if (interval > 0)
         next_stats = started_ms + (int64_t)(interval * 1000);
+    if (metrics) {
+        const cg_zap *z = curve ? &zap : NULL;
+        if (cgb_metrics_start(metrics, name, z, started_ms, why, sizeof(why)) < 0) {
+            errline("--metrics %s", why);
+            rc = EXIT_RUNTIME;
+            goto done;
+        }
+        if (!quiet)
+            logline("metrics listen=%s path=/metrics", cg_metrics__address(metrics));
+    }
     if (!quiet) {
         if (curve)
             logline("started frontend=%s backend=%s curve=on clients=%zu version=%s", ep_front,
@@ -506,6 +533,10 @@ int main(int argc, char **argv)
             logline("started frontend=%s backend=%s curve=off version=%s", ep_front, ep_back,
                     CG_VERSION);
     }
+    /* Both sockets bound: systemd may start the cores. WATCHDOG=1 from every turn of the loop
+     * (at most every wd_ms), so a hung loop gets the forwarder restarted. */
+    cg_notify__send("READY=1\nSTATUS=forwarding frontend=%s backend=%s", ep_front, ep_back);
+    wd_ms = cg_notify__watchdog_ms();
 
     while (!cg_prog__stop_signal) {
         zmq_pollitem_t items[3] = {{frontend, 0, ZMQ_POLLIN, 0},
@@ -517,6 +548,15 @@ int main(int argc, char **argv)
         if (interval > 0) {
             int64_t left = next_stats - mono_ms();
             timeout = left > 0 ? (long)left : 0;
+        }
+        if (wd_ms > 0) {
+            int64_t now = mono_ms();
+            if (now >= next_wd) {
+                cg_notify__watchdog();
+                next_wd = now + wd_ms;
+            }
+            if (timeout < 0 || next_wd - now < timeout)
+                timeout = (long)(next_wd - now);
         }
         if (zmq_poll(items, 3, timeout) < 0) {
             if (errno == EINTR)
@@ -530,7 +570,7 @@ int main(int argc, char **argv)
         for (i = 0; i < BATCH && (items[0].revents & ZMQ_POLLIN); i++) {
             size_t bytes;
             int first;
-            if ((r = move_one(frontend, backend, &bytes, &first, &cnt)) <= 0)
+            if ((r = move_one(frontend, backend, &bytes, &first, &cnt.dropped)) <= 0)
                 break;
             cnt.msgs++;
             cnt.bytes += bytes;
@@ -544,7 +584,7 @@ int main(int argc, char **argv)
         for (i = 0; i < BATCH && (items[1].revents & ZMQ_POLLIN); i++) {
             size_t bytes;
             int first;
-            if ((r = move_one(backend, frontend, &bytes, &first, &cnt)) <= 0)
+            if ((r = move_one(backend, frontend, &bytes, &first, &cnt.sub_dropped)) <= 0)
                 break;
             cnt.sub_msgs++;
             cnt.sub_bytes += bytes;
@@ -558,6 +598,7 @@ int main(int argc, char **argv)
             rc = EXIT_RUNTIME;
             break;
         }
+        cgb_metrics_publish(&cnt); /* for the next scrape: a few relaxed stores per batch */
         if (cg_prog__usr1) {
             cg_prog__usr1 = 0;
             print_stats(&cnt, curve ? &zap : NULL, started_ms, "signal");
@@ -584,12 +625,16 @@ int main(int argc, char **argv)
                 next_stats += (int64_t)(interval * 1000);
         }
     }
+    if (cg_prog__stop_signal)
+        cg_notify__send("STOPPING=1\nSTATUS=stopping (signal %s)",
+                        cg_prog__stop_signal == SIGINT ? "INT" : "TERM");
     if (cg_prog__stop_signal && rc == 0 && !quiet) {
         print_stats(&cnt, curve ? &zap : NULL, started_ms, "exit");
         logline("stopped signal=%s", cg_prog__stop_signal == SIGINT ? "INT" : "TERM");
     }
 
 done:
+    cg_metrics__free(metrics); /* first: a scrape reads zap, which goes below */
     if (frontend)
         zmq_close(frontend); /* ZMQ_LINGER 0: nothing is held back on exit */
     if (backend)

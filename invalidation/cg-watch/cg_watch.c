@@ -59,6 +59,8 @@
 #include "curve.h"
 #include "message.h"
 #include "program.h"
+#include "proglog.h"
+#include "coregroup/sys/clock.h"
 
 extern char **environ;
 
@@ -118,18 +120,14 @@ typedef struct {
     unsigned long long drops[N_DROPS];
 } watch;
 
-static int64_t now_us(void)
+/* One line on stderr: "cg-watch: <tag><text>" (tag "error: ", "--exec: "; proglog.c). */
+static void errline(const char *tag, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void errline(const char *tag, const char *fmt, ...)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    va_list ap;
+    va_start(ap, fmt);
+    cg_prog__vline(stderr, "cg-watch", NULL, tag, fmt, ap);
+    va_end(ap);
 }
 
 /* "2026-11-22T04:30:00.123456Z" */
@@ -152,33 +150,15 @@ static const char *drop_name(int reason)
     return cg_bus_drop_reason_name(reason);
 }
 
-/* Untrusted bytes as printable text (at most 64 characters). */
-static const char *printable(char buf[72], const char *s, size_t n)
-{
-    size_t i;
-    for (i = 0; i < n && i < 64; i++)
-        buf[i] = s[i] >= 0x20 && s[i] < 0x7f && s[i] != '"' ? s[i] : '?';
-    if (n > 64)
-        memcpy(buf + i, "...", 4);
-    else
-        buf[i] = '\0';
-    return buf;
-}
-
 static void dropped(watch *w, int reason, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 static void dropped(watch *w, int reason, const char *fmt, ...)
 {
     va_list ap;
     w->drops[reason]++;
-    flockfile(stderr);
-    fputs("cg-watch: dropped malformed message: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    cg_prog__vline(stderr, "cg-watch", NULL, "dropped malformed message: ", fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
-    fflush(stderr);
-    funlockfile(stderr);
 }
 
 /* ---- sequence marks -------------------------------------------------------------------- */
@@ -371,7 +351,7 @@ static void run_exec(watch *w, const char *json, const cg_bus_msg *m)
         snprintf(what, sizeof(what), "%s %s seq=%lld", cg_bus_msg_type_name(m->type), m->group,
                  (long long)m->seq);
     if (pipe(fds) < 0) {
-        fprintf(stderr, "cg-watch: --exec: cannot make a pipe for %s: %s\n", what, strerror(errno));
+        errline("--exec: ", "cannot make a pipe for %s: %s", what, strerror(errno));
         w->exec_failures++;
         return;
     }
@@ -394,7 +374,7 @@ static void run_exec(watch *w, const char *json, const cg_bus_msg *m)
     posix_spawn_file_actions_destroy(&fa);
     close(fds[0]);
     if (err != 0) {
-        fprintf(stderr, "cg-watch: --exec: cannot start /bin/sh for %s: %s\n", what, strerror(err));
+        errline("--exec: ", "cannot start /bin/sh for %s: %s", what, strerror(err));
         close(fds[1]);
         w->exec_failures++;
         return;
@@ -412,17 +392,15 @@ static void run_exec(watch *w, const char *json, const cg_bus_msg *m)
     close(fds[1]);
     while (waitpid(pid, &status, 0) < 0)
         if (errno != EINTR) {
-            fprintf(stderr, "cg-watch: --exec: waitpid: %s\n", strerror(errno));
+            errline("--exec: ", "waitpid: %s", strerror(errno));
             w->exec_failures++;
             return;
         }
     if (WIFEXITED(status) && WEXITSTATUS(status) != 0) {
-        fprintf(stderr, "cg-watch: --exec: command exited with status %d for %s\n",
-                WEXITSTATUS(status), what);
+        errline("--exec: ", "command exited with status %d for %s", WEXITSTATUS(status), what);
         w->exec_failures++;
     } else if (WIFSIGNALED(status) && !cg_prog__stop_signal) { /* Ctrl-C reaches the command too */
-        fprintf(stderr, "cg-watch: --exec: command killed by signal %d for %s\n", WTERMSIG(status),
-                what);
+        errline("--exec: ", "command killed by signal %d for %s", WTERMSIG(status), what);
         w->exec_failures++;
     }
 }
@@ -464,7 +442,7 @@ static unsigned long long total_drops(const watch *w)
 /* Print one stats line for the interval now ending, then start the next. */
 static void print_stats(watch *w, const char *why)
 {
-    int64_t now = now_us();
+    int64_t now = cg_clock_wall_us();
     double secs = (double)(now - w->interval_start_us) / 1e6;
     const unsigned long long *t = w->interval_type;
     size_t i;
@@ -526,12 +504,12 @@ static void handle(watch *w, const char *topic, size_t tlen, const char *payload
     double lag_ms;
     size_t glen, i;
     int display;
-    char ex[72];
+    char ex[68];
 
     if (cg_bus_msg_decode(&m, payload, plen, w->group) < 0) {
         int reason = cg_bus_msg_decode_reason();
         if (reason == CG_DROP_NONE) { /* out of memory: the message was not judged */
-            fprintf(stderr, "cg-watch: error: %s\n", cg_error_last()->message);
+            errline("error: ", "%s", cg_error_last()->message);
             return;
         }
         dropped(w, reason, "%s", cg_error_last()->message);
@@ -540,11 +518,11 @@ static void handle(watch *w, const char *topic, size_t tlen, const char *payload
     glen = strlen(m->group);
     if (tlen != glen + 1 || memcmp(topic, m->group, glen) != 0 || topic[glen] != '/') {
         dropped(w, DROP_TOPIC, "topic \"%s\" does not match the payload's group \"%s\"",
-                printable(ex, topic, tlen), m->group);
+                cg_prog__printable(ex, sizeof(ex), topic, tlen), m->group);
         cg_bus_msg_free(m);
         return;
     }
-    recv_us = now_us();
+    recv_us = cg_clock_wall_us();
     lag_ms = (double)(recv_us - m->at_us) / 1000.0;
     w->total++;
     w->interval_type[m->type]++;
@@ -570,7 +548,7 @@ static void handle(watch *w, const char *topic, size_t tlen, const char *payload
         char *json = NULL;
         if (w->json || w->exec_cmd) {
             if ((json = event_json(w, m, recv_us, lag_ms, cls, missed)) == NULL)
-                fprintf(stderr, "cg-watch: error: out of memory formatting an event\n");
+                errline("error: ", "out of memory formatting an event");
         }
         if (!w->json)
             print_human(w, m, recv_us, lag_ms, cls, missed);
@@ -666,16 +644,6 @@ static void usage(FILE *f)
             MAX_CONNECT);
 }
 
-static int parse_seconds(const char *s, double *out)
-{
-    char *end;
-    double v = strtod(s, &end);
-    if (*s == '\0' || *end != '\0' || !isfinite(v) || v < 0.001 || v > 31536000.0)
-        return -1;
-    *out = v;
-    return 0;
-}
-
 enum { OPT_SERVER_KEY = 1000, OPT_SECRET, OPT_PUBLIC };
 
 int main(int argc, char **argv)
@@ -708,7 +676,7 @@ int main(int argc, char **argv)
         switch (c) {
         case 'c':
             if (n_endpoints == MAX_CONNECT) {
-                fprintf(stderr, "cg-watch: error: more than %d --connect endpoints\n", MAX_CONNECT);
+                errline("error: ", "more than %d --connect endpoints", MAX_CONNECT);
                 return EXIT_USAGE;
             }
             endpoints[n_endpoints++] = optarg;
@@ -719,9 +687,7 @@ int main(int argc, char **argv)
         case 'p': {
             cg_part_kind kind;
             if (cg_part_kind_parse(&kind, optarg) < 0) {
-                fprintf(stderr,
-                        "cg-watch: error: --part \"%s\": expected specification, description "
-                        "or state\n",
+                errline("error: ", "--part \"%s\": expected specification, description or state",
                         optarg);
                 return EXIT_USAGE;
             }
@@ -732,11 +698,8 @@ int main(int argc, char **argv)
             w.json = 1;
             break;
         case 's':
-            if (parse_seconds(optarg, &w.stats_s) < 0) {
-                fprintf(stderr,
-                        "cg-watch: error: --stats \"%s\": expected a positive number of "
-                        "seconds\n",
-                        optarg);
+            if (cg_prog__parse_seconds(optarg, &w.stats_s) < 0) {
+                errline("error: ", "--stats \"%s\": expected a positive number of seconds", optarg);
                 return EXIT_USAGE;
             }
             break;
@@ -764,46 +727,44 @@ int main(int argc, char **argv)
         }
     }
     if (optind < argc) {
-        fprintf(stderr, "cg-watch: error: unexpected argument \"%s\"\n", argv[optind]);
+        errline("error: ", "unexpected argument \"%s\"", argv[optind]);
         return EXIT_USAGE;
     }
     if (n_endpoints == 0) {
-        fprintf(stderr, "cg-watch: error: --connect is required\n");
+        errline("error: ", "--connect is required");
         usage(stderr);
         return EXIT_USAGE;
     }
     if (w.group && cg_bus_topic(topic, sizeof(topic), w.group) < 0) {
-        fprintf(stderr,
-                "cg-watch: error: --group \"%s\": 1 to 63 of A-Z a-z 0-9 . _ -, starting with "
-                "a letter or digit\n",
+        errline("error: ",
+                "--group \"%s\": 1 to 63 of A-Z a-z 0-9 . _ -, starting with a letter or digit",
                 w.group);
         return EXIT_USAGE;
     }
     curve = server_path || secret_path || public_path;
     if (curve) {
         if (!(server_path && secret_path && public_path)) {
-            fprintf(stderr,
-                    "cg-watch: error: CURVE needs all of --curve-server-key, --curve-secret-key "
-                    "and --curve-public-key (missing %s)\n",
+            errline("error: ",
+                    "CURVE needs all of --curve-server-key, --curve-secret-key and "
+                    "--curve-public-key (missing %s)",
                     !server_path   ? "--curve-server-key"
                     : !secret_path ? "--curve-secret-key"
                                    : "--curve-public-key");
             return EXIT_USAGE;
         }
         if (!zmq_has("curve")) {
-            fprintf(stderr, "cg-watch: error: this libzmq was built without CURVE support\n");
+            errline("error: ", "this libzmq was built without CURVE support");
             return EXIT_SETUP;
         }
         if (cg_key_read(server_key, server_path, why, sizeof(why)) < 0 ||
             cg_key_read(secret, secret_path, why, sizeof(why)) < 0 ||
             cg_key_read(public_key, public_path, why, sizeof(why)) < 0) {
-            fprintf(stderr, "cg-watch: error: CURVE key: %s\n", why);
+            errline("error: ", "CURVE key: %s", why);
             return EXIT_USAGE;
         }
         if (!cg_key_pair_matches(secret, public_key)) {
-            fprintf(stderr,
-                    "cg-watch: error: --curve-public-key \"%s\" is not the public key of "
-                    "--curve-secret-key \"%s\"\n",
+            errline("error: ",
+                    "--curve-public-key \"%s\" is not the public key of --curve-secret-key \"%s\"",
                     public_path, secret_path);
             return EXIT_USAGE;
         }
@@ -811,12 +772,11 @@ int main(int argc, char **argv)
 
     setvbuf(stdout, NULL, _IOLBF, 0);
     if ((sig_fd = cg_prog__signals(1, 0)) < 0) {
-        fprintf(stderr, "cg-watch: error: cannot install signal handlers: %s\n", strerror(errno));
+        errline("error: ", "cannot install signal handlers: %s", strerror(errno));
         return EXIT_SETUP;
     }
     if ((ctx = zmq_ctx_new()) == NULL || (sock = zmq_socket(ctx, ZMQ_SUB)) == NULL) {
-        fprintf(stderr, "cg-watch: error: cannot create a ZeroMQ socket: %s\n",
-                zmq_strerror(errno));
+        errline("error: ", "cannot create a ZeroMQ socket: %s", zmq_strerror(errno));
         rc = EXIT_SETUP;
         goto done;
     }
@@ -829,8 +789,7 @@ int main(int argc, char **argv)
                        zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, secret, 32) < 0)) ||
             zmq_setsockopt(sock, ZMQ_SUBSCRIBE, w.group ? topic : "", w.group ? strlen(topic) : 0) <
                 0) {
-            fprintf(stderr, "cg-watch: error: cannot set socket options: %s\n",
-                    zmq_strerror(errno));
+            errline("error: ", "cannot set socket options: %s", zmq_strerror(errno));
             rc = EXIT_SETUP;
             goto done;
         }
@@ -838,7 +797,7 @@ int main(int argc, char **argv)
     for (i = 0; i < n_endpoints; i++)
         if (zmq_connect(sock, endpoints[i]) < 0) {
             int e = errno;
-            fprintf(stderr, "cg-watch: error: --connect \"%s\": cannot connect: %s\n", endpoints[i],
+            errline("error: ", "--connect \"%s\": cannot connect: %s", endpoints[i],
                     zmq_strerror(e));
             rc = e == EINVAL || e == EPROTONOSUPPORT || e == ENOCOMPATPROTO || e == ENODEV
                      ? EXIT_USAGE
@@ -846,21 +805,21 @@ int main(int argc, char **argv)
             goto done;
         }
 
-    w.interval_start_us = now_us();
+    w.interval_start_us = cg_clock_wall_us();
     if (w.stats_s > 0)
-        next_stats = mono_ms() + (int64_t)(w.stats_s * 1000);
+        next_stats = cg_clock_mono_ms() + (int64_t)(w.stats_s * 1000);
     while (!cg_prog__stop_signal) {
         zmq_pollitem_t items[2] = {{sock, 0, ZMQ_POLLIN, 0}, {NULL, sig_fd, ZMQ_POLLIN, 0}};
         long timeout = -1;
 
         if (w.stats_s > 0) {
-            int64_t left = next_stats - mono_ms();
+            int64_t left = next_stats - cg_clock_mono_ms();
             timeout = left > 0 ? (long)left : 0;
         }
         if (zmq_poll(items, 2, timeout) < 0) {
             if (errno == EINTR)
                 continue;
-            fprintf(stderr, "cg-watch: error: poll failed: %s\n", zmq_strerror(errno));
+            errline("error: ", "poll failed: %s", zmq_strerror(errno));
             rc = EXIT_SETUP;
             break;
         }
@@ -871,7 +830,7 @@ int main(int argc, char **argv)
             for (i = 0; i < BATCH && !cg_prog__stop_signal && (r = receive_one(&w, sock)) > 0; i++)
                 ;
             if (r < 0) {
-                fprintf(stderr, "cg-watch: error: receive failed: %s\n", zmq_strerror(errno));
+                errline("error: ", "receive failed: %s", zmq_strerror(errno));
                 rc = EXIT_SETUP;
                 break;
             }
@@ -880,9 +839,9 @@ int main(int argc, char **argv)
             cg_prog__usr1 = 0;
             print_stats(&w, "signal");
         }
-        if (w.stats_s > 0 && mono_ms() >= next_stats) {
+        if (w.stats_s > 0 && cg_clock_mono_ms() >= next_stats) {
             print_stats(&w, "interval");
-            while (next_stats <= mono_ms())
+            while (next_stats <= cg_clock_mono_ms())
                 next_stats += (int64_t)(w.stats_s * 1000);
         }
     }

@@ -1,5 +1,6 @@
 /*
- * clock.h — the clocks the library reads (private to the library; header-only).
+ * clock.h — the clocks the library reads, and its programs too (private: not installed;
+ * header-only). One definition of "now in milliseconds" for every folder and program.
  *
  * Durations, deadlines and leases use CLOCK_MONOTONIC, which no one can set back; times that
  * leave the process (a commit time in a bus message) use CLOCK_REALTIME. Condition variables
