@@ -88,6 +88,7 @@
 
 #include <zmq.h>
 
+#include "coregroup/sys/clock.h"
 #include "curve.h"
 #include "daemon.h"
 #include "metrics.h"
@@ -281,7 +282,7 @@ static char *handle_request(cgd_env *env, int index, const char *data, size_t le
               id_text(idb, sizeof(idb), &req), len, cgd_code_name(cgd_code_of(code)),
               req.field[0] ? req.field : "-", quoted(q, sizeof(q), cg_error_last()->message));
     } else {
-        int64_t t_exec = cgd_metrics_clock_ns();
+        int64_t t_exec = cg_clock_mono_us();
         reply = cgd_execute(env, &req, &code);
         cgd_metrics_observe(req.item.op, code, t_exec); /* call latency by op and outcome */
         if (code < 0) {

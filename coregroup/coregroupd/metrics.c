@@ -21,6 +21,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "coregroup/sys/clock.h"
 #include "coregroup/sys/hist.h"
 #include "metrics.h"
 #include "metrics_http.h"
@@ -42,19 +43,12 @@ static const double latency_le[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0
                                     0.5,     1,      2.5,     5,      10,    INFINITY};
 static cg_hist latency[CG_OP_COUNT][OUTCOMES];
 
-int64_t cgd_metrics_clock_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-void cgd_metrics_observe(int op, int code, int64_t started_ns)
+void cgd_metrics_observe(int op, int code, int64_t started_us)
 {
     int outcome = code == 0 ? 0 : 1 + cgd_code_of(code);
     if (op <= CG_OP_NONE || op >= CG_OP_COUNT)
         return;
-    cg_hist_observe(&latency[op][outcome], (double)(cgd_metrics_clock_ns() - started_ns) / 1e9);
+    cg_hist_observe(&latency[op][outcome], (double)(cg_clock_mono_us() - started_us) / 1e6);
 }
 
 static const char *outcome_name(int outcome)

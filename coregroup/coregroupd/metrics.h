@@ -35,11 +35,9 @@ int cgd_metrics_start(cgd_metrics *m, cgd_env *env);
 /* Stop answering (a scrape in flight is closed cleanly) and free. Accepts NULL. */
 void cgd_metrics_free(cgd_metrics *m);
 
-/* A clock for cgd_metrics_observe(), in nanoseconds (CLOCK_MONOTONIC). */
-int64_t cgd_metrics_clock_ns(void);
-
 /* Record one executed request: its op (cg_req_op), the library code it ended with (0: ok) and
- * the cgd_metrics_clock_ns() taken before it ran. Lock-free; cheap enough for every request. */
-void cgd_metrics_observe(int op, int code, int64_t started_ns);
+ * the cg_clock_mono_us() (coregroup/sys/clock.h) taken before it ran. Lock-free; cheap enough
+ * for every request. */
+void cgd_metrics_observe(int op, int code, int64_t started_us);
 
 #endif

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "coregroup/sys/clock.h"
 #include "busd_metrics.h"
 
 /* The loop's last published counters (written by the loop, read by scrapes). */
@@ -36,13 +37,6 @@ void cgb_metrics_publish(const cgb_counters *c)
     PUT(unsubs);
     PUT(dropped);
     PUT(sub_dropped);
-}
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* One family with a sample per direction. */
@@ -92,7 +86,7 @@ static int render(cg_metrics_text *t, void *arg)
     cg_metrics__family(t, "coregroup_busd_uptime_seconds", "gauge",
                        "Seconds since cg-busd started forwarding.");
     cg_metrics__printf(t, "coregroup_busd_uptime_seconds{forwarder=\"%s\"} %lld\n", n,
-                       (long long)((now_ms() - scrape.started_ms) / 1000));
+                       (long long)((cg_clock_mono_ms() - scrape.started_ms) / 1000));
     cg_metrics__build_info(t);
     return 0;
 }

@@ -113,12 +113,6 @@ static void errline(const char *fmt, ...)
     va_end(ap);
 }
 
-/* The loop's clock: the library's CLOCK_MONOTONIC (coregroup/sys/clock.h). */
-static int64_t mono_ms(void)
-{
-    return cg_clock_mono_ms();
-}
-
 /* ---- CURVE keys (invalidation/curve.c: key files, client lists, the ZAP handler) -------- */
 
 /* --keygen PREFIX: a new key pair in PREFIX.key (secret, 0600) and PREFIX.pub (0644). Never
@@ -219,7 +213,7 @@ static void print_stats(const counters *c, cg_zap *z, int64_t started_ms, const 
             c->msgs, c->bytes, c->sub_msgs, c->sub_bytes, c->subs, c->unsubs,
             (long long)c->subs - (long long)c->unsubs, c->dropped + c->sub_dropped,
             z ? (unsigned long long)atomic_load(&z->denied) : 0ULL,
-            (long long)((mono_ms() - started_ms) / 1000), why);
+            (long long)((cg_clock_mono_ms() - started_ms) / 1000), why);
 }
 
 static int setopt_int(void *sock, int opt, int value)
@@ -512,7 +506,7 @@ int main(int argc, char **argv)
     epsz = sizeof(ep_back);
     if (zmq_getsockopt(backend, ZMQ_LAST_ENDPOINT, ep_back, &epsz) < 0)
         snprintf(ep_back, sizeof(ep_back), "%s", backend_ep);
-    started_ms = mono_ms();
+    started_ms = cg_clock_mono_ms();
     if (interval > 0)
         next_stats = started_ms + (int64_t)(interval * 1000);
     if (metrics) {
@@ -546,11 +540,11 @@ int main(int argc, char **argv)
         int i, r = 0;
 
         if (interval > 0) {
-            int64_t left = next_stats - mono_ms();
+            int64_t left = next_stats - cg_clock_mono_ms();
             timeout = left > 0 ? (long)left : 0;
         }
         if (wd_ms > 0) {
-            int64_t now = mono_ms();
+            int64_t now = cg_clock_mono_ms();
             if (now >= next_wd) {
                 cg_notify__watchdog();
                 next_wd = now + wd_ms;
@@ -618,10 +612,10 @@ int main(int argc, char **argv)
                 logline("reloaded --curve-clients %s clients=%zu", clients_path, n);
             }
         }
-        if (interval > 0 && mono_ms() >= next_stats) {
+        if (interval > 0 && cg_clock_mono_ms() >= next_stats) {
             if (!quiet)
                 print_stats(&cnt, curve ? &zap : NULL, started_ms, "interval");
-            while (next_stats <= mono_ms())
+            while (next_stats <= cg_clock_mono_ms())
                 next_stats += (int64_t)(interval * 1000);
         }
     }
