@@ -11,7 +11,8 @@
  * repository.dsn.<keyword> (each keyword libpq's PQconninfoParse finds set in the dsn; a
  * password is printed as "(set)", never its value), repository.pool_size, bus.publish and
  * bus.subscribe (one line per endpoint), bus.curve (on/off), cache.strategy, daemon.listen,
- * daemon.workers, daemon.pidfile. A dsn that libpq cannot parse is an error too.
+ * daemon.metrics_listen, daemon.workers, daemon.pidfile. A dsn that libpq cannot parse is an error
+ * too.
  *
  * Errors (the library's message: file, line and key) go to stderr. Exit status: 0 every file
  * loaded, 1 at least one did not, 2 no file given.
@@ -82,6 +83,8 @@ static int check(const char *file)
     put(file, "cache.strategy", cg_cache_strategy_name(cfg->strategy));
     if (cfg->listen)
         put(file, "daemon.listen", cfg->listen);
+    if (cfg->metrics_listen)
+        put(file, "daemon.metrics_listen", cfg->metrics_listen);
     put_int(file, "daemon.workers", cfg->workers);
     if (cfg->pidfile)
         put(file, "daemon.pidfile", cfg->pidfile);

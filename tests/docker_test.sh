@@ -10,7 +10,9 @@
 #      migrate completed -> cores), every core's [bus] lists both forwarders' endpoints as the
 #      forwarders bind them, its dsn reaches the postgres service as the login role that
 #      migrate creates, without a password, and its healthcheck runs `cgctl -c CONFIG health`
-#      on the file mounted for it; the scripts parse (sh -n) and the entry point dispatches;
+#      on the file mounted for it and probes its /metrics ([daemon] metrics_listen); every
+#      forwarder serves --metrics and its healthcheck probes that port (docker/metrics-probe.sh);
+#      the scripts parse (sh -n, bash -n) and the entry point dispatches;
 #  (d) the Dockerfile: Debian 12 stages, Debian packages only (no curl, wget, git, pip, npm,
 #      ...), a Release build with tests off installed into /opt/coregroup, a slim runtime with
 #      the runtime libraries, a non-root user and an entry point; compose's build targets exist.
@@ -26,7 +28,7 @@ fail() {
   exit 1
 }
 
-for f in Dockerfile compose.yaml README.md docker-entrypoint.sh; do
+for f in Dockerfile compose.yaml README.md docker-entrypoint.sh metrics-probe.sh; do
   [ -f "$docker/$f" ] || fail "docker/$f is missing"
 done
 
@@ -55,6 +57,7 @@ fi
 for f in "$docker/docker-entrypoint.sh" "$docker"/migrate/*.sh; do
   sh -n "$f" || fail "${f#"$src"/}: shell syntax error"
 done
+bash -n "$docker/metrics-probe.sh" || fail "docker/metrics-probe.sh: shell syntax error"
 mkdir "$tmp/bin"
 for p in coregroupd cg-busd; do
   printf '#!/bin/sh\necho %s "$@"\n' "$p" >"$tmp/bin/$p"
@@ -243,6 +246,17 @@ for b in busds:
             err("%s: %s must bind tcp://0.0.0.0:PORT, so that other hosts can reach it" % (b, opt))
             continue
         table[b] = "tcp://%s:%s" % (host, m.group(1))
+    # its /metrics, and a healthcheck that reads it
+    if "--metrics" not in words or words.index("--metrics") + 1 >= len(words):
+        err("%s: no --metrics endpoint" % b)
+    else:
+        mm = re.fullmatch(r"0\.0\.0\.0:(\d+)", words[words.index("--metrics") + 1])
+        test = argv((services[b].get("healthcheck") or {}).get("test"))
+        if not mm:
+            err("%s: --metrics must bind 0.0.0.0:PORT" % b)
+        elif "metrics-probe.sh" not in test or mm.group(1) not in test:
+            err("%s: the healthcheck must run metrics-probe.sh on its --metrics port %s (%s)"
+                % (b, mm.group(1), test))
 
 # the cores
 names, groups = {}, set()
@@ -271,6 +285,12 @@ for c in cores:
     if not ("cgctl" in test and "health" in test and "-c" in test
             and test.index("-c") + 1 < len(test) and test[test.index("-c") + 1] == conf_path):
         err("%s: the healthcheck must run `cgctl -c %s health` (%s)" % (c, conf_path, test))
+    metrics = one(cfg, "daemon.metrics_listen") or ""
+    mm = re.fullmatch(r"0\.0\.0\.0:(\d+)", metrics)
+    if not mm:
+        err("%s: [daemon] metrics_listen %r must bind 0.0.0.0:PORT" % (rel, metrics))
+    elif "metrics-probe.sh" not in test or mm.group(1) not in test:
+        err("%s: the healthcheck must probe its /metrics on port %s (%s)" % (c, mm.group(1), test))
     for k in ("interval", "timeout", "retries"):
         if k not in hc:
             err("%s: the healthcheck sets no %s" % (c, k))
@@ -317,9 +337,11 @@ for c in cores:
             "containers, and connectable by cgctl in its own)" % (rel, listen))
     else:
         port = listen.rsplit(":", 1)[1]
+        mport = mm.group(1) if mm else None
         for p in svc.get("ports") or []:
-            if str(p).split("/")[0].rsplit(":", 1)[-1] != port:
-                err("%s: publishes container port of %r, but the core listens on %s" % (c, p, port))
+            if str(p).split("/")[0].rsplit(":", 1)[-1] not in (port, mport):
+                err("%s: publishes container port of %r, but the core listens on %s (and %s)"
+                    % (c, p, port, mport))
 if len(groups) != 1 or None in groups:
     err("the cores are not all of one group: %s" % sorted(map(str, groups)))
 elif groups != {"payments"}:
