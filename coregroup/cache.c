@@ -78,6 +78,11 @@
  * are allocated outside the lock too (a leader-to-be drops the lock, allocates, and looks
  * again). Threads that wait for a load sleep (flight_lock above); they never spin.
  *
+ * Sampling. cg_cache_sample (for the consistency audit) copies keys and versions out of one
+ * shard at a time under its lock, walking that shard's table from a position that moves with
+ * every call; it keeps no reference and calls nothing, so the audit talks to the repository
+ * with no cache lock held and the hit path never waits for more than one shard's copy.
+ *
  * Deliberately not here: no negative caching (CG_ENOTFOUND is never remembered), no
  * background expiry sweep (expired entries leave when found or when CLOCK evicts them), and
  * no lock-free reads. A seqlock-style optimistic reader would find a part pointer while
@@ -1214,4 +1219,84 @@ void cg_cache_stats_get(cg_cache *c, cg_cache_stats *out)
         out->floors_forgotten += s->floors_forgotten;
         shard_unlock(s);
     }
+}
+
+/* ---- sampling ----------------------------------------------------------------------------- */
+
+/* Moves every sample's starting position in each shard (one counter for every cache: it only
+ * spreads the samples). */
+static atomic_uint sample_round;
+
+/* Copy the keys of up to `want` live entries of shard s into out, walking its table from slot
+ * `start` and passing over the first `skip` live entries found. *left is set when the shard
+ * holds more entries than the walk passed over and took. Returns how many were copied. */
+static size_t shard_sample(const cg_cache *c, shard *s, uint32_t start, size_t skip, size_t want,
+                           int64_t now, cg_cache_key *out, int *left)
+{
+    size_t got = 0, seen = 0;
+    uint32_t i, n;
+
+    shard_lock(s);
+    n = s->mask + 1;
+    for (i = 0; i < n && got < want; i++) {
+        const slot *e = &s->table[(start + i) & s->mask];
+        if (e->part == NULL || (c->ttl_ms > 0 && now >= e->expires))
+            continue;
+        if (seen++ < skip)
+            continue;
+        out[got].handle = e->handle;
+        out[got].kind = e->kind;
+        out[got].version = e->part->version;
+        got++;
+    }
+    *left = s->count > skip + got;
+    shard_unlock(s);
+    return got;
+}
+
+static int key_cmp(const void *a, const void *b)
+{
+    const cg_cache_key *x = a, *y = b;
+    if (x->handle != y->handle)
+        return x->handle < y->handle ? -1 : 1;
+    return x->kind < y->kind ? -1 : x->kind > y->kind;
+}
+
+size_t cg_cache_sample(cg_cache *c, cg_cache_key *out, size_t max)
+{
+    uint32_t round = atomic_fetch_add(&sample_round, 1) * 0x9e3779b9u, i;
+    int64_t now = c->ttl_ms > 0 ? now_ms() : 0;
+    size_t taken[MAX_SHARDS], got = 0, k, w;
+    int left[MAX_SHARDS], topped = 0;
+
+    /* Round one: each shard its fair share of what is still missing. */
+    for (i = 0; i < c->nshards && got < max; i++) {
+        size_t share = (max - got + (c->nshards - i) - 1) / (c->nshards - i);
+        taken[i] = shard_sample(c, &c->shards[i], round + i * 0x61c88647u, 0, share, now, out + got,
+                                &left[i]);
+        got += taken[i];
+    }
+    for (; i < c->nshards; i++)
+        taken[i] = 0, left[i] = 0;
+    /* Round two: top up from the shards that had more, past what round one took there. The
+     * shard may have changed in between, so a key can come twice: duplicates are removed. */
+    for (i = 0; i < c->nshards && got < max; i++)
+        if (left[i]) {
+            got += shard_sample(c, &c->shards[i], round + i * 0x61c88647u, taken[i], max - got, now,
+                                out + got, &left[i]);
+            topped = 1;
+        }
+    if (topped && got > 1) {
+        qsort(out, got, sizeof(*out), key_cmp);
+        for (k = 1, w = 1; k < got; k++) {
+            if (key_cmp(&out[k], &out[w - 1]) == 0) {
+                if (out[k].version > out[w - 1].version)
+                    out[w - 1].version = out[k].version;
+                continue;
+            }
+            out[w++] = out[k];
+        }
+        got = w;
+    }
+    return got;
 }

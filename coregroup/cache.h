@@ -116,4 +116,23 @@ int cg_cache_load(cg_cache *cache, int64_t handle, int kind, cg_cache_loader loa
 /* Counters summed over the shards. */
 void cg_cache_stats_get(cg_cache *cache, cg_cache_stats *out);
 
+/* ---- sampling (the consistency audit, coregroup/audit.c) ---- */
+
+/* The key and version of one cached entry. */
+typedef struct {
+    int64_t handle;
+    int kind;
+    int64_t version;
+} cg_cache_key;
+
+/* Copy out the keys and versions of up to `max` cached entries (expired ones are skipped) into
+ * out[] (room for `max`), spread over the shards: each shard is asked for its fair share of
+ * what is still missing, so a short shard leaves more for the others, and whatever is still
+ * missing after one round is topped up from shards that had more. Every shard lock is taken
+ * only to copy the keys (nothing is allocated, freed or called under it), and each call starts
+ * at another position in each shard, so repeated samples of a large cache see different
+ * entries. A sample, not a snapshot: shards are visited one after another while the cache keeps
+ * changing. No key appears twice. Returns the number of keys written; counts no hit or miss. */
+size_t cg_cache_sample(cg_cache *cache, cg_cache_key *out, size_t max);
+
 #endif

@@ -96,7 +96,9 @@ struct cg_core {
         /* hang this long (ms) before the statement: pruning, the membership heartbeat, a
          * reconnect of the housekeeping connection or of a pool connection */
         atomic_int hang_prune_ms, hang_beat_ms, hang_reconnect_ms;
-        atomic_int hanging; /* a hook is sleeping right now */
+        atomic_int hanging;   /* a hook is sleeping right now */
+        atomic_int no_proofs; /* the apply thread neither polls nor proves freshness (poll.c):
+                                 the cache stays as the bus left it and the lease runs out */
     } hooks;
 #endif
 

@@ -45,6 +45,10 @@ void cg_poll_tick(cg_core *core)
     cg_conn *c;
     int err;
 
+#ifdef CG_TEST_HOOKS
+    if (atomic_load(&core->hooks.no_proofs))
+        return;
+#endif
     if (core->apply.proof_seq > 0 && now >= core->apply.proof_t0_us +
                                                 (int64_t)core->cfg->reorder_window_ms * 1000 +
                                                 (int64_t)core->apply.proof_every_ms * 1000 / 4) {

@@ -65,6 +65,7 @@ enum {
     ST_FENCE_CHECK,
     ST_SESSION_ADVERTISE,
     ST_FENCE_SESSIONS,
+    ST_AUDIT,
     ST_COUNT
 };
 
@@ -193,6 +194,25 @@ static const struct {
     [ST_SESSION_ADVERTISE] = {"cg_session_advertise", "SELECT cg_session_advertise($1, $2, $3)"},
     /* a survivor ends the sessions of a fenced incarnation $3 of member $2 */
     [ST_FENCE_SESSIONS] = {"cg_fence_sessions", "SELECT cg_end_fenced_sessions($1, $2, $3)"},
+    /* the consistency audit: cached (handle, part, version) triples as three arrays, compared
+     * with resource_parts; for each one the repository holds a newer version of (or none), when
+     * the first newer version committed (the earliest outbox row naming the part above the
+     * cached version). The outbox is searched only for those older entries. */
+    [ST_AUDIT] = {"cg_audit",
+                  "WITH k AS (SELECT * FROM unnest($2::bigint[], $3::text[], $4::bigint[]) "
+                  "                WITH ORDINALITY AS k (handle, part, version, n)), "
+                  "     c AS (SELECT k.n, k.handle, k.part, k.version, p.version AS repo "
+                  "           FROM k LEFT JOIN resource_parts p "
+                  "             ON p.group_id = $1 AND p.handle = k.handle AND p.part = k.part), "
+                  "     a AS (SELECT c.n, min(i.committed_at) AS at "
+                  "           FROM c JOIN invalidations i ON i.group_id = $1 "
+                  "           CROSS JOIN LATERAL jsonb_to_recordset(i.items) "
+                  "                AS x (h bigint, p text, v bigint) "
+                  "           WHERE (c.repo IS NULL OR c.repo > c.version) "
+                  "             AND x.h = c.handle AND x.p = c.part AND x.v > c.version "
+                  "           GROUP BY c.n) "
+                  "SELECT c.n, c.repo, (extract(epoch FROM now() - a.at) * 1000)::bigint "
+                  "FROM c LEFT JOIN a USING (n) ORDER BY c.n"},
 };
 
 /* ---- connections ---------------------------------------------------------------------- */
@@ -644,6 +664,79 @@ int cg_repo_members(cg_member_list *out, cg_conn *c, const char *group)
     out->n = (size_t)n;
 done:
     PQclear(r);
+    return err;
+}
+
+/* ---- the consistency audit ------------------------------------------------------------- */
+
+/* The text of a PostgreSQL array literal of n integers (handles or versions: `field` 0) or part
+ * names (1) into buf of `size` bytes. Plain digits and the fixed part names need no quoting. */
+static void array_text(char *buf, size_t size, const cg_repo_audit_row *rows, size_t n, int field)
+{
+    size_t i, len = 0;
+    buf[len++] = '{';
+    for (i = 0; i < n && len < size; i++) {
+        const char *sep = i ? "," : "";
+        if (field == 1)
+            len += (size_t)snprintf(buf + len, size - len, "%s%s", sep,
+                                    cg_part_kind_name(rows[i].kind));
+        else
+            len += (size_t)snprintf(buf + len, size - len, "%s%" PRId64, sep,
+                                    field == 0 ? rows[i].handle : rows[i].cached);
+    }
+    snprintf(buf + (len < size ? len : size - 1), size - (len < size ? len : size - 1), "}");
+}
+
+int cg_repo_audit(cg_repo_audit_row *rows, size_t n, cg_conn *c, const char *group)
+{
+    size_t size = n * 24 + 3, i;
+    char *arrays[3] = {NULL, NULL, NULL};
+    const char *vals[4];
+    PGresult *r = NULL;
+    int err = 0, k;
+
+    if (n == 0)
+        return 0;
+    for (k = 0; k < 3; k++) {
+        if ((arrays[k] = malloc(size)) == NULL) {
+            err = cg_error_nomem();
+            goto done;
+        }
+        array_text(arrays[k], size, rows, n, k);
+    }
+    vals[0] = group;
+    vals[1] = arrays[0];
+    vals[2] = arrays[1];
+    vals[3] = arrays[2];
+    if ((r = run_auto(c, ST_AUDIT, 4, vals, PGRES_TUPLES_OK, "audit the cache")) == NULL) {
+        err = cg_error_last()->code;
+        goto done;
+    }
+    if ((size_t)PQntuples(r) != n) {
+        err = cg_error_set(CG_ERROR, CG_ERRCLASS_REPOSITORY,
+                           "audit the cache: %d rows for %zu entries", PQntuples(r), n);
+        goto done;
+    }
+    for (i = 0; i < n; i++) {
+        int64_t at = get_i64(r, (int)i, 0) - 1; /* WITH ORDINALITY counts from 1 */
+        if (at < 0 || (size_t)at >= n) {
+            err = cg_error_set(CG_ERROR, CG_ERRCLASS_REPOSITORY,
+                               "audit the cache: row %zu names entry %" PRId64, i, at + 1);
+            goto done;
+        }
+        rows[at].repository = PQgetisnull(r, (int)i, 1) ? -1 : get_i64(r, (int)i, 1);
+        if (PQgetisnull(r, (int)i, 2)) {
+            rows[at].age_ms = -1;
+        } else { /* a commit racing the statement's now() may come out a little negative */
+            rows[at].age_ms = get_i64(r, (int)i, 2);
+            if (rows[at].age_ms < 0)
+                rows[at].age_ms = 0;
+        }
+    }
+done:
+    PQclear(r);
+    for (k = 0; k < 3; k++)
+        free(arrays[k]);
     return err;
 }
 

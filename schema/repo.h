@@ -98,6 +98,26 @@ int cg_repo_fence_sessions(int64_t *ended, cg_conn *c, const char *group, const 
 /* The group's membership rows, by name. */
 int cg_repo_members(cg_member_list *out, cg_conn *c, const char *group);
 
+/* One cached entry for cg_repo_audit: the caller fills handle, kind and cached; the call fills
+ * repository and age_ms. */
+typedef struct {
+    int64_t handle;
+    int kind;           /* a cg_part_kind */
+    int64_t cached;     /* the version the cache holds */
+    int64_t repository; /* the version the repository holds; -1: the part is gone */
+    int64_t age_ms;     /* when the repository holds a newer version (or none): how long before
+                           this statement the first version above `cached` committed, from the
+                           outbox's committed_at (the earliest row whose items name the part with
+                           a higher version); -1 when not older, or when that row was pruned */
+} cg_repo_audit_row;
+
+/* Compare n cached entries with the repository in ONE autocommit statement (one snapshot, one
+ * round trip): the arrays of handles, parts and versions are parameters, unnested and joined
+ * with resource_parts; only for the entries found older is the group's outbox searched. Costs
+ * one pass over the group's outbox items when any entry is older (the outbox is bounded by
+ * [bus] outbox_retention_s), none otherwise. n == 0 costs nothing. Outside a transaction. */
+int cg_repo_audit(cg_repo_audit_row *rows, size_t n, cg_conn *c, const char *group);
+
 /* The outbox's items of events (after, upto], in event order: items[i] belongs to seq[i]. */
 typedef struct {
     int64_t *seq;

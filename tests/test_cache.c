@@ -3,7 +3,8 @@
  * tickets against late stale fills, CLOCK eviction within max_entries, TTL, single-flight
  * loads, a multi-threaded stress run that checks the monotonic-cache invariant (I4), and
  * contention runs (four threads on one shard's spinlock) that also check every reference
- * count when the cache is gone.
+ * count when the cache is gone; and sampling for the consistency audit (distinct keys at their
+ * cached versions, spread over the shards, no hit or miss counted, expired entries left out).
  * No repository: parts are made in memory. Threads record what they saw and the main thread
  * asserts, so a failure is reported by Check rather than lost in a worker.
  */
@@ -1107,6 +1108,90 @@ START_TEST(contention_ttl)
 }
 END_TEST
 
+/* ---- sampling (the consistency audit) ----------------------------------------------------- */
+
+/* Every key of the sample is distinct, cached, and at the version the cache holds. */
+static void check_sample(cg_cache *c, const cg_cache_key *k, size_t n)
+{
+    size_t i, j;
+    for (i = 0; i < n; i++) {
+        ck_assert_int_eq(cached(c, k[i].handle, k[i].kind), k[i].version);
+        for (j = 0; j < i; j++)
+            ck_assert_msg(k[i].handle != k[j].handle || k[i].kind != k[j].kind,
+                          "(%lld, %d) sampled twice", (long long)k[i].handle, k[i].kind);
+    }
+}
+
+START_TEST(sample_copies_keys_and_versions_without_counting)
+{
+    cg_cache *c = new_cache(100000, 0); /* 64 shards */
+    cg_cache_key *k = calloc(5000, sizeof(*k)), *k2 = calloc(100, sizeof(*k2));
+    cg_cache_stats before, after;
+    size_t n, i, same = 0;
+
+    ck_assert_ptr_nonnull(k);
+    ck_assert_ptr_nonnull(k2);
+    ck_assert_uint_eq(cg_cache_sample(c, k, 10), 0); /* empty */
+    for (i = 0; i < 1000; i++)
+        ck_assert_int_eq(fill(c, (int64_t)i + 1, (int)(i % 3), (int64_t)(i % 7) + 1), 1);
+    before = stats(c);
+    n = cg_cache_sample(c, k, 5000); /* more than there is: everything */
+    after = stats(c);
+    ck_assert_uint_eq(n, 1000);
+    ck_assert_uint_eq(after.hits, before.hits); /* a sample is no lookup */
+    ck_assert_uint_eq(after.misses, before.misses);
+    check_sample(c, k, n);
+
+    /* a part of it, spread: two samples of 100 start at other places */
+    ck_assert_uint_eq(cg_cache_sample(c, k, 100), 100);
+    check_sample(c, k, 100);
+    ck_assert_uint_eq(cg_cache_sample(c, k2, 100), 100);
+    for (i = 0; i < 100; i++)
+        same += k[i].handle == k2[i].handle && k[i].kind == k2[i].kind;
+    ck_assert_msg(same < 100, "two samples of 100 out of 1000 were the same");
+
+    /* invalidated entries are gone from the next sample; versions follow the cache */
+    cg_cache_invalidate(c, 1, 0, 99);
+    ck_assert_int_eq(fill(c, 2, 1, 50), 1);
+    n = cg_cache_sample(c, k, 5000);
+    ck_assert_uint_eq(n, 999);
+    check_sample(c, k, n);
+    cg_cache_free(c);
+    free(k2);
+
+    /* a cache with few entries over many shards: a sample as large as the cache is topped up
+     * from the shards that had more than their share, so it still gets every entry */
+    c = new_cache(100000, 0);
+    for (i = 0; i < 70; i++)
+        ck_assert_int_eq(fill(c, (int64_t)i * 7919 + 3, 2, 1), 1);
+    ck_assert_uint_eq(cg_cache_sample(c, k, 70), 70);
+    check_sample(c, k, 70);
+    cg_cache_free(c);
+
+    /* one shard */
+    c = new_cache(10, 0);
+    for (i = 0; i < 10; i++)
+        ck_assert_int_eq(fill(c, (int64_t)i, 0, 3), 1);
+    ck_assert_uint_eq(cg_cache_sample(c, k, 3), 3);
+    check_sample(c, k, 3);
+    cg_cache_free(c);
+    free(k);
+}
+END_TEST
+
+START_TEST(sample_skips_expired_entries)
+{
+    cg_cache *c = new_cache(100, 40);
+    cg_cache_key k[8];
+    ck_assert_int_eq(fill(c, 1, 0, 2), 1);
+    ck_assert_int_eq(fill(c, 2, 0, 2), 1);
+    ck_assert_uint_eq(cg_cache_sample(c, k, 8), 2);
+    sleep_ms(150);
+    ck_assert_uint_eq(cg_cache_sample(c, k, 8), 0); /* not served any more: not sampled */
+    cg_cache_free(c);
+}
+END_TEST
+
 static Suite *cache_suite(void)
 {
     Suite *s = suite_create("cache");
@@ -1121,6 +1206,9 @@ static Suite *cache_suite(void)
     tcase_add_test(tc, late_stale_fill_absent_key);
     tcase_add_test(tc, evicted_and_stale_leave_floors);
     suite_add_tcase(s, tc);
+    tc = tcase_create("sample");
+    tcase_add_test(tc, sample_copies_keys_and_versions_without_counting);
+    suite_add_tcase(s, tc);
     tc = tcase_create("tickets");
     tcase_add_test(tc, ghost_overflow_refuses_old_tickets);
     tcase_add_test(tc, reset_refuses_old_tickets);
@@ -1133,6 +1221,7 @@ static Suite *cache_suite(void)
     suite_add_tcase(s, tc);
     tc = tcase_create("ttl");
     tcase_add_test(tc, ttl_expiry);
+    tcase_add_test(tc, sample_skips_expired_entries);
     suite_add_tcase(s, tc);
     tc = tcase_create("single-flight");
     tcase_add_test(tc, single_flight_one_loader);

@@ -728,7 +728,8 @@ START_TEST(malformed_requests_get_error_replies)
     BAD("{\"v\":1,\"op\":\"get\",\"handle\":1}", "missing", "id");
     BAD("{\"id\":1,\"op\":\"health\"}", "missing", "v");
     BAD("{\"v\":\"1\",\"id\":1,\"op\":\"health\"}", "expected an integer wire version", "v");
-    BAD("{\"v\":2,\"id\":\"x\",\"op\":\"health\"}", "unknown wire version 2", "v");
+    BAD("{\"v\":3,\"id\":\"x\",\"op\":\"health\"}", "unknown wire version 3", "v");
+    BAD("{\"v\":1,\"id\":\"x\",\"op\":\"audit\"}", "needs wire version 2", "v");
     BAD("{\"v\":1,\"id\":{},\"op\":\"health\"}", "expected a string", "id");
     BAD("{\"v\":1,\"id\":1}", "missing", "op");
     BAD("{\"v\":1,\"id\":1,\"op\":7}", "expected an operation name", "op");

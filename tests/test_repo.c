@@ -4,7 +4,9 @@
  * and membership rows), resources and their parts, the conditional update that turns a stale
  * expected version into CG_ESTALE naming both versions, names in folders, and the end of a
  * transaction: a commit with items appends exactly one outbox row numbered by the group's
- * event_seq, which outbox_items reads back; a fenced incarnation's commit appends nothing.
+ * event_seq, which outbox_items reads back; a fenced incarnation's commit appends nothing; and
+ * the audit's one statement: cached versions against the repository's, with the age of the
+ * first newer version from the outbox (unknown once pruned).
  *
  * Every test uses a group of its own on one migrated database, logged in as the core's role
  * (row-level security applies), so the tests neither see nor disturb each other.
@@ -422,6 +424,82 @@ START_TEST(a_commit_with_items_appends_one_numbered_outbox_row)
 }
 END_TEST
 
+START_TEST(the_audit_compares_cached_versions_in_one_statement)
+{
+    const char *g = "repo-audit";
+    int64_t inc, h1, h2, h3, seq, at, deleted = 0, versions[CG_PART_COUNT];
+    cg_conn *c = session(g, &inc);
+    cg_repo_audit_row rows[6];
+    cg_part *p;
+    int k;
+
+    h1 = create(c, g, inc, NULL, "{}");
+    h2 = create(c, g, inc, NULL, "{}");
+    h3 = create(c, g, inc, NULL, "{}");
+    CGT_OK(cg_repo_audit(rows, 0, c, g)); /* nothing to compare, nothing sent */
+
+    /* h2's state moves to 2 and, a little later, to 3 (an outbox row each); h3 is deleted */
+    CGT_OK(cg_repo_part_update(&p, c, g, h2, CG_PART_STATE, 1, "{\"n\":2}"));
+    cg_part_free(p);
+    {
+        cg_bus_item item = {h2, CG_PART_STATE, 2};
+        CGT_OK(cg_repo_commit(&seq, &at, c, g, CORE, inc, &item, 1));
+    }
+    usleep(50000);
+    CGT_OK(cg_repo_part_update(&p, c, g, h2, CG_PART_STATE, 2, "{\"n\":3}"));
+    cg_part_free(p);
+    {
+        cg_bus_item item = {h2, CG_PART_STATE, 3};
+        CGT_OK(cg_repo_commit(&seq, &at, c, g, CORE, inc, &item, 1));
+    }
+    CGT_OK(cg_repo_resource_delete(versions, c, g, h3));
+    {
+        cg_bus_item items[CG_PART_COUNT];
+        for (k = 0; k < CG_PART_COUNT; k++) {
+            items[k].handle = h3;
+            items[k].kind = k;
+            items[k].version = versions[k] + 1; /* as a call invalidates a deleted part */
+        }
+        CGT_OK(cg_repo_commit(&seq, &at, c, g, CORE, inc, items, CG_PART_COUNT));
+    }
+
+    memset(rows, 0, sizeof(rows));
+    rows[0] = (cg_repo_audit_row){h1, CG_PART_STATE, 1, 0, 0};       /* consistent */
+    rows[1] = (cg_repo_audit_row){h2, CG_PART_STATE, 1, 0, 0};       /* two versions behind */
+    rows[2] = (cg_repo_audit_row){h2, CG_PART_STATE, 2, 0, 0};       /* one behind */
+    rows[3] = (cg_repo_audit_row){h3, CG_PART_STATE, 1, 0, 0};       /* deleted */
+    rows[4] = (cg_repo_audit_row){h1, CG_PART_DESCRIPTION, 5, 0, 0}; /* ahead of it */
+    rows[5] = (cg_repo_audit_row){999999999, CG_PART_SPECIFICATION, 1, 0, 0}; /* never was */
+    CGT_OK(cg_repo_audit(rows, 6, c, g));
+    ck_assert_int_eq(rows[0].repository, 1);
+    ck_assert_int_eq(rows[0].age_ms, -1);
+    ck_assert_int_eq(rows[1].repository, 3);
+    ck_assert_int_eq(rows[2].repository, 3);
+    /* the age is the FIRST newer version's: version 2 for a cached 1, version 3 for a cached 2 */
+    ck_assert_int_ge(rows[2].age_ms, 0);
+    ck_assert_int_ge(rows[1].age_ms, rows[2].age_ms + 40);
+    ck_assert_int_lt(rows[1].age_ms, 60000);
+    ck_assert_int_eq(rows[3].repository, -1); /* gone */
+    ck_assert_int_ge(rows[3].age_ms, 0);      /* when it went: the delete's outbox row */
+    ck_assert_int_le(rows[3].age_ms, rows[2].age_ms);
+    ck_assert_int_eq(rows[4].repository, 1); /* older than the cache: the caller's finding */
+    ck_assert_int_eq(rows[4].age_ms, -1);
+    ck_assert_int_eq(rows[5].repository, -1);
+    ck_assert_int_eq(rows[5].age_ms, -1); /* gone, and no outbox row says when */
+
+    /* the outbox pruned: the versions are still compared, the ages unknown */
+    CGT_OK(cg_repo_outbox_prune(&deleted, c, g, 0, 100));
+    ck_assert_int_eq(deleted, 3);
+    CGT_OK(cg_repo_audit(rows, 6, c, g));
+    ck_assert_int_eq(rows[1].repository, 3);
+    ck_assert_int_eq(rows[1].age_ms, -1);
+    ck_assert_int_eq(rows[3].repository, -1);
+    ck_assert_int_eq(rows[3].age_ms, -1);
+    ck_assert_int_eq(rows[0].repository, 1);
+    cg_repo_close(c);
+}
+END_TEST
+
 START_TEST(a_fenced_incarnation_commits_nothing)
 {
     const char *g = "repo-fenced";
@@ -477,6 +555,7 @@ int main(void)
     tcase_add_unchecked_fixture(tc, setup, teardown);
     tcase_add_test(tc, a_commit_with_items_appends_one_numbered_outbox_row);
     tcase_add_test(tc, a_fenced_incarnation_commits_nothing);
+    tcase_add_test(tc, the_audit_compares_cached_versions_in_one_statement);
     suite_add_tcase(s, tc);
     return cgt_run_suite(s);
 }

@@ -4,7 +4,9 @@
  * input naming the field (and the operation's index inside a multi), and the encoder that cgctl
  * builds its requests with is its inverse: encoding a request and decoding that gives the same
  * request, for every op; and what the decoder would refuse, the encoder refuses with the same
- * message. tests/test_daemon.c sends the same kinds of request to a live daemon.
+ * message. Wire version 2 is version 1 plus "audit": audit needs it, every other op reads the
+ * same at either version, and the encoder writes the lowest version that carries the op.
+ * tests/test_daemon.c sends the same kinds of request to a live daemon.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -141,6 +143,11 @@ static const char *const every_op[] = {
     "{\"op\":\"bind\",\"name\":\"n\",\"target\":2},{\"op\":\"unbind\",\"name\":\"n\"},"
     "{\"op\":\"list\",\"folder\":3},{\"op\":\"lookup\",\"folder\":3,\"name\":\"n\"},"
     "{\"op\":\"find\",\"service_id\":\"m\"}]}",
+    /* wire version 2: audit, and the version-1 ops as they were */
+    "{\"v\":2,\"id\":\"au\",\"op\":\"audit\",\"max\":250}",
+    "{\"v\":2,\"id\":\"au-default\",\"op\":\"audit\"}",
+    "{\"v\":2,\"id\":\"h2\",\"op\":\"health\"}",
+    "{\"v\":2,\"id\":\"g2\",\"op\":\"get\",\"handle\":12,\"part\":\"state\"}",
 };
 #define N_EVERY_OP (sizeof(every_op) / sizeof(every_op[0]))
 
@@ -301,7 +308,8 @@ START_TEST(bad_requests_are_refused_naming_the_field)
     REFUSED("[1,2]", "", "expected a JSON object, got an array");
     REFUSED("{\"id\":1,\"op\":\"health\"}", "v", "missing");
     REFUSED("{\"v\":\"1\",\"id\":1,\"op\":\"health\"}", "v", "expected an integer wire version");
-    REFUSED("{\"v\":2,\"id\":1,\"op\":\"health\"}", "v", "unknown wire version 2");
+    REFUSED("{\"v\":3,\"id\":1,\"op\":\"health\"}", "v", "unknown wire version 3");
+    REFUSED("{\"v\":0,\"id\":1,\"op\":\"health\"}", "v", "unknown wire version 0");
     REFUSED("{\"v\":1,\"op\":\"health\"}", "id", "missing");
     REFUSED("{\"v\":1,\"id\":\"\",\"op\":\"health\"}", "id", "expected a string of 1 to 128");
     REFUSED("{\"v\":1,\"id\":1}", "op", "missing");
@@ -451,6 +459,9 @@ START_TEST(every_op_built_by_hand_survives_encode_decode)
         case CG_OP_FIND:
             r.item.service_id = dup("svc");
             break;
+        case CG_OP_AUDIT:
+            r.item.max = CG_AUDIT_MAX_ENTRIES;
+            break;
         case CG_OP_MULTI:
             r.n_ops = 2;
             r.ops = calloc(2, sizeof(*r.ops));
@@ -468,8 +479,13 @@ START_TEST(every_op_built_by_hand_survives_encode_decode)
             break;
         }
         text = round_trip(&r);
-        /* the fields come after v, id and op; integers are exact decimal text */
-        ck_assert_msg(strncmp(text, "{\"v\":1,\"id\":\"test-", 18) == 0, "%s", text);
+        /* the fields come after v, id and op; integers are exact decimal text; the version
+         * is the lowest that has the op (2 for audit, else 1) */
+        {
+            char head[32];
+            snprintf(head, sizeof(head), "{\"v\":%d,\"id\":\"test-", cg_req_op_version(op));
+            ck_assert_msg(strncmp(text, head, strlen(head)) == 0, "%s", text);
+        }
         if (op == CG_OP_GET || op == CG_OP_UNREGISTER)
             ck_assert_msg(strstr(text, "\"handle\":9007199254740991") != NULL, "%s", text);
         free(text);
@@ -619,6 +635,109 @@ START_TEST(an_encoding_over_the_size_limit_is_refused)
 }
 END_TEST
 
+/* ---- wire version 2: audit -------------------------------------------------------------- */
+
+START_TEST(audit_needs_wire_version_2_and_reads_max)
+{
+    const char *in_multi = "{\"v\":2,\"id\":1,\"op\":\"multi\",\"ops\":[{\"op\":\"audit\"}]}";
+    cg_request r;
+
+    decode_ok(&r, every_op[N_EVERY_OP - 4]);
+    ck_assert_int_eq(r.item.op, CG_OP_AUDIT);
+    ck_assert_int_eq(r.version, 2);
+    ck_assert_int_eq(r.item.max, 250);
+    ck_assert_str_eq(cg_req_op_name(r.item.op), "audit");
+    cg_request_dispose(&r);
+    decode_ok(&r, every_op[N_EVERY_OP - 3]);
+    ck_assert_int_eq(r.item.max, CG_REQ_AUDIT_DEFAULT); /* 100 */
+    cg_request_dispose(&r);
+    decode_ok(&r, "{\"v\":2,\"id\":1,\"op\":\"audit\",\"max\":10000}");
+    ck_assert_int_eq(r.item.max, CG_AUDIT_MAX_ENTRIES);
+    cg_request_dispose(&r);
+
+    /* a version-1 request cannot name it: the field to fix is "v" */
+    REFUSED("{\"v\":1,\"id\":1,\"op\":\"audit\"}", "v",
+            "operation \"audit\" needs wire version 2 (the request says 1)");
+    REFUSED("{\"v\":2,\"id\":1,\"op\":\"audit\",\"max\":0}", "max",
+            "expected an integer from 1 to 10000, got 0");
+    REFUSED("{\"v\":2,\"id\":1,\"op\":\"audit\",\"max\":10001}", "max",
+            "expected an integer from 1 to 10000, got 10001");
+    REFUSED("{\"v\":2,\"id\":1,\"op\":\"audit\",\"max\":\"5\"}", "max",
+            "expected an integer, got a string");
+    REFUSED("{\"v\":2,\"id\":1,\"op\":\"audit\",\"max\":2.5}", "max",
+            "expected an integer, got 2.5");
+    decode_refused(in_multi, strlen(in_multi), "ops[0].op", "not allowed inside a multi", 0);
+    /* the id of a refused request is still read: the error reply carries it */
+    {
+        const char *v1 = "{\"v\":1,\"id\":\"keep\",\"op\":\"audit\"}";
+        ck_assert_int_eq(cg_request_decode(&r, v1, strlen(v1)), CG_EINVALID);
+        ck_assert_str_eq(r.id_str, "keep");
+        ck_assert_int_eq(r.version, 1); /* the reply is written in it */
+        cg_request_dispose(&r);
+    }
+}
+END_TEST
+
+START_TEST(version_2_carries_every_version_1_op_unchanged)
+{
+    cg_request r1, r2;
+    char *text;
+
+    decode_ok(&r2, every_op[N_EVERY_OP - 2]);
+    ck_assert_int_eq(r2.item.op, CG_OP_HEALTH);
+    ck_assert_int_eq(r2.version, 2);
+    text = round_trip(&r2); /* a decoded version is kept by the encoder */
+    ck_assert_str_eq(text, "{\"v\":2,\"id\":\"h2\",\"op\":\"health\"}");
+    free(text);
+    cg_request_dispose(&r2);
+
+    decode_ok(&r2, every_op[N_EVERY_OP - 1]);
+    decode_ok(&r1, "{\"v\":1,\"id\":\"g2\",\"op\":\"get\",\"handle\":12,\"part\":\"state\"}");
+    ck_assert_int_eq(r1.version, 1);
+    ck_assert_int_eq(r2.item.op, r1.item.op);
+    ck_assert_int_eq(r2.item.handle, r1.item.handle);
+    ck_assert_int_eq(r2.item.part, r1.item.part);
+    ck_assert(!cg_request_equal(&r1, &r2)); /* the same op, but not the same version */
+    cg_request_dispose(&r1);
+    cg_request_dispose(&r2);
+}
+END_TEST
+
+START_TEST(the_encoder_writes_the_lowest_version_that_has_the_op)
+{
+    cg_request r;
+    char *text;
+
+    req_init(&r, CG_OP_AUDIT); /* version 0: the lowest that carries it */
+    r.item.max = 7;
+    text = round_trip(&r);
+    ck_assert_str_eq(text, "{\"v\":2,\"id\":\"test-16\",\"op\":\"audit\",\"max\":7}");
+    free(text);
+    r.version = 1; /* too low for audit: raised */
+    text = round_trip(&r);
+    ck_assert_msg(strncmp(text, "{\"v\":2,", 7) == 0, "%s", text);
+    free(text);
+    r.item.max = 0;
+    encode_refused(&r, "max", "expected an integer from 1 to 10000");
+    r.item.max = CG_AUDIT_MAX_ENTRIES + 1;
+    encode_refused(&r, "max", "expected an integer from 1 to 10000");
+    r.item.max = 1;
+    r.version = 3;
+    encode_refused(&r, "v", "unknown wire version 3");
+    cg_request_dispose(&r);
+
+    req_init(&r, CG_OP_MEMBERS); /* a version-1 op: version 1, which every daemon reads */
+    text = round_trip(&r);
+    ck_assert_msg(strncmp(text, "{\"v\":1,", 7) == 0, "%s", text);
+    free(text);
+    r.version = 2; /* unless asked for more */
+    text = round_trip(&r);
+    ck_assert_msg(strncmp(text, "{\"v\":2,", 7) == 0, "%s", text);
+    free(text);
+    cg_request_dispose(&r);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("request");
@@ -641,6 +760,11 @@ int main(void)
     tcase_add_test(tc, bodies_are_written_compactly);
     tcase_add_test(tc, the_encoder_refuses_what_the_decoder_would);
     tcase_add_test(tc, an_encoding_over_the_size_limit_is_refused);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("version_2");
+    tcase_add_test(tc, audit_needs_wire_version_2_and_reads_max);
+    tcase_add_test(tc, version_2_carries_every_version_1_op_unchanged);
+    tcase_add_test(tc, the_encoder_writes_the_lowest_version_that_has_the_op);
     suite_add_tcase(s, tc);
     return cgt_run_suite(s);
 }

@@ -23,7 +23,10 @@
  *   2  bad usage (arguments, unreadable or bad repository.ini, bad JSON argument)
  *   3  unreachable: no answer within --timeout
  * except `health`, a cluster fault-monitor probe (Sun Cluster API guide: probe with a
- * timeout): 0 healthy, 1 degraded (the daemon answered, but not healthy), 2 unreachable.
+ * timeout): 0 healthy, 1 degraded (the daemon answered, but not healthy), 2 unreachable;
+ * and `audit`, which asks every core named by a -c (one per core of the group): 0 every
+ * older entry within its core's bound, 1 some past it, 2 incomplete (a core unreachable, an
+ * older coregroupd, a live member not named) or bad usage.
  *
  * start and stop are idempotent, as the Sun Cluster API guide asks of a data service's start
  * and stop methods: starting a running daemon prints "already running" and stopping a stopped
@@ -64,6 +67,7 @@
 #include "coregroup/sys/clock.h"
 #include "curve.h"
 #include "daemon_request.h"
+#include "metrics_http.h"
 #include "pidfile.h"
 #include "proglog.h"
 #include "stats_metrics.h"
@@ -79,7 +83,11 @@ static struct {
     int timeout_ms, wait_ms, json, prometheus;
     const char *kind, *service_id, *bodies[3];
     int has_register_opts;
-} opt = {.timeout_ms = DEFAULT_TIMEOUT_MS, .wait_ms = DEFAULT_WAIT_MS};
+    int64_t audit_max; /* audit --max */
+    int has_max;
+} opt = {.timeout_ms = DEFAULT_TIMEOUT_MS,
+         .wait_ms = DEFAULT_WAIT_MS,
+         .audit_max = CG_REQ_AUDIT_DEFAULT};
 
 static cg_config *cfg;        /* from -c */
 static char endpoint[1024];   /* where requests go */
@@ -484,22 +492,6 @@ static void print_stats(const cJSON *r)
 
 /* ---- stats --prometheus ------------------------------------------------------------------ */
 
-/* A label value with \, " and newline escaped, as the exposition format wants. */
-static const char *label_value(char *buf, size_t bufsz, const char *s)
-{
-    size_t o = 0;
-    for (; s && *s && o + 3 < bufsz; s++) {
-        if (*s == '\\' || *s == '"')
-            buf[o++] = '\\', buf[o++] = *s;
-        else if (*s == '\n')
-            buf[o++] = '\\', buf[o++] = 'n';
-        else
-            buf[o++] = *s;
-    }
-    buf[o] = '\0';
-    return buf;
-}
-
 /* One line per field of the stats object, named as coregroupd's /metrics names it: the table is
  * coregroup/stats_metrics.c (counters end in _total; milliseconds are exported in seconds). */
 static void print_prometheus(const cJSON *r)
@@ -509,8 +501,8 @@ static void print_prometheus(const cJSON *r)
     char core[200], group[200], labels[512];
 
     snprintf(labels, sizeof(labels), "core=\"%s\",group=\"%s\"",
-             label_value(core, sizeof(core), str_of(r, "core")),
-             label_value(group, sizeof(group), str_of(r, "group")));
+             cg_metrics__label(core, sizeof(core), str_of(r, "core")),
+             cg_metrics__label(group, sizeof(group), str_of(r, "group")));
     cJSON_ArrayForEach(e, st)
     {
         const cg_stat_metric *m = cg_stat_metric_find(e->string);
@@ -552,7 +544,7 @@ static void print_prometheus(const cJSON *r)
            "# TYPE coregroupd_request_errors_total counter\n");
     cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(d, "errors_by_code"))
         printf("coregroupd_request_errors_total{%s,code=\"%s\"} %lld\n", labels,
-               label_value(core, sizeof(core), e->string), (long long)e->valuedouble);
+               cg_metrics__label(core, sizeof(core), e->string), (long long)e->valuedouble);
 }
 
 /* ---- health ------------------------------------------------------------------------------ */
@@ -1088,10 +1080,362 @@ static int cmd_send(int argc, char **argv)
     return rc;
 }
 
+/* ---- audit: every core of the group --------------------------------------------------------- */
+
+/*
+ * cgctl -c a.ini -c b.ini ... audit [--max N]: each -c names one core (cgctl reaches a core
+ * only through its repository.ini: [daemon] listen, and its CURVE key). Each core gets one
+ * audit request (wire version 2; a daemon that answers "invalid" for field "v" predates it);
+ * the first core that answers is asked for the group's members, so a live member no -c named
+ * is reported as not audited. Exit: 1 when an older entry is past its core's bound, else 2
+ * when any core could not be audited (no answer, an older coregroupd, an error reply, a live
+ * member without -c), else 0. A finding beats an incomplete audit: 1 wins over 2.
+ */
+
+#define MAX_AUDIT_CORES 16
+
+static const char *audit_inis[MAX_AUDIT_CORES]; /* every -c, in order */
+static int n_audit_inis;
+
+typedef struct {
+    const char *ini;
+    cg_config *cfg; /* the first is main's cfg */
+    char endpoint[1024];
+    int curve;          /* reach it with CURVE */
+    uint8_t server[32]; /* its public key */
+    const char *status; /* "ok", "unreachable", "unsupported", "error" */
+    char message[1400]; /* why, when not ok */
+    cJSON *reply;       /* its audit reply when ok */
+} audit_core;
+
+static void client_endpoint(char *out, size_t n, const char *listen);
+
+/* Send req to core c (its endpoint and key), as call() with quiet set. */
+static int call_core(const audit_core *c, const cg_request *req, cJSON **reply, char **text)
+{
+    char saved_ep[sizeof(endpoint)];
+    uint8_t saved_server[32];
+    int saved_on = curve.on, rc;
+
+    memcpy(saved_ep, endpoint, sizeof(endpoint));
+    memcpy(saved_server, curve.server, 32);
+    snprintf(endpoint, sizeof(endpoint), "%s", c->endpoint);
+    curve.on = c->curve;
+    if (c->curve)
+        memcpy(curve.server, c->server, 32);
+    rc = call(req, opt.timeout_ms, reply, text, 1);
+    memcpy(endpoint, saved_ep, sizeof(endpoint));
+    memcpy(curve.server, saved_server, 32);
+    curve.on = saved_on;
+    return rc;
+}
+
+/* Load the cores' INIs: one group, distinct names, each with an endpoint (and a key when its
+ * endpoint uses CURVE). 0, or an exit status after a message. */
+static int audit_load(audit_core *cores, int n)
+{
+    char why[600];
+    int i, j;
+
+    for (i = 0; i < n; i++) {
+        audit_core *c = &cores[i];
+        c->ini = audit_inis[i];
+        if (i == 0) {
+            c->cfg = cfg;
+        } else if (cg_config_load(&c->cfg, c->ini) < 0) {
+            errmsg("%s", cg_error_last()->message);
+            return EXIT_USAGE;
+        }
+        if (c->cfg->listen == NULL || c->cfg->listen[0] == '\0') {
+            errmsg("%s: [daemon] listen is not set", c->ini);
+            return EXIT_USAGE;
+        }
+        if (strcmp(c->cfg->group_id, cfg->group_id) != 0)
+            return usage_error("%s: core %s is of group %s, %s's of %s: audit one group at a time",
+                               c->ini, c->cfg->core_name, c->cfg->group_id, cores[0].ini,
+                               cfg->group_id);
+        for (j = 0; j < i; j++)
+            if (strcmp(cores[j].cfg->core_name, c->cfg->core_name) == 0)
+                return usage_error("%s and %s both name core %s", cores[j].ini, c->ini,
+                                   c->cfg->core_name);
+        client_endpoint(c->endpoint, sizeof(c->endpoint), c->cfg->listen);
+        /* CURVE: --curve-server-key for all, else each INI's own key (load_curve did the
+         * first and this client's key pair) */
+        c->curve = curve.on;
+        if (i == 0 || opt.curve_server)
+            memcpy(c->server, curve.server, 32);
+        else if (c->cfg->daemon_curve_public_key == NULL)
+            c->curve = 0;
+        else if (!curve.on)
+            return usage_error("%s: core %s's endpoint uses CURVE: give --curve-client-key (and "
+                               "the first -c must be a CURVE core too, or --curve-server-key)",
+                               c->ini, c->cfg->core_name);
+        else if (cg_key_read(c->server, c->cfg->daemon_curve_public_key, why, sizeof(why)) < 0) {
+            errmsg("%s: [daemon] curve_public_key: %s", c->ini, why);
+            return EXIT_USAGE;
+        }
+    }
+    return 0;
+}
+
+/* Ask core c for its audit and classify the outcome. */
+static void audit_one(audit_core *c, int64_t max)
+{
+    const cJSON *e;
+    cg_request req;
+    cJSON *reply = NULL;
+    char *text = NULL;
+    const char *code, *field, *served;
+    int rc;
+
+    request_init(&req, CG_OP_AUDIT);
+    req.item.max = max;
+    rc = call_core(c, &req, &reply, &text);
+    cg_request_dispose(&req);
+    free(text);
+    c->status = "error";
+    if (rc == EXIT_UNREACHABLE) {
+        c->status = "unreachable";
+        snprintf(c->message, sizeof(c->message), "no answer from %s within %d ms", c->endpoint,
+                 opt.timeout_ms);
+    } else if (rc != 0) {
+        snprintf(c->message, sizeof(c->message), "no usable reply from %s", c->endpoint);
+    } else if (!reply_ok(reply)) {
+        e = cJSON_GetObjectItemCaseSensitive(reply, "error");
+        code = str_of(e, "code");
+        field = str_of(e, "field");
+        if (code && strcmp(code, "invalid") == 0 && field && strcmp(field, "v") == 0) {
+            c->status = "unsupported";
+            snprintf(c->message, sizeof(c->message),
+                     "core %s does not support audit (an older coregroupd)", c->cfg->core_name);
+        } else {
+            snprintf(c->message, sizeof(c->message), "%s: %s", code ? code : "error",
+                     str_of(e, "message") ? str_of(e, "message") : "(no message)");
+        }
+    } else if ((served = str_of(reply, "core")) == NULL || strcmp(served, c->cfg->core_name) != 0) {
+        snprintf(c->message, sizeof(c->message), "%s is served by core %s, not %s", c->endpoint,
+                 served ? served : "?", c->cfg->core_name);
+    } else {
+        c->status = "ok";
+        c->reply = reply;
+        reply = NULL;
+    }
+    cJSON_Delete(reply);
+}
+
+/* The live members (joining, alive, suspect) of the group that no -c named: a new array of
+ * names, or NULL when no core answered `members`. */
+static cJSON *audit_unaudited(const audit_core *cores, int n)
+{
+    cJSON *out = NULL, *reply = NULL;
+    const cJSON *m;
+    int i, j;
+
+    for (i = 0; i < n && out == NULL; i++) {
+        cg_request req;
+        char *text = NULL;
+        int rc;
+        if (strcmp(cores[i].status, "unreachable") == 0)
+            continue;
+        request_init(&req, CG_OP_MEMBERS);
+        rc = call_core(&cores[i], &req, &reply, &text);
+        cg_request_dispose(&req);
+        free(text);
+        if (rc == 0 && reply_ok(reply) && (out = cJSON_CreateArray()) != NULL) {
+            cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(reply, "members"))
+            {
+                const char *name = str_of(m, "name"), *state = str_of(m, "state");
+                int given = 0;
+                if (name == NULL || state == NULL ||
+                    (strcmp(state, "alive") != 0 && strcmp(state, "joining") != 0 &&
+                     strcmp(state, "suspect") != 0))
+                    continue;
+                for (j = 0; j < n; j++)
+                    given |= strcmp(cores[j].cfg->core_name, name) == 0;
+                if (!given)
+                    cJSON_AddItemToArray(out, cJSON_CreateString(name));
+            }
+        }
+        cJSON_Delete(reply);
+        reply = NULL;
+    }
+    return out;
+}
+
+/* "12 checked, 11 consistent (91.7%)" */
+static void print_fraction(long long checked, long long consistent)
+{
+    if (checked == 0)
+        printf("0 checked (nothing cached)");
+    else
+        printf("%lld checked, %lld consistent (%.1f%%)", checked, consistent,
+               100.0 * (double)consistent / (double)checked);
+}
+
+static void print_audit_core(const audit_core *c)
+{
+    const cJSON *r = c->reply, *e;
+    long long past = int_of(r, "past_bound", 0);
+
+    printf("core %s: ", c->cfg->core_name);
+    if (r == NULL) {
+        printf("%s: %s\n", c->status, c->message);
+        return;
+    }
+    print_fraction(int_of(r, "checked", 0), int_of(r, "consistent", 0));
+    printf(", %lld older, %lld past the bound of %lld ms; lease %s", int_of(r, "older", 0), past,
+           int_of(r, "max_staleness_ms", -1),
+           int_of(r, "lease_fresh", 0) ? "fresh" : "expired (the cache is not served)");
+    if (int_of(r, "newer", 0) > 0)
+        printf("; %lld NEWER than the repository", int_of(r, "newer", 0));
+    putchar('\n');
+    cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(r, "entries"))
+    {
+        const char *state = str_of(e, "state") ? str_of(e, "state") : "?";
+        long long repo = int_of(e, "repository_version", -1), age = int_of(e, "age_ms", -1);
+        printf("  %s: handle %lld part %s, cached version %lld, repository ", state,
+               int_of(e, "handle", -1), str_of(e, "part") ? str_of(e, "part") : "?",
+               int_of(e, "cached_version", -1));
+        if (repo < 0)
+            printf("gone (deleted)");
+        else
+            printf("version %lld", repo);
+        if (strcmp(state, "older") == 0) {
+            if (age < 0)
+                printf(", newer version committed at an unknown time (outbox pruned)");
+            else
+                printf(", newer version committed %lld ms ago", age);
+            if (int_of(e, "past_bound", 0))
+                printf(" - PAST THE BOUND");
+        }
+        putchar('\n');
+    }
+    if (past > 0 && int_of(r, "lease_fresh", 0))
+        printf("  VIOLATION: %lld %s past the bound while the lease says fresh\n", past,
+               past == 1 ? "entry" : "entries");
+}
+
+static int cmd_audit(int argc, char **argv)
+{
+    audit_core cores[MAX_AUDIT_CORES];
+    cJSON *unaudited, *out = NULL, *arr, *tot, *o;
+    long long checked = 0, consistent = 0, older = 0, newer = 0, past = 0, violations = 0,
+              oldest = -1;
+    int n = n_audit_inis, i, audited = 0, incomplete = 0, rc;
+    const cJSON *m;
+
+    (void)argc, (void)argv;
+    memset(cores, 0, sizeof(cores));
+    if (opt.endpoint_opt || n == 0)
+        return usage_error("audit reaches the cores through their repository.ini: give -c FILE "
+                           "once per core of the group (not --endpoint)");
+    if ((rc = audit_load(cores, n)) != 0)
+        goto done;
+    for (i = 0; i < n; i++) {
+        audit_one(&cores[i], opt.audit_max);
+        if (cores[i].reply) {
+            const cJSON *r = cores[i].reply;
+            audited++;
+            checked += int_of(r, "checked", 0);
+            consistent += int_of(r, "consistent", 0);
+            older += int_of(r, "older", 0);
+            newer += int_of(r, "newer", 0);
+            past += int_of(r, "past_bound", 0);
+            violations += int_of(r, "violations", 0);
+            if (int_of(r, "oldest_age_ms", -1) > oldest)
+                oldest = int_of(r, "oldest_age_ms", -1);
+        } else {
+            incomplete = 1;
+            if (strcmp(cores[i].status, "unsupported") == 0)
+                errmsg("%s", cores[i].message); /* it names the core */
+            else
+                errmsg("core %s: %s", cores[i].cfg->core_name, cores[i].message);
+        }
+    }
+    unaudited = audit_unaudited(cores, n);
+    if (unaudited == NULL)
+        incomplete = 1;
+    cJSON_ArrayForEach(m, unaudited)
+    {
+        incomplete = 1;
+        errmsg("core %s is a live member of group %s but was not audited (give -c with its "
+               "repository.ini)",
+               m->valuestring, cfg->group_id);
+    }
+    rc = past > 0 ? EXIT_FAILED : incomplete ? EXIT_USAGE : 0;
+
+    if (opt.json) {
+        out = cJSON_CreateObject();
+        cJSON_AddStringToObject(out, "group", cfg->group_id);
+        cJSON_AddNumberToObject(out, "max", (double)opt.audit_max);
+        arr = cJSON_AddArrayToObject(out, "cores");
+        for (i = 0; i < n; i++) {
+            cJSON_AddItemToArray(arr, o = cJSON_CreateObject());
+            cJSON_AddStringToObject(o, "core", cores[i].cfg->core_name);
+            cJSON_AddStringToObject(o, "ini", cores[i].ini);
+            cJSON_AddStringToObject(o, "endpoint", cores[i].endpoint);
+            cJSON_AddStringToObject(o, "status", cores[i].status);
+            if (cores[i].reply) {
+                cJSON_AddItemToObject(o, "audit", cores[i].reply);
+                cores[i].reply = NULL;
+            } else {
+                cJSON_AddStringToObject(o, "message", cores[i].message);
+            }
+        }
+        if (unaudited)
+            cJSON_AddItemToObject(out, "not_audited", unaudited);
+        else
+            cJSON_AddNullToObject(out, "not_audited");
+        unaudited = NULL;
+        tot = cJSON_AddObjectToObject(out, "total");
+        cJSON_AddNumberToObject(tot, "cores", n);
+        cJSON_AddNumberToObject(tot, "audited", audited);
+        cJSON_AddNumberToObject(tot, "checked", (double)checked);
+        cJSON_AddNumberToObject(tot, "consistent", (double)consistent);
+        if (checked > 0)
+            cJSON_AddNumberToObject(tot, "consistent_fraction",
+                                    (double)consistent / (double)checked);
+        else
+            cJSON_AddNullToObject(tot, "consistent_fraction");
+        cJSON_AddNumberToObject(tot, "older", (double)older);
+        cJSON_AddNumberToObject(tot, "newer", (double)newer);
+        cJSON_AddNumberToObject(tot, "past_bound", (double)past);
+        cJSON_AddNumberToObject(tot, "violations", (double)violations);
+        if (oldest >= 0)
+            cJSON_AddNumberToObject(tot, "oldest_age_ms", (double)oldest);
+        else
+            cJSON_AddNullToObject(tot, "oldest_age_ms");
+        cJSON_AddNumberToObject(out, "exit", rc);
+        print_compact(out);
+        putchar('\n');
+    } else {
+        for (i = 0; i < n; i++)
+            print_audit_core(&cores[i]);
+        cJSON_ArrayForEach(m, unaudited)
+            printf("core %s: not audited (a live member; no -c named it)\n", m->valuestring);
+        printf("total: %d of %d cores audited, ", audited, n + cJSON_GetArraySize(unaudited));
+        print_fraction(checked, consistent);
+        printf(", %lld older, %lld past the bound%s\n", older, past,
+               violations > 0 ? ", VIOLATIONS" : "");
+        printf("%s\n", rc == 0             ? "within the bound"
+                       : rc == EXIT_FAILED ? "PAST THE BOUND"
+                                           : "incomplete: not every core could be audited");
+    }
+    cJSON_Delete(unaudited);
+done:
+    cJSON_Delete(out);
+    for (i = 0; i < n; i++) {
+        cJSON_Delete(cores[i].reply);
+        if (i > 0)
+            cg_config_free(cores[i].cfg);
+    }
+    return rc;
+}
+
 /* ---- the command table ---------------------------------------------------------------------- */
 
 /* Options that belong to one command: a command's row says which of them it takes. */
-enum { TAKES_REGISTER_OPTS = 1, TAKES_PROMETHEUS = 2, TAKES_LOG = 4 };
+enum { TAKES_REGISTER_OPTS = 1, TAKES_PROMETHEUS = 2, TAKES_LOG = 4, TAKES_MAX = 8 };
 
 /* Where --help lists a command. */
 enum { SECTION_RESOURCES, SECTION_OPERATIONS, SECTIONS };
@@ -1167,6 +1511,14 @@ static const command commands[] = {
     {"stop", "[--wait MS]", 0, 0, 0, SECTION_OPERATIONS,
      "shutdown, then wait until it is gone; \"not running\" (exit 0)\nif none is", CG_OP_NONE, NULL,
      NULL, cmd_stop},
+    {"audit", "[--max N]", 0, 0, TAKES_MAX, SECTION_OPERATIONS,
+     "compare a sample of N (default 100, at most 10000)\ncached entries of each core with the "
+     "repository; give\n-c repository.ini once per core of the group (a live\nmember without "
+     "one is not audited). Per core and in\ntotal: checked, consistent, the older entries with "
+     "the\nage of their newer version, and which are past\nmax_staleness_ms. Exit 0 all within "
+     "the bound, 1 some\npast it, 2 a core unreachable, not audited or older\nthan audit (or "
+     "bad usage); 1 wins over 2",
+     CG_OP_AUDIT, NULL, NULL, cmd_audit},
 };
 
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
@@ -1190,9 +1542,11 @@ static int check_options(const command *c)
         {TAKES_REGISTER_OPTS, "--kind, --service-id and the part options belong to register"},
         {TAKES_PROMETHEUS, "--prometheus belongs to stats"},
         {TAKES_LOG, "--log belongs to start"},
+        {TAKES_MAX, "--max belongs to audit"},
     };
     unsigned given = (opt.has_register_opts ? TAKES_REGISTER_OPTS : 0u) |
-                     (opt.prometheus ? TAKES_PROMETHEUS : 0u) | (opt.log_path ? TAKES_LOG : 0u);
+                     (opt.prometheus ? TAKES_PROMETHEUS : 0u) | (opt.log_path ? TAKES_LOG : 0u) |
+                     (opt.has_max ? TAKES_MAX : 0u);
     size_t i;
     for (i = 0; i < sizeof(owned) / sizeof(owned[0]); i++)
         if ((given & owned[i].bit) && !(c->takes & owned[i].bit))
@@ -1289,6 +1643,7 @@ static void usage(FILE *f)
             "\n"
             "Options:\n"
             "  -c, --config FILE      repository.ini: the endpoint is its [daemon] listen\n"
+            "                         (audit: once per core of the group)\n"
             "  -e, --endpoint EP      the daemon's endpoint, e.g. tcp://127.0.0.1:7001\n"
             "  -t, --timeout MS       how long to wait for each reply (default %d)\n"
             "      --curve-client-key FILE\n"
@@ -1298,13 +1653,14 @@ static void usage(FILE *f)
             "      --curve-server-key FILE\n"
             "                         the daemon's CURVE public key (default: -c's [daemon]\n"
             "                         curve_public_key)\n"
-            "  -j, --json             print the daemon's reply object (one line of JSON)\n"
+            "  -j, --json             print the daemon's reply object (one line of JSON;\n"
+            "                         audit: one object with every core's reply and the totals)\n"
             "  -h, --help             show this help\n"
             "  -V, --version          show the version\n"
             "\n"
             "Exit status: 0 success, 1 the request failed (the daemon answered with an error),\n"
             "2 bad usage, 3 unreachable (no answer within the timeout); health: 0 healthy,\n"
-            "1 degraded, 2 unreachable.\n",
+            "1 degraded, 2 unreachable; audit: 0 within the bound, 1 past it, 2 incomplete.\n",
             DEFAULT_TIMEOUT_MS);
 }
 
@@ -1335,7 +1691,8 @@ enum {
     OPT_LOG,
     OPT_WAIT,
     OPT_CURVE_CLIENT,
-    OPT_CURVE_SERVER
+    OPT_CURVE_SERVER,
+    OPT_MAX
 };
 
 /* Load the CURVE keys: the server's from --curve-server-key or the INI's [daemon]
@@ -1403,6 +1760,7 @@ int main(int argc, char **argv)
         {"wait", required_argument, NULL, OPT_WAIT},
         {"curve-client-key", required_argument, NULL, OPT_CURVE_CLIENT},
         {"curve-server-key", required_argument, NULL, OPT_CURVE_SERVER},
+        {"max", required_argument, NULL, OPT_MAX},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {NULL, 0, NULL, 0}};
@@ -1412,8 +1770,18 @@ int main(int argc, char **argv)
 
     while ((c = getopt_long(argc, argv, "c:e:t:jhV", opts, NULL)) != -1) {
         switch (c) {
-        case 'c':
-            opt.config_path = optarg;
+        case 'c': /* several only for audit (checked below); the first is the one loaded */
+            if (n_audit_inis < MAX_AUDIT_CORES)
+                audit_inis[n_audit_inis] = optarg;
+            n_audit_inis++;
+            if (opt.config_path == NULL)
+                opt.config_path = optarg;
+            break;
+        case OPT_MAX:
+            if (parse_int(&opt.audit_max, optarg, 1, CG_AUDIT_MAX_ENTRIES) < 0)
+                return usage_error("--max \"%s\": expected 1 to %d entries", optarg,
+                                   CG_AUDIT_MAX_ENTRIES);
+            opt.has_max = 1;
             break;
         case 'e':
             opt.endpoint_opt = optarg;
@@ -1471,6 +1839,10 @@ int main(int argc, char **argv)
     cmd = argv[optind];
     if ((known = find_command(cmd)) != NULL && (rc = check_options(known)) != 0)
         return rc;
+    if (n_audit_inis > MAX_AUDIT_CORES)
+        return usage_error("more than %d -c options", MAX_AUDIT_CORES);
+    if (n_audit_inis > 1 && (known == NULL || known->run != cmd_audit))
+        return usage_error("-c is given %d times: only audit takes several", n_audit_inis);
     if (opt.config_path && opt.endpoint_opt && strcmp(cmd, "start") == 0)
         return usage_error("start takes -c repository.ini, not --endpoint");
     if (opt.config_path) {

@@ -40,14 +40,15 @@ int64_t cgd_mono_ms(void);
 
 /*
  * Run a decoded request against env->core: one call for the resource and name operations
- * (all of a "multi" in one call), none for health, stats, members and shutdown. Returns the
+ * (all of a "multi" in one call), none for health, stats, members, audit and shutdown. Returns the
  * reply as a new cJSON object the caller frees with cJSON_Delete() (NULL only when memory ran
  * out); *code gets 0 for an "ok": true reply, else the library's error code.
  */
 cJSON *cgd_execute(cgd_env *env, const cg_request *req, int *code);
 
 /*
- * An error reply: {"v":1,"id":<req's id or null>,"ok":false,"error":{"code":...,"message":...}}
+ * An error reply: {"v":V,"id":<req's id or null>,"ok":false,"error":{"code":...,"message":...}}
+ * (V the request's wire version, 1 when it could not be read)
  * with `err` a library code and the message taken from cg_error_last() (req may be NULL).
  * For a decoder refusal it adds "field" (and "index" inside a multi). New object, caller
  * frees; NULL when memory ran out.

@@ -16,7 +16,8 @@
  *    failure is reported as "retryable" and the client decides. The library already retries
  *    a call's first statement across a reconnect ([retry] in repository.ini).
  *  - health, stats, members and shutdown are no calls: they read the core's state (health
- *    and members with one statement each).
+ *    and members with one statement each). Neither is audit (wire version 2): one statement
+ *    comparing a sample of the cache with the repository (cg_core_audit).
  *  - The error detail is copied from cg_error_last() right after the failing operation,
  *    before the call is aborted, so the reply names the real cause.
  *
@@ -110,7 +111,9 @@ static int add_int_to_array(cJSON *a, int64_t v)
 static cJSON *reply_new(const cg_request *req, int ok)
 {
     cJSON *r = cJSON_CreateObject();
-    int good = r != NULL && add_int(r, "v", CG_REQ_WIRE_VERSION);
+    /* in the request's own wire version (1 when it could not be read) */
+    int good =
+        r != NULL && add_int(r, "v", req && req->version > 0 ? req->version : CG_REQ_WIRE_VERSION);
     if (good) {
         if (req && req->id_type == CG_REQ_ID_STRING)
             good = add_str(r, "id", req->id_str);
@@ -577,6 +580,66 @@ static cJSON *exec_members(cgd_env *env, const cg_request *req, int *code)
     return reply;
 }
 
+/* ---- audit (wire version 2) ----------------------------------------------------------- */
+
+/* An integer, or null for -1 (gone, unknown, none). */
+static int add_int_or_null(cJSON *o, const char *k, int64_t v)
+{
+    return v < 0 ? cJSON_AddNullToObject(o, k) != NULL : add_int(o, k, v);
+}
+
+/* audit: compare up to `max` sampled cache entries with the repository (cg_core_audit, one
+ * round trip); the totals, and in "entries" only the entries that are not consistent. */
+static cJSON *exec_audit(cgd_env *env, const cg_request *req, int *code)
+{
+    cg_audit_report rep;
+    cg_error saved;
+    cJSON *reply, *arr = NULL;
+    size_t i;
+    int err = cg_core_audit(&rep, env->core, (size_t)req->item.max), ok;
+
+    saved = *cg_error_last();
+    *code = err;
+    if (err < 0)
+        return error_reply_from(req, err, &saved, -1);
+    reply = reply_new(req, 1);
+    ok = reply != NULL && add_str(reply, "core", cg_core_name(env->core)) &&
+         add_str(reply, "group", cg_core_group(env->core)) &&
+         add_int(reply, "incarnation", cg_core_incarnation(env->core)) &&
+         add_int(reply, "cache_entries", (int64_t)rep.cache_entries) &&
+         add_int(reply, "checked", (int64_t)rep.checked) &&
+         add_int(reply, "consistent", (int64_t)rep.consistent) &&
+         add_int(reply, "older", (int64_t)rep.older) &&
+         add_int(reply, "newer", (int64_t)rep.newer) &&
+         add_int(reply, "past_bound", (int64_t)rep.past_bound) &&
+         add_int_or_null(reply, "oldest_age_ms", rep.oldest_age_ms) &&
+         add_int(reply, "max_staleness_ms", rep.max_staleness_ms) &&
+         add_bool(reply, "lease_fresh", rep.lease_fresh) &&
+         add_int(reply, "violations", rep.lease_fresh ? (int64_t)rep.past_bound : 0) &&
+         (arr = cJSON_AddArrayToObject(reply, "entries")) != NULL;
+    for (i = 0; ok && i < rep.checked; i++) {
+        const cg_audit_entry *e = &rep.entries[i];
+        cJSON *o;
+        if (e->state == CG_AUDIT_CONSISTENT)
+            continue;
+        if ((ok = (o = cJSON_CreateObject()) != NULL) != 0) {
+            cJSON_AddItemToArray(arr, o);
+            ok =
+                add_int(o, "handle", e->handle) && add_str(o, "part", cg_part_kind_name(e->part)) &&
+                add_str(o, "state", e->state == CG_AUDIT_OLDER ? "older" : "newer") &&
+                add_int(o, "cached_version", e->cached_version) &&
+                add_int_or_null(o, "repository_version", e->repository_version) &&
+                add_int_or_null(o, "age_ms", e->age_ms) && add_bool(o, "past_bound", e->past_bound);
+        }
+    }
+    cg_audit_report_dispose(&rep);
+    if (!ok) {
+        cJSON_Delete(reply);
+        return NULL;
+    }
+    return reply;
+}
+
 cJSON *cgd_execute(cgd_env *env, const cg_request *req, int *code)
 {
     cJSON *reply;
@@ -590,6 +653,8 @@ cJSON *cgd_execute(cgd_env *env, const cg_request *req, int *code)
         return exec_stats(env, req, code);
     case CG_OP_MEMBERS:
         return exec_members(env, req, code);
+    case CG_OP_AUDIT:
+        return exec_audit(env, req, code);
     case CG_OP_SHUTDOWN:
         if ((reply = reply_new(req, 1)) != NULL && !add_bool(reply, "stopping", 1)) {
             cJSON_Delete(reply);

@@ -1,5 +1,6 @@
 /*
- * daemon_request.c — the decoder of coregroupd's client requests (wire version 1, REQUESTS.md).
+ * daemon_request.c — the decoder of coregroupd's client requests (wire versions 1 and 2,
+ * REQUESTS.md).
  *
  * Every byte a client sends reaches the daemon's cores through cg_request_decode(), and
  * clients are outside input: anything that can connect to the daemon's endpoint can send
@@ -19,6 +20,11 @@
  *    2^53 (which might have been 2^53 + 1) are refused, and "7" is not 7.
  *  - A known field given twice is refused; unknown fields are ignored, which is how version 1
  *    grows (REQUESTS.md, "Versioning").
+ *  - Versions: 1 and 2 are read. Version 2 is version 1 plus the operation "audit", which needs
+ *    it (a new operation name is a new version: a version-1 daemon calls it an unknown op,
+ *    which a client cannot tell from its own mistake, while it refuses "v":2 by name). Every
+ *    other op means the same at either version. The version is kept in the request, so the
+ *    reply is written in it, and the encoder writes the lowest version that has the op.
  *  - Checks run in a fixed order — size, JSON, object, "v", "id", "op", the op's fields — so
  *    the reason given is the most useful one. The id is read leniently BEFORE the version
  *    check, so that even the reply to a request of an unknown version carries its id.
@@ -55,12 +61,17 @@
 #include "jsonin.h"
 
 static const char *const op_names[CG_OP_COUNT] = {
-    NULL,   "register", "unregister", "get",   "update", "lock",  "bind",    "unbind",
-    "list", "lookup",   "find",       "multi", "health", "stats", "members", "shutdown"};
+    NULL,     "register", "unregister", "get",    "update", "lock",    "bind",     "unbind", "list",
+    "lookup", "find",     "multi",      "health", "stats",  "members", "shutdown", "audit"};
 
 const char *cg_req_op_name(int op)
 {
     return op > CG_OP_NONE && op < CG_OP_COUNT ? op_names[op] : "?";
+}
+
+int cg_req_op_version(int op)
+{
+    return op == CG_OP_AUDIT ? 2 : CG_REQ_WIRE_VERSION;
 }
 
 /* ---- errors --------------------------------------------------------------------------- */
@@ -260,6 +271,7 @@ static int decode_item(cg_req_item *it, cg_request *req, const cJSON *obj, const
 
     it->part = -1;
     it->folder = CG_ROOT_FOLDER;
+    it->max = CG_REQ_AUDIT_DEFAULT;
     if ((err = field(&j, req, obj, at, "op", 1)) < 0)
         return err;
     if (!cJSON_IsString(j) || j->valuestring == NULL)
@@ -271,14 +283,17 @@ static int decode_item(cg_req_item *it, cg_request *req, const cJSON *obj, const
     if (op == CG_OP_COUNT)
         return refuse(req, field_name(f, at, "op"),
                       "unknown operation \"%s\" (expected register, unregister, get, update, "
-                      "lock, bind, unbind, list, lookup, find, multi, health, stats, members or "
-                      "shutdown)",
+                      "lock, bind, unbind, list, lookup, find, multi, health, stats, members, "
+                      "shutdown or audit)",
                       cg_json__excerpt(ex, j->valuestring));
     if (in_multi && op >= CG_OP_MULTI)
         return refuse(req, field_name(f, at, "op"),
                       "\"%s\" is not allowed inside a multi (only register, unregister, get, "
                       "update, lock, bind, unbind, list, lookup and find are)",
                       op_names[op]);
+    if (cg_req_op_version(op) > req->version)
+        return refuse(req, "v", "operation \"%s\" needs wire version %d (the request says %d)",
+                      op_names[op], cg_req_op_version(op), req->version);
     it->op = (cg_req_op)op;
 
     switch (it->op) {
@@ -320,6 +335,8 @@ static int decode_item(cg_req_item *it, cg_request *req, const cJSON *obj, const
         return int_field(&it->folder, req, obj, at, "folder", 0, CG_REQ_INT_MAX, 0);
     case CG_OP_FIND:
         return str_field(&it->service_id, req, obj, at, "service_id", 1, 0);
+    case CG_OP_AUDIT:
+        return int_field(&it->max, req, obj, at, "max", 1, CG_AUDIT_MAX_ENTRIES, 0);
     default: /* multi (decoded by the caller), health, stats, members, shutdown: no fields */
         return 0;
     }
@@ -450,11 +467,13 @@ int cg_request_decode(cg_request *req, const char *data, size_t len)
                          : cg_json__kind(j));
         goto done;
     }
-    if (j->valuedouble != CG_REQ_WIRE_VERSION) {
-        err = refuse(req, "v", "unknown wire version %s (this daemon speaks %d)",
-                     cg_json__number_text(num, j->valuedouble), CG_REQ_WIRE_VERSION);
+    if (j->valuedouble < CG_REQ_WIRE_VERSION || j->valuedouble > CG_REQ_WIRE_VERSION_MAX) {
+        err = refuse(req, "v", "unknown wire version %s (this daemon speaks %d to %d)",
+                     cg_json__number_text(num, j->valuedouble), CG_REQ_WIRE_VERSION,
+                     CG_REQ_WIRE_VERSION_MAX);
         goto done;
     }
+    req->version = (int)j->valuedouble;
 
     /* The id, strictly this time. */
     if ((err = field(&j, req, root, &top, "id", 1)) < 0)
@@ -490,6 +509,14 @@ void cg_request_dispose(cg_request *req)
 }
 
 /* ---- the encoder ---------------------------------------------------------------------- */
+
+/* The version the encoder writes: the request's own, or the lowest that has its op when that
+ * is higher (a version the codec does not speak is left for the decoder to refuse). */
+static int encoded_version(const cg_request *req)
+{
+    int op = cg_req_op_version(req->item.op);
+    return req->version > op ? req->version : op;
+}
 
 /* Refuse to encode: the request cannot be written so that the decoder would take it. */
 static int unencodable(const char *field, const char *fmt, ...) CG_PRINTF(2, 3);
@@ -619,6 +646,8 @@ static int encode_item(cJSON *o, const cg_req_item *it, const place *at)
         return put_int(o, "folder", it->folder);
     case CG_OP_FIND:
         return put_str(o, at, "service_id", it->service_id, 1);
+    case CG_OP_AUDIT:
+        return put_int(o, "max", it->max);
     default: /* multi (its ops are the caller's), health, stats, members, shutdown */
         return 0;
     }
@@ -638,7 +667,7 @@ int cg_request_encode(char **out, size_t *len, const cg_request *req)
         *len = 0;
     if (root == NULL)
         return cg_error_nomem();
-    if ((err = put_int(root, "v", CG_REQ_WIRE_VERSION)) < 0)
+    if ((err = put_int(root, "v", encoded_version(req))) < 0)
         goto done;
     if (req->id_type == CG_REQ_ID_STRING)
         err = put_str(root, &top, "id", req->id_str, 1);
@@ -731,6 +760,8 @@ static int item_same(const cg_req_item *a, const cg_req_item *b)
         return a->folder == b->folder;
     case CG_OP_FIND:
         return str_same(a->service_id, b->service_id);
+    case CG_OP_AUDIT:
+        return a->max == b->max;
     default: /* multi (its ops are compared by the caller), health, stats, members, shutdown */
         return 1;
     }
@@ -739,7 +770,7 @@ static int item_same(const cg_req_item *a, const cg_req_item *b)
 int cg_request_equal(const cg_request *a, const cg_request *b)
 {
     size_t i;
-    if (a->id_type != b->id_type ||
+    if (a->id_type != b->id_type || encoded_version(a) != encoded_version(b) ||
         (a->id_type == CG_REQ_ID_STRING && strcmp(a->id_str, b->id_str) != 0) ||
         (a->id_type == CG_REQ_ID_INT && a->id_int != b->id_int) || !item_same(&a->item, &b->item) ||
         a->n_ops != b->n_ops)

@@ -1,6 +1,8 @@
 /*
- * daemon_request.h — coregroupd's client requests (wire version 1; see REQUESTS.md): the
- * decoded form, the pure decoder from bytes to it, and the encoder back to bytes.
+ * daemon_request.h — coregroupd's client requests (wire versions 1 and 2; see REQUESTS.md):
+ * the decoded form, the pure decoder from bytes to it, and the encoder back to bytes.
+ * Version 2 is version 1 plus the operation "audit": every version-1 request means the same
+ * at version 2, and "audit" exists only at version 2.
  *
  * Private to the daemon (coregroupd.c, daemon_ops.c), its client (cgctl, which builds every
  * request it sends with the encoder), their tests and the fuzz target; not part of the
@@ -14,11 +16,13 @@
 
 #include "coregroup.h"
 
-#define CG_REQ_WIRE_VERSION 1
-#define CG_REQ_MAX          (1 << 20)                 /* bytes of one request */
-#define CG_REQ_MAX_OPS      1000                      /* operations of one "multi" */
-#define CG_REQ_ID_MAX       128                       /* bytes of a string correlation id */
-#define CG_REQ_INT_MAX      INT64_C(9007199254740991) /* 2^53 - 1: exact in a double */
+#define CG_REQ_WIRE_VERSION     1         /* the first wire version: every op but audit */
+#define CG_REQ_WIRE_VERSION_MAX 2         /* the highest this codec reads and writes: 1 + audit */
+#define CG_REQ_AUDIT_DEFAULT    100       /* audit's "max" when the request has none */
+#define CG_REQ_MAX              (1 << 20) /* bytes of one request */
+#define CG_REQ_MAX_OPS          1000      /* operations of one "multi" */
+#define CG_REQ_ID_MAX           128       /* bytes of a string correlation id */
+#define CG_REQ_INT_MAX          INT64_C(9007199254740991) /* 2^53 - 1: exact in a double */
 
 /* The operations. The order is the wire's op-name table (cg_req_op_name). */
 typedef enum {
@@ -38,6 +42,7 @@ typedef enum {
     CG_OP_STATS,
     CG_OP_MEMBERS,
     CG_OP_SHUTDOWN,
+    CG_OP_AUDIT, /* wire version 2 */
     CG_OP_COUNT
 } cg_req_op;
 
@@ -55,6 +60,7 @@ typedef struct {
     int64_t folder;              /* bind, unbind, list, lookup: default CG_ROOT_FOLDER */
     int64_t target;              /* bind */
     char *name;                  /* bind, unbind, lookup */
+    int64_t max;                 /* audit: entries to compare, 1..CG_AUDIT_MAX_ENTRIES */
 } cg_req_item;
 
 typedef enum { CG_REQ_ID_NONE = 0, CG_REQ_ID_STRING, CG_REQ_ID_INT } cg_req_id_type;
@@ -66,6 +72,10 @@ typedef struct {
     cg_req_id_type id_type;
     char id_str[CG_REQ_ID_MAX + 1];
     int64_t id_int;
+    /* The wire version: what the decoder read (1 or 2, as soon as it is known; the reply
+     * carries it), and what the encoder writes when it is above the op's own
+     * (cg_req_op_version); 0 when building a request: the lowest version that carries it. */
+    int version;
     cg_req_item item; /* the operation; item.op == CG_OP_MULTI for a multi */
     cg_req_item *ops; /* multi: its operations */
     size_t n_ops;
@@ -89,8 +99,10 @@ int cg_request_decode(cg_request *out, const char *data, size_t len);
  * Encode a request: the inverse of cg_request_decode(), so that decoding what it writes gives
  * back the same request (cg_request_equal). `req` is built the way the decoder fills it (id,
  * item, and for a multi ops/n_ops; field and op_index are ignored); strings must be UTF-8 and
- * bodies JSON texts. Writes one compact JSON object, {"v":1,"id":...,"op":...,<the op's
- * fields>}, integers as exact decimal text and bodies compact (as the decoder leaves them:
+ * bodies JSON texts. Writes one compact JSON object, {"v":V,"id":...,"op":...,<the op's
+ * fields>}, where V is the lowest wire version that has the op (1, or 2 for audit: a client
+ * keeps speaking version 1 to daemons that know only that) unless req->version asks for a
+ * higher one, integers as exact decimal text and bodies compact (as the decoder leaves them:
  * cJSON_PrintUnformatted of the parsed text), into a new NUL-terminated string at *out that
  * the caller frees with free(); *len (when not NULL) gets its length.
  * Returns 0; CG_EINVALID when the decoder would refuse what `req` describes, with
@@ -102,11 +114,16 @@ int cg_request_encode(char **out, size_t *len, const cg_request *req);
 /* Free what a decoded request owns (not the struct itself). Accepts NULL. */
 void cg_request_dispose(cg_request *req);
 
-/* 1 when two requests say the same (id, operation and every field that operation has;
- * multi: the same operations in order), else 0. For tests and the fuzz target. */
+/* 1 when two requests say the same (id, wire version as the encoder would write it,
+ * operation and every field that operation has; multi: the same operations in order), else 0. For
+ * tests and the fuzz target. */
 int cg_request_equal(const cg_request *a, const cg_request *b);
 
 /* The wire name of an op ("get"), or "?" for anything else. */
 const char *cg_req_op_name(int op);
+
+/* The lowest wire version that has the op: 2 for audit, 1 for every other op (and anything
+ * that is no op). */
+int cg_req_op_version(int op);
 
 #endif

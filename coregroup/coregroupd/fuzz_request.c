@@ -42,6 +42,10 @@ static void check_item(const cg_req_item *it, int in_multi)
         if (it->service_id == NULL)
             abort();
         break;
+    case CG_OP_AUDIT:
+        if (it->max < 1 || it->max > CG_AUDIT_MAX_ENTRIES)
+            abort();
+        break;
     default:
         break;
     }
@@ -83,7 +87,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         } else if (req.n_ops != 0) {
             abort();
         }
-        if (req.id_type == CG_REQ_ID_NONE)
+        if (req.id_type == CG_REQ_ID_NONE || req.version < CG_REQ_WIRE_VERSION ||
+            req.version > CG_REQ_WIRE_VERSION_MAX || req.version < cg_req_op_version(req.item.op))
             abort();
         check_round_trip(&req);
     } else if (err == CG_EINVALID) {

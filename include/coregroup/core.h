@@ -188,6 +188,70 @@ typedef struct cg_core_health {
  */
 CG_EXTERN(int) cg_core_health_get(cg_core_health *out, cg_core *core);
 
+/* ---- the consistency audit ------------------------------------------------------------ */
+
+/** The most entries one cg_core_audit() compares. */
+#define CG_AUDIT_MAX_ENTRIES 10000
+
+/** How a cached entry compares with the repository. */
+typedef enum {
+    CG_AUDIT_CONSISTENT = 0, /**< the repository holds the cached version */
+    CG_AUDIT_OLDER = 1,      /**< the repository holds a newer version, or none (deleted) */
+    CG_AUDIT_NEWER = 2,      /**< the cache holds a version the repository does not have yet
+                                  (never by design: a repository restored from an older
+                                  backup, say) */
+} cg_audit_state;
+
+/** One sampled cache entry, compared with the repository. */
+typedef struct cg_audit_entry {
+    int64_t handle;
+    cg_part_kind part;
+    int64_t cached_version;
+    int64_t repository_version; /**< -1: gone (the resource was deleted) */
+    cg_audit_state state;
+    int64_t age_ms; /**< CG_AUDIT_OLDER: how long before the comparison the first version
+                         newer than the cached one committed (the outbox's committed_at);
+                         -1 when unknown (that outbox row was pruned) or not older */
+    int past_bound; /**< CG_AUDIT_OLDER and age_ms > max_staleness_ms, or its age is unknown
+                         (an outbox row is pruned only [bus] outbox_retention_s after its
+                         commit, an hour by default) */
+} cg_audit_entry;
+
+/** What cg_core_audit() found. Release with cg_audit_report_dispose(). */
+typedef struct cg_audit_report {
+    cg_audit_entry *entries; /**< every entry checked, in no particular order */
+    size_t checked;          /**< the number of entries (at most the max asked for) */
+    size_t consistent, older, newer;
+    size_t past_bound;        /**< older entries past the bound (see cg_audit_entry) */
+    int64_t oldest_age_ms;    /**< the largest known age_ms of an older entry; -1: none */
+    int64_t max_staleness_ms; /**< the bound, [cache] max_staleness_ms */
+    int lease_fresh;          /**< 1: when the repository had answered, the core would still
+                                   serve its cache without asking (the invalidate strategy and
+                                   a valid lease). An entry past the bound while this is 1
+                                   breaks the freshness promise (DESIGN.md I5) */
+    uint64_t cache_entries;   /**< entries the cache held when it was sampled */
+} cg_audit_report;
+
+/**
+ * Audit the core's cache: sample up to max_entries cached entries, spread over the cache's
+ * shards (each shard locked only while its keys are copied), then compare them with the
+ * repository in ONE round trip on a pool connection, with no cache lock held. The cache holds
+ * metadata parts only (names are not cached), so parts are what is checked.
+ *
+ * An entry older than the repository is allowed by design while its newer version is younger
+ * than the bound (the bus may not have delivered yet, or did so between the sample and the
+ * comparison); one past the bound while lease_fresh is 1 is a real violation.
+ *
+ * On success *out holds the report: the caller releases it with cg_audit_report_dispose()
+ * (which frees `entries`). On failure *out is empty (nothing to release, though disposing of
+ * it is harmless). Returns 0; CG_EINVALID when max_entries is 0 or above CG_AUDIT_MAX_ENTRIES;
+ * CG_ERETRYABLE when the repository could not be reached; CG_ERROR when memory ran out.
+ */
+CG_EXTERN(int) cg_core_audit(cg_audit_report *out, cg_core *core, size_t max_entries);
+
+/** Free what a report holds (not the struct itself) and empty it. Accepts NULL. */
+CG_EXTERN(void) cg_audit_report_dispose(cg_audit_report *report);
+
 /* ---- calls ---------------------------------------------------------------------------- */
 
 /**
