@@ -70,7 +70,6 @@ typedef enum {
 } cg_bus_drop_reason;
 #define CG_DROP_COUNT 6
 
-
 /*
  * A decoded message, or one a publisher fills in to encode. Fields not used by a type are
  * zero after decoding and ignored by the encoder.

@@ -8,11 +8,13 @@
  *                   idle_in_transaction_timeout_ms
  *     [core]        name (required), group (optional), failure_timeout_ms, log_level
  *     [bus]         publish, subscribe, poll_interval_ms, heartbeat_interval_ms,
- *                   reorder_window_ms, outbox_retention_s, curve_server_key, curve_public_key, curve_secret_key
+ *                   reorder_window_ms, outbox_retention_s, curve_server_key,
+ *                   curve_public_key, curve_secret_key
  *     [retry]       attempts, interval_ms, sqlstates
  *     [cache]       strategy, max_entries, ttl_ms, max_staleness_ms
  *     [daemon]      listen, workers, pidfile, curve_secret_key, curve_public_key,
- *                   curve_clients, metrics_listen (read by coregroupd; ignored by the library)
+ *                   curve_clients, metrics_listen (read by coregroupd; ignored by the
+ *                   library)
  *
  * A core without a group gets the private group "private.<name>", so its data stays its own
  * across restarts and no other core shares it (e-Speak design §2.7.1). Configured group ids
@@ -88,8 +90,8 @@ typedef struct cg_config {
 
     /* [cache] */
     cg_cache_strategy strategy;
-    long max_entries; /**< bound on cached parts, 1..100000000 (default 100000) */
-    long ttl_ms;      /**< expiry of a cached part, 0 = none (default 0) */
+    long max_entries;     /**< bound on cached parts, 1..100000000 (default 100000) */
+    long ttl_ms;          /**< expiry of a cached part, 0 = none (default 0) */
     int max_staleness_ms; /**< the freshness bound: a read never returns a version older than
                                what the repository held this long before the read started,
                                or it fails CG_EDEGRADED (20..86400000, default 2000) */
