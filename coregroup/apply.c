@@ -31,7 +31,7 @@ void cg_apply__note(cg_core *core, int err)
     if (err == 0)
         return;
     pthread_mutex_lock(&core->apply_error_mu);
-    snprintf(core->apply_error, sizeof(core->apply_error), "%.120s", cg_error_last()->message);
+    snprintf(core->apply_error, sizeof(core->apply_error), "%.250s", cg_error_last()->message);
     pthread_mutex_unlock(&core->apply_error_mu);
 }
 

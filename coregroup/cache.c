@@ -1051,8 +1051,8 @@ static int lead(cg_cache *c, shard *s, uint32_t h, int64_t handle, int kind, cg_
         }
         if (runs == MAX_LOAD_RUNS)
             return cg_error_set(CG_ERETRYABLE, CG_ERRCLASS_CACHE,
-                                "part (%lld, %d) changed during each of %d reads",
-                                (long long)handle, kind, MAX_LOAD_RUNS);
+                                "resource %lld part %s changed during each of %d reads",
+                                (long long)handle, cg_part_kind_name(kind), MAX_LOAD_RUNS);
     }
 }
 

@@ -54,6 +54,7 @@ struct cg_call {
     cg_conn *conn;       /* NULL until the call needs the repository */
     int statements;      /* repository statements of this call that succeeded */
     int one_read;        /* cg_part_read(): the call is exactly one read */
+    int no_retry;        /* one attempt only, no start-of-call retry (a degraded read) */
     int64_t incarnation; /* the core's incarnation when the call began: its writes are fenced
                             by it, even if the core rejoins as a new incarnation meanwhile */
     int failed;          /* the code that ended the call's transaction; 0 while usable */
@@ -184,7 +185,11 @@ static int retry_at_start(cg_call *call, int err, int *attempt)
 {
     cg_conn *c = call->conn;
     if (err == 0 || c == NULL || !cg_core__retryable(call->core, &err) || call->statements > 0 ||
-        *attempt >= call->core->cfg->retry_attempts)
+        *attempt >= call->core->cfg->retry_attempts || call->no_retry)
+        return 0;
+    /* A lock wait that ran out (lock_timeout_ms) is retryable for the caller, but trying it
+     * again here would multiply the bound that keeps a paused lock holder from stalling us. */
+    if (strcmp(cg_error_last()->sqlstate, "55P03") == 0)
         return 0;
     if (cg_repo_usable(c)) {
         cg_repo_rollback(c); /* e.g. a serialization failure: the connection is fine */
@@ -496,21 +501,35 @@ static int load_part(cg_part **out, void *arg)
 
 /*
  * The lease has run out (lease.c): the cache cannot be proved fresh, so it is not used, not
- * even filled. The read goes to the repository — unless the apply thread has just found the
- * repository unreachable, in which case it fails CG_EDEGRADED at once rather than waiting
- * out the pool's reconnect attempts.
+ * even filled. The read goes to the repository. When the apply thread last found the
+ * repository unreachable, the read makes one attempt instead of waiting out the pool's
+ * reconnect attempts, and a failure is CG_EDEGRADED, naming why: the repository may well be
+ * back before the apply thread has noticed, and then the read succeeds.
  */
 static int read_past_lease(cg_part **out, load_ctx *lc)
 {
-    cg_core *core = lc->call->core;
+    cg_call *call = lc->call;
+    cg_core *core = call->core;
     char why[160];
+    int err;
     atomic_fetch_add(&core->lease_misses, 1);
-    if (!atomic_load(&core->repo_ok) && lc->call->conn == NULL) {
+    if (atomic_load(&core->repo_ok) || call->conn != NULL)
+        return load_part(out, lc);
+    call->no_retry = 1;
+    err = load_part(out, lc);
+    call->no_retry = 0;
+    if (err == CG_ERETRYABLE) {
+        cg_error cause = *cg_error_last();
         cg_lease_reason(core, why, sizeof(why));
-        return cg_error_set(CG_EDEGRADED, CG_ERRCLASS_REPOSITORY, "core %s is degraded: %s",
-                            core->cfg->core_name, why);
+        err = cg_error_set(CG_EDEGRADED, CG_ERRCLASS_REPOSITORY,
+                           "core %s is degraded: %s; reading the repository: %.200s",
+                           core->cfg->core_name, why, cause.message);
+        if (call->failed == CG_ERETRYABLE) {
+            call->failed = CG_EDEGRADED; /* what the call reports from now on */
+            call->failure = *cg_error_last();
+        }
     }
-    return load_part(out, lc);
+    return err;
 }
 
 int cg_part_get(cg_part **out, cg_call *call, int64_t handle, cg_part_kind kind)

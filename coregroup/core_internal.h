@@ -69,7 +69,7 @@ struct cg_core {
         int proof_every_ms;
     } apply;
     atomic_int repo_ok;    /* the apply thread's last repository contact worked */
-    char apply_error[128]; /* why it did not (guarded by apply_error_mu) */
+    char apply_error[256]; /* why it did not (guarded by apply_error_mu) */
     pthread_mutex_t apply_error_mu;
 
     /* Housekeeping thread (housekeeping.c). */

@@ -53,19 +53,21 @@ void cg_lease_reason(const cg_core *core, char *buf, size_t size)
 {
     cg_core *c = (cg_core *)core;
     int64_t age = cg_lease_age_ms(core);
-    char why[128];
+    char err[sizeof(c->apply_error)];
 
     buf[0] = '\0';
     if (cg_lease_valid(core))
         return;
     if (!atomic_load(&c->repo_ok)) {
         pthread_mutex_lock(&c->apply_error_mu);
-        snprintf(why, sizeof(why), "repository unreachable from the apply thread: %.70s",
-                 c->apply_error);
+        memcpy(err, c->apply_error, sizeof(err));
         pthread_mutex_unlock(&c->apply_error_mu);
+        snprintf(buf, size, "no freshness proof for %" PRId64 " ms (bound %d ms): repository: %s",
+                 age, core->cfg->max_staleness_ms, err);
     } else {
-        snprintf(why, sizeof(why), "the apply thread has not completed a proof in time");
+        snprintf(buf, size,
+                 "no freshness proof for %" PRId64 " ms (bound %d ms): the apply thread has not "
+                 "completed one",
+                 age, core->cfg->max_staleness_ms);
     }
-    snprintf(buf, size, "no proof of freshness for %" PRId64 " ms (bound %d ms): %s", age,
-             core->cfg->max_staleness_ms, why);
 }

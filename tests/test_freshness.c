@@ -292,7 +292,8 @@ START_TEST(a_paused_lock_holder_stops_nobody)
         cg_config *ca = config("fl-a", "fr-lock", 1000, 300),
                   *cb = config("fl-b", "fr-lock", 1000, 300);
         ca->lock_timeout_ms = cb->lock_timeout_ms = 300;
-        cb->retry_attempts = 0; /* each try ends after one lock timeout, not five */
+        /* [retry] attempts stays at its default (5): a lock wait that ran out is not tried
+         * again inside the call, so each try ends after one lock_timeout_ms, not six */
         a = cgt_core_open_cfg(ca);
         b = cgt_core_open_cfg(cb);
     }
