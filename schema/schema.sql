@@ -307,7 +307,9 @@ BEGIN
            AND NOT r.rolsuper AND pg_has_role(r.oid, 'coregroup_app', 'MEMBER')
            FOR UPDATE OF cs
     LOOP
-        IF pg_terminate_backend(s.backend_pid, 1000) THEN
+        -- signal, do not wait: the fencer's membership thread also beats its own heartbeat,
+        -- and a backend that was signalled rolls back and lets its locks go as it exits
+        IF pg_terminate_backend(s.backend_pid) THEN
             v_ended := v_ended + 1;
             DELETE FROM core_sessions
              WHERE backend_pid = s.backend_pid AND backend_start = s.backend_start;
