@@ -327,7 +327,11 @@ START_TEST(a_paused_lock_holder_stops_nobody)
     cg_core_stats_get(a, &st);
     ck_assert_uint_gt(st.cache_hits, st0.cache_hits);
     /* the holder, still stopped, has no session left: the fencer ended them all */
-    ck_assert_str_eq(cgt_query1(dba, "SELECT state FROM cores WHERE core_name = 'fl-v'"), "failed");
+    {
+        char *state = cgt_query1(dba, "SELECT state FROM cores WHERE core_name = 'fl-v'");
+        ck_assert_str_eq(state, "failed");
+        free(state);
+    }
     until = bt_ms() + 10000; /* the fencer ends them one after another */
     while ((sessions = db_i64("SELECT count(*) FROM pg_stat_activity WHERE application_name "
                               "LIKE 'fl-v%'")) > 0 &&
