@@ -290,15 +290,6 @@ typedef struct {
     pid_t pid;
 } daemon_t;
 
-static const char *bin(const char *prog)
-{
-    static char b[4][1024];
-    static int i;
-    i = (i + 1) % 4;
-    snprintf(b[i], sizeof(b[i]), "%s/%s", cgt_binary_dir(), prog);
-    return b[i];
-}
-
 /* Write daemon `name`'s repository.ini (a free port; the suite's forwarder; no poll; a bound
  * of ten minutes, so it proves nothing during the test either). */
 static void daemon_init(daemon_t *d, const char *name, const char *group)
@@ -327,7 +318,7 @@ static void daemon_init(daemon_t *d, const char *name, const char *group)
 
 static void daemon_start(daemon_t *d, const char *name, const char *group)
 {
-    char *argv[] = {(char *)bin("coregroupd"), "-c", d->ini, NULL};
+    char *argv[] = {(char *)cgt_bin("coregroupd"), "-c", d->ini, NULL};
     int64_t until = bt_ms() + 20000;
 
     daemon_init(d, name, group);
@@ -360,7 +351,7 @@ static char *ctl(int *rc, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(args, sizeof(args), fmt, ap);
     va_end(ap);
-    return cgt_run(rc, "'%s' %s", bin("cgctl"), args);
+    return cgt_run(rc, "'%s' %s", cgt_bin("cgctl"), args);
 }
 
 /* Run cgctl `args` expecting exit status `want`; the output (the caller frees). */
@@ -378,57 +369,14 @@ static char *ctl_expect(int want, const char *fmt, ...)
     return out;
 }
 
-/* The first line of `out` that is a JSON object, parsed (the caller frees); fails if none. */
-static cJSON *json_in(const char *out)
-{
-    const char *p = out;
-    while (*p) {
-        const char *eol = strchr(p, '\n');
-        size_t n = eol ? (size_t)(eol - p) : strlen(p);
-        if (n > 0 && *p == '{') {
-            cJSON *j = cJSON_ParseWithLength(p, n);
-            ck_assert_msg(j != NULL, "not JSON: %.*s", (int)n, p);
-            return j;
-        }
-        p += n + (eol ? 1 : 0);
-    }
-    ck_abort_msg("no JSON line in: %s", out);
-    return NULL;
-}
-
-static const cJSON *jget(const cJSON *o, const char *path)
-{
-    char buf[256], *tok, *save = NULL;
-    snprintf(buf, sizeof(buf), "%s", path);
-    for (tok = strtok_r(buf, ".", &save); tok && o; tok = strtok_r(NULL, ".", &save))
-        o = cJSON_IsArray(o) ? cJSON_GetArrayItem(o, atoi(tok))
-                             : cJSON_GetObjectItemCaseSensitive(o, tok);
-    ck_assert_msg(o != NULL, "nothing at %s", path);
-    return o;
-}
-
-static long long jint(const cJSON *o, const char *path)
-{
-    const cJSON *j = jget(o, path);
-    ck_assert_msg(cJSON_IsNumber(j) || cJSON_IsBool(j), "no number at %s", path);
-    return cJSON_IsBool(j) ? cJSON_IsTrue(j) : (long long)j->valuedouble;
-}
-
-static const char *jstr(const cJSON *o, const char *path)
-{
-    const cJSON *j = jget(o, path);
-    ck_assert_msg(cJSON_IsString(j), "no string at %s", path);
-    return j->valuestring;
-}
-
 /* cgctl --json -c a -c b audit, exit `want`: the composed object (the caller frees). */
 static cJSON *audit_json(int want, const daemon_t *a, const daemon_t *b, const char *extra)
 {
     char *out =
         ctl_expect(want, "--json -c '%s' -c '%s' audit %s", a->ini, b->ini, extra ? extra : "");
-    cJSON *j = json_in(out);
+    cJSON *j = cgt_json_line(out);
     free(out);
-    ck_assert_int_eq(jint(j, "exit"), want);
+    ck_assert_int_eq(cgt_jint(j, "exit"), want);
     return j;
 }
 
@@ -506,8 +454,8 @@ START_TEST(cgctl_audit_reports_every_core_and_exits_0_1_2)
     daemon_start(&b, "au-db", "au-e2e");
     for (i = 0; i < 3; i++) {
         out = ctl_expect(0, "--json -c '%s' register --state '{\"n\":0}'", a.ini);
-        r = json_in(out);
-        h[i] = jint(r, "handle");
+        r = cgt_json_line(out);
+        h[i] = cgt_jint(r, "handle");
         cJSON_Delete(r);
         free(out);
         free(ctl_expect(0, "-c '%s' get %lld state", a.ini, h[i])); /* both cache it */
@@ -516,15 +464,15 @@ START_TEST(cgctl_audit_reports_every_core_and_exits_0_1_2)
 
     /* all fresh: exit 0 */
     j = audit_json(0, &a, &b, NULL);
-    ck_assert_int_eq(jint(j, "total.audited"), 2);
-    ck_assert_int_eq(jint(j, "total.older"), 0);
-    ck_assert_int_eq(jint(j, "total.checked"), jint(j, "total.consistent"));
-    ck_assert_str_eq(jstr(j, "cores.1.core"), "au-db");
-    ck_assert_str_eq(jstr(j, "cores.1.status"), "ok");
-    ck_assert_int_eq(jint(j, "cores.1.audit.checked"), 3);
-    ck_assert_int_eq(jint(j, "cores.1.audit.lease_fresh"), 1);
-    ck_assert_int_eq(jint(j, "cores.1.audit.max_staleness_ms"), 600000);
-    ck_assert_int_eq(cJSON_GetArraySize(jget(j, "not_audited")), 0);
+    ck_assert_int_eq(cgt_jint(j, "total.audited"), 2);
+    ck_assert_int_eq(cgt_jint(j, "total.older"), 0);
+    ck_assert_int_eq(cgt_jint(j, "total.checked"), cgt_jint(j, "total.consistent"));
+    ck_assert_str_eq(cgt_jstr(j, "cores.1.core"), "au-db");
+    ck_assert_str_eq(cgt_jstr(j, "cores.1.status"), "ok");
+    ck_assert_int_eq(cgt_jint(j, "cores.1.audit.checked"), 3);
+    ck_assert_int_eq(cgt_jint(j, "cores.1.audit.lease_fresh"), 1);
+    ck_assert_int_eq(cgt_jint(j, "cores.1.audit.max_staleness_ms"), 600000);
+    ck_assert_int_eq(cJSON_GetArraySize(cgt_jget(j, "not_audited")), 0);
     cJSON_Delete(j);
     out = ctl_expect(0, "-c '%s' -c '%s' audit", a.ini, b.ini);
     ck_assert_msg(strstr(out, "core au-db: 3 checked, 3 consistent (100.0%)") &&
@@ -552,24 +500,24 @@ START_TEST(cgctl_audit_reports_every_core_and_exits_0_1_2)
 
     /* both daemons hold the old version: older, within the bound of ten minutes: exit 0 */
     j = audit_json(0, &a, &b, NULL);
-    ck_assert_int_eq(jint(j, "total.older"), 2);
-    ck_assert_int_eq(jint(j, "total.past_bound"), 0);
-    ck_assert_int_eq(jint(j, "total.violations"), 0);
+    ck_assert_int_eq(cgt_jint(j, "total.older"), 2);
+    ck_assert_int_eq(cgt_jint(j, "total.past_bound"), 0);
+    ck_assert_int_eq(cgt_jint(j, "total.violations"), 0);
     for (i = 0; i < 2; i++) {
         char p[64];
         const cJSON *e;
         snprintf(p, sizeof(p), "cores.%d.audit", i);
-        ck_assert_int_eq(jint(jget(j, p), "older"), 1);
-        ck_assert_int_eq(cJSON_GetArraySize(jget(jget(j, p), "entries")), 1);
-        e = jget(jget(j, p), "entries.0");
-        ck_assert_int_eq(jint(e, "handle"), h[0]);
-        ck_assert_str_eq(jstr(e, "part"), "state");
-        ck_assert_str_eq(jstr(e, "state"), "older");
-        ck_assert_int_eq(jint(e, "cached_version"), 1);
-        ck_assert_int_eq(jint(e, "repository_version"), 2);
-        ck_assert_int_ge(jint(e, "age_ms"), 0);
-        ck_assert_int_lt(jint(e, "age_ms"), 600000);
-        ck_assert_int_eq(jint(e, "past_bound"), 0);
+        ck_assert_int_eq(cgt_jint(cgt_jget(j, p), "older"), 1);
+        ck_assert_int_eq(cJSON_GetArraySize(cgt_jget(cgt_jget(j, p), "entries")), 1);
+        e = cgt_jget(cgt_jget(j, p), "entries.0");
+        ck_assert_int_eq(cgt_jint(e, "handle"), h[0]);
+        ck_assert_str_eq(cgt_jstr(e, "part"), "state");
+        ck_assert_str_eq(cgt_jstr(e, "state"), "older");
+        ck_assert_int_eq(cgt_jint(e, "cached_version"), 1);
+        ck_assert_int_eq(cgt_jint(e, "repository_version"), 2);
+        ck_assert_int_ge(cgt_jint(e, "age_ms"), 0);
+        ck_assert_int_lt(cgt_jint(e, "age_ms"), 600000);
+        ck_assert_int_eq(cgt_jint(e, "past_bound"), 0);
     }
     cJSON_Delete(j);
     out = ctl_expect(0, "-c '%s' -c '%s' audit", a.ini, b.ini);
@@ -579,9 +527,9 @@ START_TEST(cgctl_audit_reports_every_core_and_exits_0_1_2)
     free(out);
     /* a sample of one entry per core (whichever it is, it is within the bound) */
     j = audit_json(0, &a, &b, "--max 1");
-    ck_assert_int_eq(jint(j, "max"), 1);
-    ck_assert_int_eq(jint(j, "cores.0.audit.checked"), 1);
-    ck_assert_int_eq(jint(j, "total.checked"), 2);
+    ck_assert_int_eq(cgt_jint(j, "max"), 1);
+    ck_assert_int_eq(cgt_jint(j, "cores.0.audit.checked"), 1);
+    ck_assert_int_eq(cgt_jint(j, "total.checked"), 2);
     cJSON_Delete(j);
 
     /* an older coregroupd: it refuses version 2 by field "v", and cgctl says what that means */
@@ -610,11 +558,11 @@ START_TEST(cgctl_audit_reports_every_core_and_exits_0_1_2)
                          "interval '30 minutes' WHERE group_id = 'au-e2e' AND seq = "
                          "(SELECT max(seq) FROM invalidations WHERE group_id = 'au-e2e')"));
     j = audit_json(1, &a, &b, NULL);
-    ck_assert_int_eq(jint(j, "total.older"), 2);
-    ck_assert_int_eq(jint(j, "total.past_bound"), 2);
-    ck_assert_int_eq(jint(j, "total.violations"), 2);
-    ck_assert_int_ge(jint(j, "total.oldest_age_ms"), 1800000);
-    ck_assert_int_eq(jint(j, "cores.0.audit.entries.0.past_bound"), 1);
+    ck_assert_int_eq(cgt_jint(j, "total.older"), 2);
+    ck_assert_int_eq(cgt_jint(j, "total.past_bound"), 2);
+    ck_assert_int_eq(cgt_jint(j, "total.violations"), 2);
+    ck_assert_int_ge(cgt_jint(j, "total.oldest_age_ms"), 1800000);
+    ck_assert_int_eq(cgt_jint(j, "cores.0.audit.entries.0.past_bound"), 1);
     cJSON_Delete(j);
     out = ctl_expect(1, "-c '%s' -c '%s' audit", a.ini, b.ini);
     ck_assert_msg(strstr(out, "PAST THE BOUND") && strstr(out, "VIOLATION"), "%s", out);
@@ -634,23 +582,23 @@ START_TEST(cgctl_audit_reports_every_core_and_exits_0_1_2)
     /* the daemon itself: an out-of-range max is refused naming the field; version 1 cannot
      * name the op */
     out = ctl_expect(1, "-c '%s' send '{\"v\":2,\"id\":\"m\",\"op\":\"audit\",\"max\":0}'", a.ini);
-    r = json_in(out);
-    ck_assert_str_eq(jstr(r, "error.code"), "invalid");
-    ck_assert_str_eq(jstr(r, "error.field"), "max");
-    ck_assert_int_eq(jint(r, "v"), 2); /* answered in the request's version */
+    r = cgt_json_line(out);
+    ck_assert_str_eq(cgt_jstr(r, "error.code"), "invalid");
+    ck_assert_str_eq(cgt_jstr(r, "error.field"), "max");
+    ck_assert_int_eq(cgt_jint(r, "v"), 2); /* answered in the request's version */
     cJSON_Delete(r);
     free(out);
     out = ctl_expect(1, "-c '%s' send '{\"v\":1,\"id\":\"m\",\"op\":\"audit\"}'", a.ini);
-    r = json_in(out);
-    ck_assert_str_eq(jstr(r, "error.field"), "v");
-    ck_assert_msg(strstr(jstr(r, "error.message"), "needs wire version 2"), "%s", out);
+    r = cgt_json_line(out);
+    ck_assert_str_eq(cgt_jstr(r, "error.field"), "v");
+    ck_assert_msg(strstr(cgt_jstr(r, "error.message"), "needs wire version 2"), "%s", out);
     cJSON_Delete(r);
     free(out);
     out = ctl_expect(0, "-c '%s' send '{\"v\":2,\"id\":\"m\",\"op\":\"audit\",\"max\":10000}'",
                      a.ini);
-    r = json_in(out);
-    ck_assert_int_eq(jint(r, "v"), 2);
-    ck_assert_int_ge(jint(r, "checked"), 3);
+    r = cgt_json_line(out);
+    ck_assert_int_eq(cgt_jint(r, "v"), 2);
+    ck_assert_int_ge(cgt_jint(r, "checked"), 3);
     cJSON_Delete(r);
     free(out);
 

@@ -89,15 +89,6 @@ static void remember_pidfile(const char *path)
         snprintf(started_pidfiles[n_started++], sizeof(started_pidfiles[0]), "%s", path);
 }
 
-static const char *bin(const char *prog)
-{
-    static char b[4][1024];
-    static int i;
-    i = (i + 1) % 4;
-    snprintf(b[i], sizeof(b[i]), "%s/%s", cgt_binary_dir(), prog);
-    return b[i];
-}
-
 /* Prepare daemon `name` of `group` in a new directory: repository.ini with a free port, the
  * bus of `bus` (NULL: none), `extra` appended (more INI text, may be NULL). */
 static void daemon_init(daemon_t *d, const char *name, const char *group, const bt_busd *bus,
@@ -133,7 +124,7 @@ static void daemon_init(daemon_t *d, const char *name, const char *group, const 
 /* Start the prepared daemon and wait for its "started" line. */
 static void daemon_run(daemon_t *d)
 {
-    char *argv[] = {(char *)bin("coregroupd"), "-c", d->ini, NULL};
+    char *argv[] = {(char *)cgt_bin("coregroupd"), "-c", d->ini, NULL};
     int64_t until = bt_ms() + 20000;
     char *log = bt_slurp(d->log);
     int before = bt_count(log, "event=started"); /* a restart appends to the same log */
@@ -177,25 +168,7 @@ static char *ctl(int *rc, const daemon_t *d, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(args, sizeof(args), fmt, ap);
     va_end(ap);
-    return cgt_run(rc, "'%s' -c '%s' %s", bin("cgctl"), d->ini, args);
-}
-
-/* The first line of `out` that is a JSON object, parsed (the caller frees); fails if none. */
-static cJSON *json_in(const char *out)
-{
-    const char *p = out;
-    while (*p) {
-        const char *eol = strchr(p, '\n');
-        size_t n = eol ? (size_t)(eol - p) : strlen(p);
-        if (n > 0 && *p == '{') {
-            cJSON *j = cJSON_ParseWithLength(p, n);
-            ck_assert_msg(j != NULL, "not JSON: %.*s", (int)n, p);
-            return j;
-        }
-        p += n + (eol ? 1 : 0);
-    }
-    ck_abort_msg("no JSON line in: %s", out);
-    return NULL;
+    return cgt_run(rc, "'%s' -c '%s' %s", cgt_bin("cgctl"), d->ini, args);
 }
 
 /* cgctl --json ARGS, expecting exit status `want`: the reply (the caller frees). */
@@ -212,32 +185,9 @@ static cJSON *ctl_json(int want, const daemon_t *d, const char *fmt, ...)
     va_end(ap);
     out = ctl(&rc, d, "--json %s", args);
     ck_assert_msg(rc == want, "cgctl %s: exit %d, expected %d:\n%s", args, rc, want, out);
-    j = json_in(out);
+    j = cgt_json_line(out);
     free(out);
     return j;
-}
-
-static long long jint(const cJSON *o, const char *path)
-{
-    /* path: "a.b.c" */
-    char buf[256], *tok, *save = NULL;
-    const cJSON *j = o;
-    snprintf(buf, sizeof(buf), "%s", path);
-    for (tok = strtok_r(buf, ".", &save); tok; tok = strtok_r(NULL, ".", &save))
-        j = cJSON_GetObjectItemCaseSensitive(j, tok);
-    ck_assert_msg(cJSON_IsNumber(j) || cJSON_IsBool(j), "no number at %s", path);
-    return cJSON_IsBool(j) ? cJSON_IsTrue(j) : (long long)j->valuedouble;
-}
-
-static const char *jstr(const cJSON *o, const char *path)
-{
-    char buf[256], *tok, *save = NULL;
-    const cJSON *j = o;
-    snprintf(buf, sizeof(buf), "%s", path);
-    for (tok = strtok_r(buf, ".", &save); tok; tok = strtok_r(NULL, ".", &save))
-        j = cJSON_GetObjectItemCaseSensitive(j, tok);
-    ck_assert_msg(cJSON_IsString(j), "no string at %s", path);
-    return j->valuestring;
 }
 
 static int jok(const cJSON *o)
@@ -249,7 +199,7 @@ static int jok(const cJSON *o)
 static long long reg(const daemon_t *d, const char *extra)
 {
     cJSON *r = ctl_json(0, d, "register --state '{\"n\":0}' %s", extra ? extra : "");
-    long long h = jint(r, "handle");
+    long long h = cgt_jint(r, "handle");
     cJSON_Delete(r);
     return h;
 }
@@ -259,9 +209,9 @@ static long long version_via(const daemon_t *d, long long h, const char *part)
 {
     int rc;
     char *out = ctl(&rc, d, "--json get %lld %s", h, part);
-    cJSON *r = json_in(out);
-    long long v = jok(r) ? jint(r, "version") : -1;
-    ck_assert_msg(rc == 0 || (rc == 1 && strcmp(jstr(r, "error.code"), "not-found") == 0), "%s",
+    cJSON *r = cgt_json_line(out);
+    long long v = jok(r) ? cgt_jint(r, "version") : -1;
+    ck_assert_msg(rc == 0 || (rc == 1 && strcmp(cgt_jstr(r, "error.code"), "not-found") == 0), "%s",
                   out);
     cJSON_Delete(r);
     free(out);
@@ -318,11 +268,11 @@ static void expect_invalid(const char *ep, const char *data, size_t len, const c
     ck_assert_msg(reply != NULL, "no reply to a bad request (%.60s)", data);
     r = cJSON_Parse(reply);
     ck_assert_msg(r && !jok(r), "not an error reply: %s", reply);
-    ck_assert_msg(strcmp(jstr(r, "error.code"), "invalid") == 0, "%s", reply);
-    ck_assert_msg(strstr(jstr(r, "error.message"), want), "expected \"%s\" in %s", want, reply);
+    ck_assert_msg(strcmp(cgt_jstr(r, "error.code"), "invalid") == 0, "%s", reply);
+    ck_assert_msg(strstr(cgt_jstr(r, "error.message"), want), "expected \"%s\" in %s", want, reply);
     if (field)
-        ck_assert_msg(strcmp(jstr(r, "error.field"), field) == 0, "expected field %s in %s", field,
-                      reply);
+        ck_assert_msg(strcmp(cgt_jstr(r, "error.field"), field) == 0, "expected field %s in %s",
+                      field, reply);
     cJSON_Delete(r);
     free(reply);
 }
@@ -334,7 +284,7 @@ static void expect_serving(const daemon_t *d)
     cJSON *r;
     ck_assert_msg(reply != NULL, "the daemon stopped answering");
     r = cJSON_Parse(reply);
-    ck_assert_msg(r && jok(r) && strcmp(jstr(r, "id"), "alive") == 0, "%s", reply);
+    ck_assert_msg(r && jok(r) && strcmp(cgt_jstr(r, "id"), "alive") == 0, "%s", reply);
     ck_assert_int_eq(bt_wait(d->pid, 0), -1); /* still running */
     cJSON_Delete(r);
     free(reply);
@@ -376,22 +326,22 @@ START_TEST(api_round_trips)
     ck_assert_int_gt(h, 0);
     free(out);
     r = ctl_json(0, &a, "register --kind folder");
-    f = jint(r, "handle");
+    f = cgt_jint(r, "handle");
     cJSON_Delete(r);
 
     /* get: the whole resource, then one part */
     r = ctl_json(0, &a, "get %lld", h);
-    ck_assert_int_eq(jint(r, "handle"), h);
-    ck_assert_str_eq(jstr(r, "kind"), "service");
-    ck_assert_str_eq(jstr(r, "service_id"), "svc-api");
-    ck_assert_int_eq(jint(r, "parts.state.version"), 1);
-    ck_assert_int_eq(jint(r, "parts.state.body.n"), 0);
-    ck_assert_str_eq(jstr(r, "parts.description.body.about"), "printer");
-    ck_assert_int_eq(jint(r, "parts.specification.version"), 1);
+    ck_assert_int_eq(cgt_jint(r, "handle"), h);
+    ck_assert_str_eq(cgt_jstr(r, "kind"), "service");
+    ck_assert_str_eq(cgt_jstr(r, "service_id"), "svc-api");
+    ck_assert_int_eq(cgt_jint(r, "parts.state.version"), 1);
+    ck_assert_int_eq(cgt_jint(r, "parts.state.body.n"), 0);
+    ck_assert_str_eq(cgt_jstr(r, "parts.description.body.about"), "printer");
+    ck_assert_int_eq(cgt_jint(r, "parts.specification.version"), 1);
     cJSON_Delete(r);
     r = ctl_json(0, &a, "get %lld state", h);
-    ck_assert_str_eq(jstr(r, "part"), "state");
-    ck_assert_int_eq(jint(r, "version"), 1);
+    ck_assert_str_eq(cgt_jstr(r, "part"), "state");
+    ck_assert_int_eq(cgt_jint(r, "version"), 1);
     cJSON_Delete(r);
 
     /* update (text output: the new version), then read it back */
@@ -399,8 +349,8 @@ START_TEST(api_round_trips)
     ck_assert_msg(rc == 0 && atoll(out) == 2, "%s", out);
     free(out);
     r = ctl_json(0, &a, "get %lld state", h);
-    ck_assert_int_eq(jint(r, "version"), 2);
-    ck_assert_int_eq(jint(r, "body.n"), 1);
+    ck_assert_int_eq(cgt_jint(r, "version"), 2);
+    ck_assert_int_eq(cgt_jint(r, "body.n"), 1);
     cJSON_Delete(r);
     out = ctl(&rc, &a, "get %lld state", h); /* text: "PART version V BODY" */
     ck_assert_msg(rc == 0 && strncmp(out, "state version 2 {", 17) == 0, "%s", out);
@@ -416,7 +366,7 @@ START_TEST(api_round_trips)
     cJSON_Delete(ctl_json(0, &a, "bind 0 alpha %lld", h));
     cJSON_Delete(ctl_json(0, &a, "bind %lld beta %lld", f, h));
     r = ctl_json(1, &a, "bind 0 alpha %lld", f);
-    ck_assert_str_eq(jstr(r, "error.code"), "exists");
+    ck_assert_str_eq(cgt_jstr(r, "error.code"), "exists");
     cJSON_Delete(r);
     r = ctl_json(0, &a, "list");
     {
@@ -424,7 +374,7 @@ START_TEST(api_round_trips)
         int found = 0;
         cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(r, "names"))
         {
-            found += strcmp(jstr(e, "name"), "alpha") == 0 && jint(e, "target") == h;
+            found += strcmp(cgt_jstr(e, "name"), "alpha") == 0 && cgt_jint(e, "target") == h;
         }
         ck_assert_int_eq(found, 1);
     }
@@ -436,7 +386,7 @@ START_TEST(api_round_trips)
     ck_assert_msg(rc == 0 && atoll(out) == h, "%s", out);
     free(out);
     r = ctl_json(0, &a, "lookup %lld beta", f);
-    ck_assert_int_eq(jint(r, "target"), h);
+    ck_assert_int_eq(cgt_jint(r, "target"), h);
     cJSON_Delete(r);
 
     /* find: the Locator */
@@ -462,25 +412,26 @@ START_TEST(api_round_trips)
     r = ctl_json(0, &a, "multi '%s'", file);
     ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(r, "results")), 3);
     ck_assert_int_eq(
-        jint(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(r, "results"), 0), "version"), 2);
+        cgt_jint(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(r, "results"), 0), "version"),
+        2);
     ck_assert_int_eq(
-        jint(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(r, "results"), 2), "body.n"),
+        cgt_jint(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(r, "results"), 2), "body.n"),
         2); /* the call reads its own write */
     cJSON_Delete(r);
-    out = cgt_run(&rc, "'%s' -c '%s' multi - < '%s'", bin("cgctl"), a.ini, file);
+    out = cgt_run(&rc, "'%s' -c '%s' multi - < '%s'", cgt_bin("cgctl"), a.ini, file);
     ck_assert_msg(rc == 1 && strstr(out, "operation 1 (update) failed: stale"), "%s", out);
     free(out);
 
     /* unbind, unregister; then both are gone */
     cJSON_Delete(ctl_json(0, &a, "unbind alpha"));
     r = ctl_json(1, &a, "lookup alpha");
-    ck_assert_str_eq(jstr(r, "error.code"), "not-found");
+    ck_assert_str_eq(cgt_jstr(r, "error.code"), "not-found");
     cJSON_Delete(r);
     out = ctl(&rc, &a, "unregister %lld", h);
     ck_assert_msg(rc == 0 && strstr(out, "unregistered"), "%s", out);
     free(out);
     r = ctl_json(1, &a, "get %lld", h);
-    ck_assert_str_eq(jstr(r, "error.code"), "not-found");
+    ck_assert_str_eq(cgt_jstr(r, "error.code"), "not-found");
     cJSON_Delete(r);
     out = ctl(&rc, &a, "get %lld state", h);
     ck_assert_msg(rc == 1 && strstr(out, "cgctl: not-found: "), "%s", out);
@@ -493,13 +444,13 @@ START_TEST(api_round_trips)
         int found = 0;
         cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(r, "members"))
         {
-            if (strcmp(jstr(e, "name"), "api-a") != 0)
+            if (strcmp(cgt_jstr(e, "name"), "api-a") != 0)
                 continue;
             found = 1;
-            ck_assert_str_eq(jstr(e, "state"), "alive");
-            ck_assert_int_gt(jint(e, "incarnation"), 0);
-            ck_assert_int_ge(jint(e, "heartbeat_age_ms"), 0);
-            ck_assert_int_ge(jint(e, "lag"), 0);
+            ck_assert_str_eq(cgt_jstr(e, "state"), "alive");
+            ck_assert_int_gt(cgt_jint(e, "incarnation"), 0);
+            ck_assert_int_ge(cgt_jint(e, "heartbeat_age_ms"), 0);
+            ck_assert_int_ge(cgt_jint(e, "lag"), 0);
         }
         ck_assert(found);
     }
@@ -509,12 +460,12 @@ START_TEST(api_round_trips)
                   "%s", out);
     free(out);
     r = ctl_json(0, &a, "stats");
-    ck_assert_str_eq(jstr(r, "core"), "api-a");
-    ck_assert_str_eq(jstr(r, "group"), "dt-api");
-    ck_assert_int_gt(jint(r, "stats.calls_committed"), 5);
-    ck_assert_int_ge(jint(r, "stats.stale_errors"), 1);
-    ck_assert_int_gt(jint(r, "daemon.requests"), 10);
-    ck_assert_int_ge(jint(r, "daemon.errors_by_code.stale"), 1);
+    ck_assert_str_eq(cgt_jstr(r, "core"), "api-a");
+    ck_assert_str_eq(cgt_jstr(r, "group"), "dt-api");
+    ck_assert_int_gt(cgt_jint(r, "stats.calls_committed"), 5);
+    ck_assert_int_ge(cgt_jint(r, "stats.stale_errors"), 1);
+    ck_assert_int_gt(cgt_jint(r, "daemon.requests"), 10);
+    ck_assert_int_ge(cgt_jint(r, "daemon.errors_by_code.stale"), 1);
     cJSON_Delete(r);
     out = ctl(&rc, &a, "health");
     ck_assert_msg(rc == 0 && strncmp(out, "healthy", 7) == 0, "%s", out);
@@ -539,11 +490,11 @@ START_TEST(stale_update_carries_current_version)
     r = ctl_json(1, &a, "update %lld state 1 '{\"n\":9}'", h);
     ck_assert(!jok(r));
     e = cJSON_GetObjectItemCaseSensitive(r, "error");
-    ck_assert_str_eq(jstr(e, "code"), "stale");
-    ck_assert_int_eq(jint(e, "handle"), h);
-    ck_assert_str_eq(jstr(e, "part"), "state");
-    ck_assert_int_eq(jint(e, "expected"), 1);
-    ck_assert_int_eq(jint(e, "actual"), 3);
+    ck_assert_str_eq(cgt_jstr(e, "code"), "stale");
+    ck_assert_int_eq(cgt_jint(e, "handle"), h);
+    ck_assert_str_eq(cgt_jstr(e, "part"), "state");
+    ck_assert_int_eq(cgt_jint(e, "expected"), 1);
+    ck_assert_int_eq(cgt_jint(e, "actual"), 3);
     cJSON_Delete(r);
     /* the text form names the current version too */
     out = ctl(&rc, &a, "update %lld state 1 '{\"n\":9}'", h);
@@ -551,7 +502,7 @@ START_TEST(stale_update_carries_current_version)
     free(out);
     /* re-read and retry with the current version: it goes through */
     r = ctl_json(0, &a, "update %lld state 3 '{\"n\":9}'", h);
-    ck_assert_int_eq(jint(r, "version"), 4);
+    ck_assert_int_eq(cgt_jint(r, "version"), 4);
     cJSON_Delete(r);
     ck_assert_int_eq(version_via(&a, h, "state"), 4);
     daemon_stop(&a);
@@ -600,10 +551,10 @@ START_TEST(multi_rolls_back_entirely_when_its_last_op_is_stale)
              h1, h1, h2);
     cgt_write_file(file, text);
     r = ctl_json(1, &a, "multi '%s'", file);
-    ck_assert_str_eq(jstr(r, "error.code"), "stale");
-    ck_assert_int_eq(jint(r, "error.index"), 3);
-    ck_assert_str_eq(jstr(r, "error.op"), "update");
-    ck_assert_int_eq(jint(r, "error.actual"), 1);
+    ck_assert_str_eq(cgt_jstr(r, "error.code"), "stale");
+    ck_assert_int_eq(cgt_jint(r, "error.index"), 3);
+    ck_assert_str_eq(cgt_jstr(r, "error.op"), "update");
+    ck_assert_int_eq(cgt_jint(r, "error.actual"), 1);
     ck_assert_ptr_null(cJSON_GetObjectItemCaseSensitive(r, "results"));
     cJSON_Delete(r);
 
@@ -612,10 +563,10 @@ START_TEST(multi_rolls_back_entirely_when_its_last_op_is_stale)
     ck_assert_int_eq(version_via(&b, h1, "state"), 1);
     ck_assert_int_eq(version_via(&a, h2, "state"), 1);
     r = ctl_json(1, &a, "lookup m-name");
-    ck_assert_str_eq(jstr(r, "error.code"), "not-found");
+    ck_assert_str_eq(cgt_jstr(r, "error.code"), "not-found");
     cJSON_Delete(r);
     r = ctl_json(1, &b, "lookup m-name");
-    ck_assert_str_eq(jstr(r, "error.code"), "not-found");
+    ck_assert_str_eq(cgt_jstr(r, "error.code"), "not-found");
     cJSON_Delete(r);
     r = ctl_json(0, &b, "find multi-new");
     ck_assert_int_eq(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(r, "handles")), 0);
@@ -635,8 +586,8 @@ START_TEST(multi_rolls_back_entirely_when_its_last_op_is_stale)
              h1);
     cgt_write_file(file, text);
     r = ctl_json(1, &a, "multi '%s'", file);
-    ck_assert_str_eq(jstr(r, "error.code"), "not-found");
-    ck_assert_int_eq(jint(r, "error.index"), 1);
+    ck_assert_str_eq(cgt_jstr(r, "error.code"), "not-found");
+    ck_assert_int_eq(cgt_jint(r, "error.index"), 1);
     cJSON_Delete(r);
     ck_assert_int_eq(version_via(&a, h1, "state"), 1);
 
@@ -656,7 +607,7 @@ START_TEST(multi_rolls_back_entirely_when_its_last_op_is_stale)
     ck_assert_msg(ms >= 0, "B still serves the old version of %lld after 3 s", h1);
     ck_assert_int_eq(version_via(&b, h2, "state"), 2);
     r = ctl_json(0, &b, "lookup m-name");
-    ck_assert_int_eq(jint(r, "target"), h1);
+    ck_assert_int_eq(cgt_jint(r, "target"), h1);
     cJSON_Delete(r);
     daemon_stop(&a);
     daemon_stop(&b);
@@ -688,8 +639,8 @@ START_TEST(two_daemons_see_each_others_updates)
             worst = ms;
     }
     r = ctl_json(0, &b, "stats");
-    ck_assert_int_ge(jint(r, "stats.invalidations_received"), 5);
-    ck_assert_int_ge(jint(r, "stats.cache_hits"), 1);
+    ck_assert_int_ge(cgt_jint(r, "stats.invalidations_received"), 5);
+    ck_assert_int_ge(cgt_jint(r, "stats.cache_hits"), 1);
     cJSON_Delete(r);
     /* and the other way round */
     cJSON_Delete(ctl_json(0, &b, "update %lld state 6 '{\"n\":6}'", h));
@@ -841,8 +792,8 @@ START_TEST(malformed_requests_get_error_replies)
     reply = raw1(ep, text, strlen(text), 5000);
     ck_assert_ptr_nonnull(reply);
     r = cJSON_Parse(reply);
-    ck_assert_int_ge(jint(r, "daemon.malformed"), bad);
-    ck_assert_int_ge(jint(r, "daemon.errors_by_code.invalid"), bad);
+    ck_assert_int_ge(cgt_jint(r, "daemon.malformed"), bad);
+    ck_assert_int_ge(cgt_jint(r, "daemon.errors_by_code.invalid"), bad);
     cJSON_Delete(r);
     free(reply);
     {
@@ -862,13 +813,13 @@ START_TEST(cgctl_usage_errors)
     int rc;
 
     daemon_init(&a, "usage-a", "dt-usage", NULL, NULL); /* not started: usage is checked first */
-    out = cgt_run(&rc, "'%s' --help", bin("cgctl"));
+    out = cgt_run(&rc, "'%s' --help", cgt_bin("cgctl"));
     ck_assert_msg(rc == 0 && strstr(out, "Usage: cgctl") && strstr(out, "Exit status"), "%s", out);
     free(out);
-    out = cgt_run(&rc, "'%s' --version", bin("cgctl"));
+    out = cgt_run(&rc, "'%s' --version", cgt_bin("cgctl"));
     ck_assert_msg(rc == 0 && strstr(out, "cgctl " CG_VERSION), "%s", out);
     free(out);
-    out = cgt_run(&rc, "'%s' health", bin("cgctl"));
+    out = cgt_run(&rc, "'%s' health", cgt_bin("cgctl"));
     ck_assert_msg(rc == 2 && strstr(out, "no endpoint"), "%s", out);
     free(out);
     out = ctl(&rc, &a, "frob");
@@ -889,7 +840,7 @@ START_TEST(cgctl_usage_errors)
     out = ctl(&rc, &a, "--timeout 0 health");
     ck_assert_msg(rc == 2 && strstr(out, "--timeout"), "%s", out);
     free(out);
-    out = cgt_run(&rc, "'%s' -c /nonexistent/repository.ini health", bin("cgctl"));
+    out = cgt_run(&rc, "'%s' -c /nonexistent/repository.ini health", cgt_bin("cgctl"));
     ck_assert_msg(rc == 2 && strstr(out, "/nonexistent/repository.ini"), "%s", out);
     free(out);
     /* unreachable: nothing listens on the daemon's port */
@@ -1158,8 +1109,8 @@ START_TEST(health_reply_carries_the_freshness_proof_and_a_reason)
                   "health has no proof_age_ms");
     ck_assert_msg(cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(r, "max_staleness_ms")),
                   "health has no max_staleness_ms");
-    ck_assert_int_ge(jint(r, "proof_age_ms"), -1);
-    ck_assert_int_ge(jint(r, "max_staleness_ms"), 0);
+    ck_assert_int_ge(cgt_jint(r, "proof_age_ms"), -1);
+    ck_assert_int_ge(cgt_jint(r, "max_staleness_ms"), 0);
     reason = cJSON_GetObjectItemCaseSensitive(r, "reason");
     ck_assert_msg(cJSON_IsString(reason), "health has no reason");
     ck_assert_msg(strchr(reason->valuestring, '\n') == NULL, "a reason of two lines");
@@ -1195,7 +1146,7 @@ START_TEST(health_exit_codes)
 
     /* unreachable: no daemon */
     bt_free_ports(ports, 1);
-    out = cgt_run(&rc, "'%s' --endpoint tcp://127.0.0.1:%d --timeout 300 health", bin("cgctl"),
+    out = cgt_run(&rc, "'%s' --endpoint tcp://127.0.0.1:%d --timeout 300 health", cgt_bin("cgctl"),
                   ports[0]);
     ck_assert_msg(rc == 2 && strstr(out, "no answer"), "%s", out);
     free(out);
@@ -1208,7 +1159,7 @@ START_TEST(health_exit_codes)
     for (;;) { /* it hears its own heartbeats through the forwarder */
         long long beats;
         r = ctl_json(0, &a, "stats");
-        beats = jint(r, "stats.heartbeats_received");
+        beats = cgt_jint(r, "stats.heartbeats_received");
         cJSON_Delete(r);
         if (beats >= 2)
             break;
@@ -1225,7 +1176,7 @@ START_TEST(health_exit_codes)
     for (;;) { /* the bus counts as silent after three heartbeat intervals */
         long long silent;
         r = ctl_json(0, &a, "health"); /* healthy still: the repository answers */
-        silent = jint(r, "bus_silent");
+        silent = cgt_jint(r, "bus_silent");
         cJSON_Delete(r);
         if (silent)
             break;
@@ -1238,11 +1189,11 @@ START_TEST(health_exit_codes)
         out = ctl(&rc, &a, "--json --timeout 1500 health");
         ck_assert_msg(rc == 0 || rc == 1, "health while degrading: exit %d: %s", rc, out);
         if (rc == 1) {
-            r = json_in(out);
-            ck_assert_str_eq(jstr(r, "error.code"), "degraded");
-            ck_assert_int_eq(jint(r, "repository_ok"), 0);
-            ck_assert_int_eq(jint(r, "bus_silent"), 1);
-            ck_assert_msg(jstr(r, "reason")[0] != '\0', "degraded without a reason: %s", out);
+            r = cgt_json_line(out);
+            ck_assert_str_eq(cgt_jstr(r, "error.code"), "degraded");
+            ck_assert_int_eq(cgt_jint(r, "repository_ok"), 0);
+            ck_assert_int_eq(cgt_jint(r, "bus_silent"), 1);
+            ck_assert_msg(cgt_jstr(r, "reason")[0] != '\0', "degraded without a reason: %s", out);
             cJSON_Delete(r);
             seen_degraded = 1;
             free(out);
@@ -1380,7 +1331,7 @@ START_TEST(curve_admits_only_listed_clients)
     free(out);
     ck_assert_msg(bt_wait_lines(d.log, "event=client-denied", NULL, 1, 5000), "no denial logged");
     /* a client without CURVE at all: no answer either */
-    out = cgt_run(&rc, "'%s' --endpoint '%s' --timeout 1500 health", bin("cgctl"), d.endpoint);
+    out = cgt_run(&rc, "'%s' --endpoint '%s' --timeout 1500 health", cgt_bin("cgctl"), d.endpoint);
     ck_assert_msg(rc == 2, "a plain client got through: exit %d: %s", rc, out);
     free(out);
     out = ctl(&rc, &d, "--curve-client-key '%s/ok.key' --json stats", keys);
@@ -1392,12 +1343,12 @@ START_TEST(curve_admits_only_listed_clients)
     snprintf(text, sizeof(text),
              "sed -i 's|^curve_public_key = .*|curve_public_key = %s/ok.pub|' '%s'", keys, d.ini);
     free(cgt_run(&rc, "%s", text));
-    out = cgt_run(&rc, "'%s' -c '%s'", bin("coregroupd"), d.ini);
+    out = cgt_run(&rc, "'%s' -c '%s'", cgt_bin("coregroupd"), d.ini);
     ck_assert_msg(rc == 2 && strstr(out, "[daemon] curve_public_key: not the public key"),
                   "exit %d: %s", rc, out);
     free(out);
     free(cgt_run(&rc, "sed -i '/^curve_clients/d' '%s'", d.ini));
-    out = cgt_run(&rc, "'%s' -c '%s'", bin("coregroupd"), d.ini);
+    out = cgt_run(&rc, "'%s' -c '%s'", cgt_bin("coregroupd"), d.ini);
     ck_assert_msg(rc == 2 && strstr(out, "go together"), "exit %d: %s", rc, out);
     free(out);
 }
@@ -1420,14 +1371,14 @@ START_TEST(sigterm_and_guards)
     reg(&a, NULL);
 
     /* a second daemon on the same pid file: already running, exit 1 */
-    out = cgt_run(&rc, "'%s' -c '%s'", bin("coregroupd"), a.ini);
+    out = cgt_run(&rc, "'%s' -c '%s'", cgt_bin("coregroupd"), a.ini);
     ck_assert_msg(rc == 1 && strstr(out, "already running"), "exit %d: %s", rc, out);
     free(out);
     /* another pid file, the same endpoint: endpoint in use, exit 1, no new incarnation */
     daemon_init(&b, "term-a", "dt-term", NULL, NULL);
     snprintf(text, sizeof(text), "sed -i 's|^listen = .*|listen = %s|' '%s'", a.endpoint, b.ini);
     free(cgt_run(&rc, "%s", text));
-    out = cgt_run(&rc, "'%s' -c '%s'", bin("coregroupd"), b.ini);
+    out = cgt_run(&rc, "'%s' -c '%s'", cgt_bin("coregroupd"), b.ini);
     ck_assert_msg(rc == 1 && strstr(out, "endpoint in use"), "exit %d: %s", rc, out);
     free(out);
     out = core_state("dt-term", "term-a");
@@ -1437,7 +1388,7 @@ START_TEST(sigterm_and_guards)
     /* another pid file and another endpoint, the same core name: the repository refuses it
      * while a heartbeats, instead of letting its new incarnation fence a */
     daemon_init(&b, "term-a", "dt-term", NULL, NULL);
-    out = cgt_run(&rc, "'%s' -c '%s'", bin("coregroupd"), b.ini);
+    out = cgt_run(&rc, "'%s' -c '%s'", cgt_bin("coregroupd"), b.ini);
     ck_assert_msg(rc == 1 && strstr(out, "event=already-running") && strstr(out, "code=exists") &&
                       strstr(out, "is already running"),
                   "exit %d: %s", rc, out);
@@ -1473,38 +1424,38 @@ START_TEST(sigterm_and_guards)
     /* a pid file naming a live process: already running */
     snprintf(text, sizeof(text), "%ld\n", (long)getpid());
     cgt_write_file(a.pidfile, text);
-    out = cgt_run(&rc, "'%s' -c '%s'", bin("coregroupd"), a.ini);
+    out = cgt_run(&rc, "'%s' -c '%s'", cgt_bin("coregroupd"), a.ini);
     ck_assert_msg(rc == 1 && strstr(out, "already running"), "exit %d: %s", rc, out);
     free(out);
     unlink(a.pidfile);
 
     /* bad usage and a bad repository.ini: exit 2, naming file, line and key */
-    out = cgt_run(&rc, "'%s' --help", bin("coregroupd"));
+    out = cgt_run(&rc, "'%s' --help", cgt_bin("coregroupd"));
     ck_assert_msg(rc == 0 && strstr(out, "Usage: coregroupd") && strstr(out, "Exit status"), "%s",
                   out);
     free(out);
-    out = cgt_run(&rc, "'%s' --version", bin("coregroupd"));
+    out = cgt_run(&rc, "'%s' --version", cgt_bin("coregroupd"));
     ck_assert_msg(rc == 0 && strstr(out, "coregroupd " CG_VERSION), "%s", out);
     free(out);
-    out = cgt_run(&rc, "'%s'", bin("coregroupd"));
+    out = cgt_run(&rc, "'%s'", cgt_bin("coregroupd"));
     ck_assert_msg(rc == 2 && strstr(out, "-c repository.ini is required"), "%s", out);
     free(out);
-    out = cgt_run(&rc, "'%s' --bogus", bin("coregroupd"));
+    out = cgt_run(&rc, "'%s' --bogus", cgt_bin("coregroupd"));
     ck_assert_int_eq(rc, 2);
     free(out);
     snprintf(text, sizeof(text), "%s/bad.ini", a.dir);
     cgt_write_file(text, "[core]\nname = x\n\n[cache]\nmax_entries = lots\n");
-    out = cgt_run(&rc, "'%s' -c '%s'", bin("coregroupd"), text);
+    out = cgt_run(&rc, "'%s' -c '%s'", cgt_bin("coregroupd"), text);
     ck_assert_msg(rc == 2 && strstr(out, "bad.ini:5: [cache] max_entries") &&
                       strstr(out, "event=bad-config"),
                   "exit %d: %s", rc, out);
     free(out);
     cgt_write_file(text, "[repository]\ndsn = x\n[core]\nname = x\n");
-    out = cgt_run(&rc, "'%s' -c '%s'", bin("coregroupd"), text);
+    out = cgt_run(&rc, "'%s' -c '%s'", cgt_bin("coregroupd"), text);
     ck_assert_msg(rc == 2 && strstr(out, "[daemon] listen: missing"), "exit %d: %s", rc, out);
     free(out);
     cgt_write_file(text, "[repository]\ndsn = x\n[core]\nname = x\n[daemon]\nlisten = foo://x\n");
-    out = cgt_run(&rc, "'%s' -c '%s'", bin("coregroupd"), text);
+    out = cgt_run(&rc, "'%s' -c '%s'", cgt_bin("coregroupd"), text);
     ck_assert_msg(rc == 2 && strstr(out, "cannot bind"), "exit %d: %s", rc, out);
     free(out);
     /* the repository unreachable after the configured retries: exit 1 */
@@ -1514,7 +1465,7 @@ START_TEST(sigterm_and_guards)
              "[daemon]\nlisten = %s\n",
              a.endpoint);
     cgt_write_file(a.ini, text);
-    out = cgt_run(&rc, "'%s' -c '%s'", bin("coregroupd"), a.ini);
+    out = cgt_run(&rc, "'%s' -c '%s'", cgt_bin("coregroupd"), a.ini);
     ck_assert_msg(rc == 1 && strstr(out, "event=open-failed"), "exit %d: %s", rc, out);
     free(out);
 }

@@ -41,15 +41,6 @@ static void teardown(void)
     free(dsn);
 }
 
-static const char *bin(const char *prog)
-{
-    static char b[4][1024];
-    static int i;
-    i = (i + 1) % 4;
-    snprintf(b[i], sizeof(b[i]), "%s/%s", cgt_binary_dir(), prog);
-    return b[i];
-}
-
 /* ---- coregroupd ------------------------------------------------------------------------- */
 
 typedef struct {
@@ -92,7 +83,7 @@ static void daemon_init(daemon_t *d, const char *name, const char *group, const 
 /* Start the prepared daemon and wait for its "started" line (by then /metrics answers). */
 static void daemon_run(daemon_t *d)
 {
-    char *argv[] = {(char *)bin("coregroupd"), "-c", d->ini, NULL};
+    char *argv[] = {(char *)cgt_bin("coregroupd"), "-c", d->ini, NULL};
     int64_t until = bt_ms() + 20000;
     d->pid = bt_spawn(argv, d->log, NULL);
     for (;;) {
@@ -117,25 +108,7 @@ static char *ctl(int *rc, const daemon_t *d, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(args, sizeof(args), fmt, ap);
     va_end(ap);
-    return cgt_run(rc, "'%s' -c '%s' %s", bin("cgctl"), d->ini, args);
-}
-
-/* The first line of `out` that is a JSON object, parsed (the caller frees); fails if none. */
-static cJSON *json_in(const char *out)
-{
-    const char *p = out;
-    while (*p) {
-        const char *eol = strchr(p, '\n');
-        size_t n = eol ? (size_t)(eol - p) : strlen(p);
-        if (n > 0 && *p == '{') {
-            cJSON *j = cJSON_ParseWithLength(p, n);
-            ck_assert_msg(j != NULL, "not JSON: %.*s", (int)n, p);
-            return j;
-        }
-        p += n + (eol ? 1 : 0);
-    }
-    ck_abort_msg("no JSON line in: %s", out);
-    return NULL;
+    return cgt_run(rc, "'%s' -c '%s' %s", cgt_bin("cgctl"), d->ini, args);
 }
 
 /* cgctl --json ARGS expecting exit status `want`: the reply (the caller frees). */
@@ -145,7 +118,7 @@ static cJSON *ctl_json(int want, const daemon_t *d, const char *args)
     char *out = ctl(&rc, d, "--json %s", args);
     cJSON *j;
     ck_assert_msg(rc == want, "cgctl %s: exit %d, expected %d:\n%s", args, rc, want, out);
-    j = json_in(out);
+    j = cgt_json_line(out);
     free(out);
     return j;
 }
@@ -172,7 +145,7 @@ static cJSON *scrape(const char *hostport)
                         cgt_source_dir(), hostport);
     cJSON *j;
     ck_assert_msg(rc == 0, "scrape of %s failed (exit %d):\n%s", hostport, rc, out);
-    j = json_in(out);
+    j = cgt_json_line(out);
     free(out);
     ck_assert_int_eq(jint(j, "status", NULL), 200);
     ck_assert_msg(
@@ -637,7 +610,7 @@ START_TEST(a_taken_port_is_a_startup_error_naming_the_key_or_flag)
     snprintf(text, sizeof(text), "%smetrics_listen = 127.0.0.1:%d\n", body, port);
     free(body);
     cgt_write_file(a.ini, text);
-    out = cgt_run(&rc, "'%s' -c '%s'", bin("coregroupd"), a.ini);
+    out = cgt_run(&rc, "'%s' -c '%s'", cgt_bin("coregroupd"), a.ini);
     ck_assert_msg(rc == 1 && strstr(out, "event=bind-failed") &&
                       strstr(out, "[daemon] metrics_listen") && strstr(out, "taken"),
                   "exit %d: %s", rc, out);
@@ -681,7 +654,7 @@ START_TEST(a_malformed_value_is_a_config_error_naming_file_line_and_key)
             line += *p == '\n';
         snprintf(text, sizeof(text), "%smetrics_listen = %s\n", body, bad[i]);
         cgt_write_file(a.ini, text);
-        out = cgt_run(&rc, "'%s' -c '%s'", bin("coregroupd"), a.ini);
+        out = cgt_run(&rc, "'%s' -c '%s'", cgt_bin("coregroupd"), a.ini);
         snprintf(want, sizeof(want), "%s:%d: [daemon] metrics_listen", a.ini, line);
         ck_assert_msg(rc == 2 && strstr(out, want) && strstr(out, "event=bad-config"),
                       "\"%s\": exit %d, expected 2 and \"%s\": %s", bad[i], rc, want, out);
@@ -690,7 +663,7 @@ START_TEST(a_malformed_value_is_a_config_error_naming_file_line_and_key)
     /* well formed, but not an address of this host (TEST-NET-1): found at bind, still exit 2 */
     snprintf(text, sizeof(text), "%smetrics_listen = 192.0.2.1:9101\n", body);
     cgt_write_file(a.ini, text);
-    out = cgt_run(&rc, "'%s' -c '%s'", bin("coregroupd"), a.ini);
+    out = cgt_run(&rc, "'%s' -c '%s'", cgt_bin("coregroupd"), a.ini);
     ck_assert_msg(rc == 2 && strstr(out, "[daemon] metrics_listen") &&
                       strstr(out, "not an address of this host"),
                   "exit %d: %s", rc, out);

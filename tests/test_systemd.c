@@ -136,22 +136,13 @@ static pid_t spawn_notified(char *const argv[], const char *log, const notify_so
     return pid;
 }
 
-static const char *bin(const char *prog)
-{
-    static char b[2][1024];
-    static int i;
-    i = (i + 1) % 2;
-    snprintf(b[i], sizeof(b[i]), "%s/%s", cgt_binary_dir(), prog);
-    return b[i];
-}
-
 /* ---- coregroupd ---------------------------------------------------------------------------- */
 
 START_TEST(coregroupd_notifies_ready_watchdog_only_while_healthy_and_stopping)
 {
     char *dsn = cgt_createdb("systemd", 1), *core_dsn = cgt_core_dsn(dsn), *dir = cgt_tmpdir();
     char ini[512], log[512], text[2048], *out, *l;
-    char *argv[] = {(char *)bin("coregroupd"), "-c", ini, NULL};
+    char *argv[] = {(char *)cgt_bin("coregroupd"), "-c", ini, NULL};
     notify_sock ns;
     PGconn *locker;
     pid_t pid;
@@ -178,7 +169,7 @@ START_TEST(coregroupd_notifies_ready_watchdog_only_while_healthy_and_stopping)
     ck_assert_msg(t_ready >= 0, "no READY=1 within 20 s:\n%s", l);
     free(l);
     /* the core serves the moment READY=1 is out */
-    out = cgt_run(&rc, "'%s' -c '%s' health", bin("cgctl"), ini);
+    out = cgt_run(&rc, "'%s' -c '%s' health", cgt_bin("cgctl"), ini);
     ck_assert_msg(rc == 0 && strncmp(out, "healthy", 7) == 0, "health right after READY=1: %d %s",
                   rc, out);
     free(out);
@@ -201,7 +192,7 @@ START_TEST(coregroupd_notifies_ready_watchdog_only_while_healthy_and_stopping)
     ns_wait(&ns, pid, "no such line", 0, 250, NULL); /* one that crossed the status update */
     ns_wait(&ns, pid, "no such line", 0, 1500, &dogs);
     ck_assert_msg(dogs == 0, "%d WATCHDOG=1 in 1.5 s while degraded", dogs);
-    out = cgt_run(&rc, "'%s' -c '%s' health", bin("cgctl"), ini);
+    out = cgt_run(&rc, "'%s' -c '%s' health", cgt_bin("cgctl"), ini);
     ck_assert_msg(rc == 1, "cgctl health while the repository is locked: %d %s", rc, out);
     free(out);
     l = bt_slurp(log);

@@ -14,6 +14,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 #include "testutil.h"
 
 #define MAX_VARS 32
@@ -329,4 +331,55 @@ void cgt_restart_wait(void)
     restart_pid = 0;
     ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the cluster restart failed (%d)",
                   status);
+}
+
+const char *cgt_bin(const char *prog)
+{
+    static char b[4][1024];
+    static int i;
+    i = (i + 1) % 4;
+    snprintf(b[i], sizeof(b[i]), "%s/%s", cgt_binary_dir(), prog);
+    return b[i];
+}
+
+cJSON *cgt_json_line(const char *out)
+{
+    const char *p = out;
+    while (*p) {
+        const char *eol = strchr(p, '\n');
+        size_t n = eol ? (size_t)(eol - p) : strlen(p);
+        if (n > 0 && *p == '{') {
+            cJSON *j = cJSON_ParseWithLength(p, n);
+            ck_assert_msg(j != NULL, "not JSON: %.*s", (int)n, p);
+            return j;
+        }
+        p += n + (eol ? 1 : 0);
+    }
+    ck_abort_msg("no JSON line in: %s", out);
+    return NULL;
+}
+
+const cJSON *cgt_jget(const cJSON *o, const char *path)
+{
+    char buf[256], *tok, *save = NULL;
+    snprintf(buf, sizeof(buf), "%s", path);
+    for (tok = strtok_r(buf, ".", &save); tok && o; tok = strtok_r(NULL, ".", &save))
+        o = cJSON_IsArray(o) ? cJSON_GetArrayItem(o, atoi(tok))
+                             : cJSON_GetObjectItemCaseSensitive(o, tok);
+    ck_assert_msg(o != NULL, "nothing at %s", path);
+    return o;
+}
+
+long long cgt_jint(const cJSON *o, const char *path)
+{
+    const cJSON *j = cgt_jget(o, path);
+    ck_assert_msg(cJSON_IsNumber(j) || cJSON_IsBool(j), "no number at %s", path);
+    return cJSON_IsBool(j) ? cJSON_IsTrue(j) : (long long)j->valuedouble;
+}
+
+const char *cgt_jstr(const cJSON *o, const char *path)
+{
+    const cJSON *j = cgt_jget(o, path);
+    ck_assert_msg(cJSON_IsString(j), "no string at %s", path);
+    return j->valuestring;
 }

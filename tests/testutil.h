@@ -82,6 +82,20 @@ cg_core *cgt_core_open_cfg(cg_config *cfg);
 void cgt_restart_async(const char *mode, double pause_s);
 void cgt_restart_wait(void);
 
+/* The path of a program built in this tree (cgctl, coregroupd, cg-busd, ...); one of four
+ * rotating buffers, so up to four may be in use at once. */
+const char *cgt_bin(const char *prog);
+
+/* The first line of `out` that is a JSON object, parsed (the caller frees with cJSON_Delete);
+ * fails the test if there is none or it does not parse. */
+struct cJSON *cgt_json_line(const char *out);
+/* The value at a dotted path ("a.b.0.c": array items by index); fails the test if absent. */
+const struct cJSON *cgt_jget(const struct cJSON *o, const char *path);
+/* A number (or a boolean, as 0 or 1) at a path; fails the test if it is neither. */
+long long cgt_jint(const struct cJSON *o, const char *path);
+/* A string at a path; fails the test if it is not one. */
+const char *cgt_jstr(const struct cJSON *o, const char *path);
+
 /* A new resource (empty parts) created by `core` in a call of its own; its handle. */
 int64_t cgt_create(cg_core *core);
 /* Move the state part of `h` one version on from `core`, reading it locked; the new version. */
