@@ -629,7 +629,7 @@ START_TEST(invalid_names)
     long_name[0] = 'x';
     long_name[65] = '\0';
     {
-        char value[80];
+        char value[sizeof(long_name) + 3]; /* room for any long_name gcc -O1 can imagine */
         snprintf(value, sizeof(value), "\"%s!\"", long_name + 1);
         refused_with(INVAL, 0, "origin", value, "aaaaaaaaaa...\" is not a valid core name");
     }
