@@ -401,10 +401,12 @@ int cg_call_commit(cg_call *call)
             cg_cache_invalidate(core->cache, w->handle, w->kind, w->version);
     }
 #ifdef CG_TEST_HOOKS
-    if (core->hooks.exit_after_commit == 2)
-        kill(getpid(), SIGKILL); /* kill -9 between commit and publish */
-    if (core->hooks.exit_after_commit)
-        _exit(0); /* a core dying between commit and publish */
+    if (core->hooks.exit_after_commit &&
+        (int)atomic_fetch_add(&core->hooks.commits, 1) + 1 >= core->hooks.exit_at_commit) {
+        if (core->hooks.exit_after_commit == 2)
+            kill(getpid(), SIGKILL); /* kill -9 between commit and publish */
+        _exit(0);                    /* a core dying between commit and publish */
+    }
 #endif
     if (n > 0) {
         cg_inval_batch batch = {core->cfg->group_id,

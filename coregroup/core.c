@@ -144,6 +144,41 @@ void cg_core__conn_release(cg_core *core, cg_conn *conn)
     pthread_mutex_unlock(&core->pool_mu);
 }
 
+#ifdef CG_TEST_HOOKS
+/*
+ * Test builds only: CG_TEST_HOOKS="drop_every=3,exit_after_commit=2,exit_at_commit=5" sets
+ * fault-injection hooks of a core that runs in another process (coregroupd under
+ * tests/fault/run-faults.py), where the tests cannot reach the struct. An unknown or
+ * malformed entry is reported on stderr and ignored: a test build is never configured by it.
+ */
+static void hooks_from_environment(cg_core *core)
+{
+    const char *env = getenv("CG_TEST_HOOKS");
+    char buf[256], *save = NULL, *tok;
+
+    if (env == NULL || *env == '\0')
+        return;
+    snprintf(buf, sizeof(buf), "%s", env);
+    for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(tok, '='), *end;
+        long v;
+        if (eq == NULL || (v = strtol(eq + 1, &end, 10), *end != '\0') || v < 0 || v > 1000000) {
+            fprintf(stderr, "coregroup: CG_TEST_HOOKS: ignoring \"%s\" (want name=integer)\n", tok);
+            continue;
+        }
+        *eq = '\0';
+        if (strcmp(tok, "drop_every") == 0)
+            core->hooks.drop_every = (int)v;
+        else if (strcmp(tok, "exit_after_commit") == 0)
+            core->hooks.exit_after_commit = (int)v;
+        else if (strcmp(tok, "exit_at_commit") == 0)
+            core->hooks.exit_at_commit = (int)v;
+        else
+            fprintf(stderr, "coregroup: CG_TEST_HOOKS: ignoring unknown hook \"%s\"\n", tok);
+    }
+}
+#endif
+
 int cg_core_open_config(cg_core **out, const cg_config *given)
 {
     cg_core *core = NULL;
@@ -164,6 +199,7 @@ int cg_core_open_config(cg_core **out, const cg_config *given)
     pthread_cond_init(&core->hk_cv, NULL);
 #ifdef CG_TEST_HOOKS
     pthread_mutex_init(&core->hooks.held_mu, NULL);
+    hooks_from_environment(core);
 #endif
     {
         static const double lag_ms[] = {0.1, 0.25, 0.5, 1,   2.5,  5,    10,   25,
@@ -329,6 +365,7 @@ void cg_core_stats_get(const cg_core *core, cg_core_stats *out)
     for (r = 0; r < CG_DROP_COUNT; r++)
         out->messages_dropped += bs.dropped[r];
     out->heartbeats_received = bs.heartbeats_received;
+    out->bus_conflicts = bs.conflicts;
     out->polls = atomic_load(&c->polls);
     out->applied_seq = bs.applied_seq;
     out->degraded = c->cfg->strategy == CG_CACHE_INVALIDATE && !cg_lease_valid(c);

@@ -84,6 +84,8 @@ struct cg_core {
     /* Fault injection, compiled into test builds only (CMake option CG_TEST_HOOKS). */
     struct {
         int exit_after_commit; /* after COMMIT, before publishing: 1 _exit(0), 2 SIGKILL */
+        int exit_at_commit;    /* ... at this commit of the process (0 or 1: the first) */
+        atomic_uint commits;   /* commits so far, for exit_at_commit */
         int drop_every;        /* the publisher drops every Nth invalidation */
         atomic_uint published; /* the publisher's count, for drop_every */
         atomic_uint dropped;   /* dropped by drop_every (counted as unsent) */
