@@ -35,10 +35,11 @@ pgc_init() {
   fi
 }
 
-# pgc_start DATADIR PORT SOCKETDIR LOGFILE: start listening on 127.0.0.1:PORT and the socket.
+# pgc_start DATADIR PORT SOCKETDIR LOGFILE [ADDRESSES]: start listening on PORT of ADDRESSES
+# (listen_addresses, 127.0.0.1 by default) and on the socket.
 pgc_start() {
   pgc_as_pg "$PGC_BIN/pg_ctl" -D "$1" -l "$4" -w -t 60 \
-    -o "-p $2 -k $3 -c listen_addresses=127.0.0.1" start >/dev/null
+    -o "-p $2 -k $3 -c listen_addresses=${5:-127.0.0.1}" start >/dev/null
 }
 
 # pgc_stop DATADIR [MODE]: stop if running (MODE fast by default).

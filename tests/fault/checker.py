@@ -256,6 +256,33 @@ def check_outbox(rows, final, group, event_seq=None, end_time=None):
     return out
 
 
+def check_multi(rows, pair, final, group, end_time=None):
+    """A `multi` is never half applied. `pair`: handles whose parts are only ever written
+    together, in one `multi` with one body marker. Every outbox row of `group` that names one
+    of them names all of them, and the repository ends with the same marker on all of them.
+    A half-applied call would show as a row naming only one, or as different markers."""
+    out = []
+    if not pair:
+        return out
+    want = set(pair)
+    for r in rows:
+        named = {it["h"] for it in r["items"]} & want
+        if named and named != want:
+            out.append(_violation("multi-half-applied", (group, sorted(named)[0], "state"),
+                                  r["seq"], end_time,
+                                  "outbox seq %d names handle(s) %s of the pair %s but not %s"
+                                  % (r["seq"], sorted(named), sorted(want),
+                                     sorted(want - named))))
+    tokens = {h: (final or {}).get((group, h, "state")) for h in pair}
+    if all(t is not None for t in tokens.values()):
+        if len({t[1] for t in tokens.values()}) > 1:
+            out.append(_violation("multi-half-applied", (group, pair[0], "state"), None, end_time,
+                                  "the pair ended with different bodies: %s" % ", ".join(
+                                      "%d v%d %r" % (h, t[0], t[1])
+                                      for h, t in sorted(tokens.items()))))
+    return out
+
+
 # ---------------------------------------------------------------- freshness
 
 def read_staleness(history):
@@ -444,11 +471,30 @@ def _in(t, w):
     return t is not None and w["t0"] <= t < w["t1"]
 
 
+def check_audits(audits):
+    """audits: [{"window", "core", "time", "ok", "detail"}], the harness's cache audit of every
+    live core after a window (writers paused, one poll interval waited). One that is not ok is
+    a core whose cache did not agree with the repository within one poll interval of the end of
+    the fault."""
+    return [_violation("cache-disagrees", (a["window"], a["core"], "-"), None, a["time"],
+                       a["detail"], a["core"]) for a in audits if not a["ok"]]
+
+
+def _faulted(w):
+    f = w.get("faulted")
+    return set(f) if isinstance(f, (list, tuple, set)) else ({f} if f else set())
+
+
 def analyze(history, windows, bound_ms, final=None, outbox=None, event_seqs=None, stats=None,
-            foreign=None, group_cores=None, all_cores=None, end_time=None, extra_violations=()):
+            foreign=None, group_cores=None, all_cores=None, end_time=None, extra_violations=(),
+            pair=None, pair_group="g", audits=()):
     """Everything, per window and in total.
 
-    windows: [{"name", "t0", "t1", "t_fault", "t_recover", "faulted"}] (monotonic seconds).
+    windows: [{"name", "t0", "t1", "t_fault", "t_recover", "faulted", "stall_limit_ms"}]
+    (monotonic seconds; faulted: a core or a list of cores; stall_limit_ms: when set, a healthy
+    core that stops answering longer than this within the window is a violation).
+    pair: handles of pair_group only ever written together (check_multi). audits: as
+    check_audits.
     final: {key: (version, token)}. outbox: {group: {"rows": [...], "event_seq": n}}.
     event_seqs: {window name: (event_seq at t0, at t1)} of the loaded group.
     stats: {core: [(t, stats dict or None)]}. foreign: as check_isolation. group_cores: the
@@ -476,6 +522,11 @@ def analyze(history, windows, bound_ms, final=None, outbox=None, event_seqs=None
     back = backwards_reads(history)
     iso = check_isolation(history, foreign or {})
     extra = list(extra_violations)
+    if pair:
+        extra += check_multi((outbox or {}).get(pair_group, {}).get("rows", []), pair,
+                             final or {}, pair_group, end_time)
+    extra += check_audits(audits)
+    stalls = []
 
     def window_figures(w):
         ops = [r for r in history if r["op"] in LOAD_OPS and _in(r["send"], w)]
@@ -487,7 +538,7 @@ def analyze(history, windows, bound_ms, final=None, outbox=None, event_seqs=None
         ph = [v for v in chains["phantoms"] if _in(v["time"], w)]
         others = [v for v in back + iso + ob + extra if _in(v["time"], w)]
         # (a window whose cores never recovered counts one more, added below)
-        healthy = [c for c in all_cores if c != w.get("faulted")]
+        healthy = [c for c in all_cores if c not in _faulted(w)]
         t_fault = w.get("t_fault", w["t0"])
         stall = (0.0, None, None, None)
         for c in healthy:
@@ -503,7 +554,8 @@ def analyze(history, windows, bound_ms, final=None, outbox=None, event_seqs=None
         for c in group_cores:
             samples = (stats or {}).get(c, [])
             cu[c] = {f: counter_delta(samples, f, w["t0"], w["t1"])
-                     for f in ("catchups", "gaps", "reordered", "lease_misses")}
+                     for f in ("catchups", "gaps", "reordered", "lease_misses",
+                                                             "cache_resets")}
         rates = [per_1000(cu[c]["catchups"], ev_delta) for c in group_cores]
         rates = [x for x in rates if x is not None]
         return {
@@ -523,12 +575,21 @@ def analyze(history, windows, bound_ms, final=None, outbox=None, event_seqs=None
                                    for c, v in rec_by.items()},
             "recovered": (w.get("t_recover") is None) or rec is not None,
             "faulted": w.get("faulted"), "t0": w["t0"], "t1": w["t1"],
+            "stall_limit_ms": w.get("stall_limit_ms"),
             "t_fault": w.get("t_fault"), "t_recover": w.get("t_recover"),
         }
 
     per = [window_figures(w) for w in windows]
     for p in per:
         p["other_violations"] += 0 if p["recovered"] else 1
+        lim = p.get("stall_limit_ms")
+        if lim is not None and p["longest_stall_ms"] > lim:
+            stalls.append(_violation(
+                "stall", (p["name"], p["stall_core"], "-"), None, p["stall_from"],
+                "healthy core %s answered nothing for %.0f ms while %s was faulted (limit %d ms: "
+                "the lock timeout and an allowance for answering)" % (p["stall_core"], p["longest_stall_ms"],
+                                       p["faulted"] or "-", lim), p["stall_core"]))
+            p["other_violations"] += 1
     everything = {"name": "all", "t0": float("-inf"), "t1": float("inf")}
     total = window_figures(everything)
     # the total counts every finding, also those outside any window or without a time
@@ -563,15 +624,16 @@ def analyze(history, windows, bound_ms, final=None, outbox=None, event_seqs=None
                              "detail": "no update was acknowledged by %s between the recovery "
                                        "of %s and the end of its window"
                                        % (", ".join(never), p["name"])})
-    total["other_violations"] += len(liveness)
+    total["other_violations"] += len(liveness) + len(stalls)
     violations = (chains["lost"] + chains["phantoms"] + stale_viol + back + iso + ob + extra
-                  + liveness)
+                  + liveness + stalls)
     return {
         "bound_ms": bound_ms,
         "windows": per, "total": total,
         "violations": {"lost_updates": chains["lost"], "phantoms": chains["phantoms"],
                        "stale_reads": stale_viol, "backwards_reads": back, "isolation": iso,
-                       "outbox": ob, "liveness": liveness, "harness_observed": extra},
+                       "outbox": ob, "liveness": liveness, "stalls": stalls,
+                       "harness_observed": extra},
         "violation_count": len(violations),
         "applied_despite_error": chains["applied_despite_error"],
         "parts_checked": chains["parts"],
@@ -617,14 +679,14 @@ def format_summary(result, title=None):
     v = result["violations"]
     lines.append("")
     lines.append("violations: %d (lost updates %d, phantoms %d, stale reads past %d ms %d, "
-                 "backwards reads %d, isolation %d, outbox %d, not recovered %d, seen by the "
-                 "harness %d)"
+                 "backwards reads %d, isolation %d, outbox %d, not recovered %d, stalls %d, "
+                 "other %d)"
                  % (result["violation_count"], len(v["lost_updates"]), len(v["phantoms"]),
                     result["bound_ms"], len(v["stale_reads"]), len(v["backwards_reads"]),
                     len(v["isolation"]), len(v["outbox"]), len(v["liveness"]),
-                    len(v["harness_observed"])))
+                    len(v.get("stalls", [])), len(v["harness_observed"])))
     for name in ("lost_updates", "phantoms", "stale_reads", "backwards_reads", "isolation",
-                 "outbox", "liveness", "harness_observed"):
+                 "outbox", "liveness", "stalls", "harness_observed"):
         for x in v[name][:5]:
             lines.append("  %s %s v%s%s: %s" % (x["kind"], x["key"], x["version"],
                                                " (x%d)" % x["count"] if x.get("count", 1) > 1

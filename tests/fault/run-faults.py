@@ -85,7 +85,13 @@ except ImportError as e:  # reported as a harness failure by main()
     IMPORT_ERROR = e
 
 SCENARIOS = ["kill-core", "stop-core", "kill-forwarder", "kill-both-forwarders",
-             "pg-restart-fast", "pg-restart-immediate"]
+             "pg-restart-fast", "pg-restart-immediate", "drop-bus", "slow-repository",
+             "prune-past-stopped", "isolation-attacks",
+             "partition-bus", "partition-repository", "partition-both"]
+# They need the cores on hosts of their own (Net); --hosts is on when one is chosen.
+PARTITIONS = ["partition-bus", "partition-repository", "partition-both"]
+# They need a build with the fault-injection hooks (-DCG_TEST_HOOKS=ON).
+NEEDS_HOOKS = ["drop-bus"]
 GROUP, OTHER = "g", "h"
 G_CORES = ["g1", "g2", "g3"]
 H_CORE = "h1"
@@ -97,6 +103,12 @@ POLL_INTERVAL_MS = 200
 HEARTBEAT_INTERVAL_MS = 100
 MAX_STALENESS_MS = 1000
 LOCK_TIMEOUT_MS = 1000
+# A healthy core must answer within the lock timeout while another is paused, killed, cut off
+# or holds a lock: a request waits at most that long for a row lock and is then answered
+# "retryable". The allowance is for the answer itself on this 2-CPU machine (scheduling, the
+# reply's encoding and the socket hops), not for any wait.
+STALL_ALLOWANCE_MS = 250
+STALL_LIMIT_MS = LOCK_TIMEOUT_MS + STALL_ALLOWANCE_MS
 # Written explicitly (at the library's defaults) so that --legacy-config has something to leave
 # out: an older build refuses unknown keys.
 REORDER_WINDOW_MS = 20
@@ -153,16 +165,25 @@ def free_ports(n, rng):
 class Proc:
     """One program we started: kept in its own session so Ctrl-C reaches only us."""
 
-    def __init__(self, name, argv, logpath):
+    def __init__(self, name, argv, logpath, prefix=(), env=None):
         self.name, self.argv, self.logpath = name, argv, logpath
+        self.prefix = list(prefix)  # ["ip", "netns", "exec", ns] and/or valgrind's argv
+        self.env = dict(env or {})  # added to ours (CG_TEST_HOOKS, ...)
         self.p = None
+        self.starts = 0
         self.expected_down = False  # we killed it on purpose
         self.stopped = False        # SIGSTOPped by us
 
-    def start(self):
+    def start(self, env=None):
+        """Start it; `env` adds to self.env for this start only (a hook for one run)."""
+        e = dict(os.environ)
+        e.update(self.env)
+        e.update(env or {})
+        self.starts += 1
+        argv = [a.replace("%n", str(self.starts)) for a in self.prefix] + self.argv
         with open(self.logpath, "ab") as logf:
-            self.p = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=logf,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
+            self.p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf,
+                                      stderr=subprocess.STDOUT, start_new_session=True, env=e)
         self.expected_down = False
         return self.p.pid
 
@@ -187,26 +208,29 @@ class Proc:
                 pass
 
     def stop(self, timeout=5.0):
+        """SIGTERM, then SIGKILL after `timeout` seconds. Returns the exit status (None when it
+        had to be killed or was not running)."""
         if not self.alive():
-            return
+            return None
         self.expected_down = True
         try:
             os.kill(self.p.pid, signal.SIGCONT)
             os.kill(self.p.pid, signal.SIGTERM)
-            self.p.wait(timeout)
+            return self.p.wait(timeout)
         except (subprocess.TimeoutExpired, ProcessLookupError):
             try:
                 os.kill(self.p.pid, signal.SIGKILL)
                 self.p.wait(5)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
+        return None
 
 
 class Postgres:
     """A private cluster through tests/pgcluster.sh's functions."""
 
-    def __init__(self, root, port):
-        self.root, self.port = root, port
+    def __init__(self, root, port, listen="127.0.0.1"):
+        self.root, self.port, self.listen = root, port, listen
         self.data = os.path.join(root, "data")
         self.sock = os.path.join(root, "sock")
         self.logpath = os.path.join(root, "server.log")
@@ -238,15 +262,22 @@ class Postgres:
         if not port_free(self.port):
             raise HarnessError("port %d is in use" % self.port)
         try:
-            self.sh('pgc_start "$1" "$2" "$3" "$4"', self.data, str(self.port), self.sock,
-                    self.logpath)
+            self.sh('pgc_start "$1" "$2" "$3" "$4" "$5"', self.data, str(self.port), self.sock,
+                    self.logpath, self.listen)
         except HarnessError as e:
             raise HarnessError("%s\nserver log:\n%s" % (e, tail(self.logpath)))
         self.started = True
 
     def restart(self, mode):
+        # pg_ctl restart reuses the options the server was started with (postmaster.opts)
         self.sh('pgc_as_pg "$PGC_BIN/pg_ctl" -D "$1" -m "$2" -w -t 60 -l "$3" restart',
                 self.data, mode, self.logpath)
+
+    def trust_network(self, cidr):
+        """Clients from `cidr` (the cores' namespaces) log in without a password, as 127.0.0.1
+        does (initdb --auth-host=trust)."""
+        with open(os.path.join(self.data, "pg_hba.conf"), "a") as f:
+            f.write("host all all %s trust\n" % cidr)
 
     def stop(self):
         if self.started:
@@ -276,6 +307,116 @@ class Postgres:
                 time.sleep(0.2)
 
 
+# ---------------------------------------------------------------- hosts
+
+class Net:
+    """Each core on its own "host": a network namespace with its own address, joined to the
+    harness's namespace by a veth pair on a bridge (this machine only; nothing leaves it).
+
+    The harness's namespace keeps PostgreSQL, the forwarders and the clients; they listen on
+    the bridge's address. A partition is a pair of nftables rules inside one core's namespace
+    that DROP (not reject: a real partition answers nothing) its packets to and from the
+    repository's port, the forwarders' ports, or both, while the clients' requests to the
+    core's own port still pass. Healing deletes the rules; TCP's retransmissions then carry on
+    where they stopped.
+
+    Needs root, `ip` (iproute2) and `nft` (nftables); without them available() says why and the
+    partition scenarios are skipped and reported as skipped, never run without their fault.
+    """
+
+    def __init__(self, rng):
+        self.tag = "%04x" % rng.randrange(0x10000)
+        self.bridge = "cgb" + self.tag
+        self.subnet_b = rng.randrange(1, 255)
+        self.host = "10.231.%d.1" % self.subnet_b
+        self.cidr = "10.231.%d.0/24" % self.subnet_b
+        self.ns = {}       # core -> namespace
+        self.addrs = {}    # core -> address
+        self.links = []
+        self.cut = {}      # core -> what is cut ("bus", "repository", "both")
+        self.up = False
+
+    @staticmethod
+    def available():
+        """None when partitions can be made, else the reason they cannot."""
+        if os.geteuid() != 0:
+            return "network namespaces need root"
+        for tool, pkg in (("ip", "iproute2"), ("nft", "nftables")):
+            if not shutil.which(tool):
+                return "`%s` not found (Debian: apt-get install -y %s)" % (tool, pkg)
+        return None
+
+    def run(self, argv, ns=None, data=None):
+        argv = (["ip", "netns", "exec", ns] if ns else []) + argv
+        r = subprocess.run(argv, input=data, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=30)
+        if r.returncode != 0:
+            raise HarnessError("`%s` failed (%d): %s" % (" ".join(argv), r.returncode,
+                                                        r.stdout.decode("utf-8", "replace")))
+
+    def setup(self, cores):
+        self.up = True
+        self.run(["ip", "link", "add", self.bridge, "type", "bridge"])
+        self.links.append(self.bridge)
+        self.run(["ip", "addr", "add", self.host + "/24", "dev", self.bridge])
+        self.run(["ip", "link", "set", self.bridge, "up"])
+        for i, core in enumerate(cores):
+            ns = "cg%s-%s" % (self.tag, core)
+            host_if, core_if = "cg%s%dh" % (self.tag, i), "cg%s%dc" % (self.tag, i)
+            addr = "10.231.%d.%d" % (self.subnet_b, 10 + i)
+            self.run(["ip", "netns", "add", ns])
+            self.ns[core] = ns
+            self.run(["ip", "link", "add", host_if, "type", "veth", "peer", "name", core_if])
+            self.links.append(host_if)
+            self.run(["ip", "link", "set", core_if, "netns", ns])
+            self.run(["ip", "link", "set", host_if, "master", self.bridge])
+            self.run(["ip", "link", "set", host_if, "up"])
+            self.run(["ip", "link", "set", "lo", "up"], ns)
+            self.run(["ip", "addr", "add", addr + "/24", "dev", core_if], ns)
+            self.run(["ip", "link", "set", core_if, "up"], ns)
+            self.addrs[core] = addr
+        log("hosts: bridge %s %s; %s" % (self.bridge, self.host, ", ".join(
+            "%s %s (netns %s)" % (c, self.addrs[c], self.ns[c]) for c in cores)))
+
+    def prefix(self, core):
+        return ["ip", "netns", "exec", self.ns[core]]
+
+    def partition(self, core, what, repo_ports, bus_ports):
+        """Cut `core` from the repository, the bus, or both ("repository", "bus", "both")."""
+        ports = (list(repo_ports) if what in ("repository", "both") else []) + \
+            (list(bus_ports) if what in ("bus", "both") else [])
+        plist = ", ".join(str(p) for p in ports)
+        rules = ("table inet cgcut {\n"
+                 " chain out { type filter hook output priority 0; policy accept;\n"
+                 "  ip daddr %s tcp dport { %s } drop\n }\n"
+                 " chain in { type filter hook input priority 0; policy accept;\n"
+                 "  ip saddr %s tcp sport { %s } drop\n }\n}\n"
+                 % (self.host, plist, self.host, plist))
+        self.run(["nft", "-f", "-"], self.ns[core], rules.encode())
+        self.cut[core] = what
+
+    def heal(self, core):
+        if core in self.cut:
+            self.run(["nft", "delete", "table", "inet", "cgcut"], self.ns[core])
+            del self.cut[core]
+
+    def teardown(self):
+        if not self.up:
+            return
+        for core in list(self.cut):
+            try:
+                self.heal(core)
+            except HarnessError as e:
+                log("healing %s: %s" % (core, e))
+        for link in reversed(self.links):
+            subprocess.run(["ip", "link", "del", link], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+        for ns in self.ns.values():
+            subprocess.run(["ip", "netns", "del", ns], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+        self.up = False
+
+
 # ---------------------------------------------------------------- the request protocol
 
 class Rpc:
@@ -299,11 +440,11 @@ class Rpc:
             self.sock.close(0)
             self.sock = None
 
-    def call(self, req, timeout_s=None):
+    def call(self, req, timeout_s=None, v=1):
         """(reply or None on timeout, send, end, wall send, wall end)."""
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
         self.n += 1
-        req = dict(req, v=1, id=self.n)
+        req = dict(req, v=v, id=self.n)
         data = json.dumps(req, separators=(",", ":")).encode()
         ws = time.time()
         ts = time.monotonic()
@@ -380,6 +521,15 @@ class World:
         self.hot = []              # handles of the hot resources of g
         self.writable = {}         # core -> the hot handles its writers update
         self.h_handle = None
+        self.net = None            # Net when the cores run on their own hosts (--hosts)
+        self.roles = {}            # group -> the login role of its cores
+        self.pair = []             # the two handles only multi writers update, always together
+        self.quiet = threading.Event()   # set: writers pause (for the cache audit)
+        self.skipped = {}          # scenario -> why it was not run
+        self.audits = []           # per scenario: the cache audit after it
+        self.pruned = []           # outbox rows of g the prune scenario deleted
+        self.in_flight = 0         # updates sent and not answered (under history_lock)
+        self.hooks = False         # the build has CG_TEST_HOOKS (fault-injection hooks)
 
     # ---- bookkeeping
     def event(self, what, **kw):
@@ -417,11 +567,16 @@ class World:
         self.tmp = tempfile.mkdtemp(prefix="cg-fault.")
         os.chmod(self.tmp, 0o755)
         log("world in %s" % self.tmp)
+        if self.args.hosts:
+            self.net = Net(self.rng)
+            self.net.setup(G_CORES + [H_CORE])
+        host = self.net.host if self.net else "127.0.0.1"
         ports = free_ports(1 + 4 + 4, self.rng)
         pgroot = os.path.join(self.tmp, "pg")
         os.makedirs(pgroot)
         os.chmod(pgroot, 0o755)
-        self.pg = Postgres(pgroot, ports[0])
+        self.pg = Postgres(pgroot, ports[0],
+                           "127.0.0.1" + ("," + host if self.net else ""))
         log("PostgreSQL binaries in %s" % self.pg.bindir())
         # synchronous_commit stays on: an acknowledged commit must survive "restart -m
         # immediate" (fsync off only matters for an OS crash, which this harness does not do).
@@ -434,8 +589,10 @@ class World:
             settings += ("log_lock_waits = on\ndeadlock_timeout = 100ms\n"
                          "log_min_duration_statement = 100\nlog_connections = on\n")
         self.pg.init(settings)
+        if self.net:
+            self.pg.trust_network(self.net.cidr)
         self.pg.start()
-        log("PostgreSQL on 127.0.0.1:%d, socket %s" % (self.pg.port, self.pg.sock))
+        log("PostgreSQL on %s:%d, socket %s" % (self.pg.listen, self.pg.port, self.pg.sock))
         self.pg.query("CREATE DATABASE coregroup", db="postgres")
         r = subprocess.run([os.path.join(self.bin, "cg-migrate"), "-q", "-m", self.migrations,
                             "-d", self.pg.dsn(), "up"],
@@ -443,39 +600,58 @@ class World:
         if r.returncode != 0:
             raise HarnessError("cg-migrate up failed (%d): %s"
                                % (r.returncode, r.stdout.decode("utf-8", "replace")[-800:]))
-        self.pg.query("CREATE ROLE cg_core LOGIN IN ROLE coregroup_app")
+        self.create_roles()
 
         self.ctx = zmq.Context()
         bus = ports[1:5]
-        self.bus_front = ["tcp://127.0.0.1:%d" % bus[0], "tcp://127.0.0.1:%d" % bus[2]]
-        self.bus_back = ["tcp://127.0.0.1:%d" % bus[1], "tcp://127.0.0.1:%d" % bus[3]]
+        self.bus_ports = bus
+        self.bus_front = ["tcp://%s:%d" % (host, bus[0]), "tcp://%s:%d" % (host, bus[2])]
+        self.bus_back = ["tcp://%s:%d" % (host, bus[1]), "tcp://%s:%d" % (host, bus[3])]
         for i, name in enumerate(("busd-1", "busd-2")):
             p = Proc(name, [os.path.join(self.bin, "cg-busd"), "--name", name,
                             "--frontend", self.bus_front[i], "--backend", self.bus_back[i],
                             "--stats-interval", "10"],
-                     os.path.join(self.tmp, name + ".log"))
+                     os.path.join(self.tmp, name + ".log"), prefix=self.valgrind_prefix(name))
             self.busd[name] = p
             self.start_busd(p, initial=True)
 
         for i, name in enumerate(G_CORES + [H_CORE]):
-            ep = "tcp://127.0.0.1:%d" % ports[5 + i]
+            addr = self.net.addrs[name] if self.net else "127.0.0.1"
+            ep = "tcp://%s:%d" % (addr, ports[5 + i])
             self.endpoints[name] = ep
             ini = os.path.join(self.tmp, name + ".ini")
             self.inis[name] = ini
             with open(ini, "w") as f:
                 f.write(self.ini_text(name, GROUP if name in G_CORES else OTHER, ep))
+            prefix = (self.net.prefix(name) if self.net else []) + self.valgrind_prefix(name)
             p = Proc(name, [os.path.join(self.bin, "coregroupd"), "-c", ini],
-                     os.path.join(self.tmp, name + ".log"))
+                     os.path.join(self.tmp, name + ".log"), prefix=prefix)
             self.cores[name] = p
             p.start()
             log("started %s (pid %d) on %s" % (name, p.pid, ep))
         for name in G_CORES + [H_CORE]:
-            self.wait_healthy(name, 30.0, initial=True)
+            self.wait_healthy(name, 30.0 * (4 if self.args.valgrind else 1), initial=True)
+
+    def create_roles(self):
+        """The cores' login: cg_core, a member of coregroup_app, so that row-level security and
+        the session fence apply to them (the superuser would bypass both)."""
+        self.pg.query("CREATE ROLE cg_core LOGIN IN ROLE coregroup_app")
+        self.roles = {GROUP: "cg_core", OTHER: "cg_core"}
+
+    def valgrind_prefix(self, name):
+        """valgrind memcheck's command line for program `name` (--valgrind), else nothing.
+        One log per start (%n: the start's number)."""
+        if not self.args.valgrind:
+            return []
+        return ["valgrind", "--tool=memcheck", "--leak-check=full",
+                "--show-leak-kinds=definite,indirect", "--errors-for-leak-kinds=definite,indirect",
+                "--num-callers=30", "--log-file=%s" % os.path.join(self.tmp, name + ".vg.%n")]
 
     def ini_text(self, name, group, listen):
         legacy = self.args.legacy_config
         lines = ["; written by tests/fault/run-faults.py", "[repository]",
-                 "dsn = host=127.0.0.1 port=%d user=cg_core dbname=coregroup" % self.pg.port,
+                 "dsn = host=%s port=%d user=%s dbname=coregroup"
+                 % (self.net.host if self.net else "127.0.0.1", self.pg.port, self.roles[group]),
                  "pool_size = 4"]
         if not legacy:
             lines.append("lock_timeout_ms = %d" % LOCK_TIMEOUT_MS)
@@ -536,10 +712,10 @@ class World:
                                ":\n%s" % (name, timeout_s, json.dumps(last), tail(p.logpath)))
         return None
 
-    def start_core(self, name):
+    def start_core(self, name, env=None):
         p = self.cores[name]
         for attempt in range(10):
-            p.start()
+            p.start(env)
             time.sleep(0.3)
             if p.alive():
                 return True
@@ -577,6 +753,10 @@ class World:
         for i, core in enumerate(G_CORES):
             self.writable[core] = shared + [h for j, h in enumerate(self.hot)
                                             if j >= self.args.shared and j % len(G_CORES) == i]
+        for i in range(2):
+            self.pair.append(self.setup_call(G_CORES[0], {
+                "op": "register", "kind": "service", "service_id": "g-pair",
+                "state": {"g": GROUP, "t": checker.INITIAL_TOKEN}}, GROUP, "register"))
         self.h_handle = self.setup_call(H_CORE, {"op": "register", "kind": "service",
                                                  "service_id": "h-svc",
                                                  "state": {"g": OTHER,
@@ -612,6 +792,8 @@ class World:
         for i in range(a.readers):
             core = G_CORES[i % len(G_CORES)]
             self.spawn(self.reader, "reader-%d" % i, core, i)
+        for i in range(a.multi_writers):
+            self.spawn(self.multi_client, "multi-%d" % i, G_CORES[i % len(G_CORES)], i)
         self.spawn(self.rmw_client, "light-h", H_CORE, OTHER, [self.h_handle], 1000,
                    a.light_interval_ms / 1000.0, True)
         for name in G_CORES + [H_CORE]:
@@ -653,6 +835,9 @@ class World:
         it = 0
         try:
             while not self.stop_load.is_set():
+                if self.quiet.is_set():
+                    self.stop_load.wait(0.02)
+                    continue
                 it += 1
                 h = rng.choice(handles)
                 rec = self.get(rpc, hist, client, core, group, h)
@@ -665,7 +850,7 @@ class World:
                     token = "%s:%d" % (client, n)
                     req = {"op": "update", "handle": h, "part": PART, "expected": v,
                            "body": {"g": group, "t": token}}
-                    rep, ts, te, ws, we = rpc.call(req)
+                    rep, ts, te, ws, we = self.write_call(rpc, req)
                     u = make_record(client, core, group, "update", req, rep, ts, te, ws, we)
                     u["token"] = token
                     if u["outcome"] == "ok":
@@ -684,6 +869,72 @@ class World:
             rpc.close()
             for r in probe_rpc.values():
                 r.close()
+
+    def multi_client(self, client, core, seed):
+        """Read-modify-write of the pair in ONE call: a `multi` of two gets, then a `multi` of
+        two updates with the versions read and one body marker. Both parts of the pair are only
+        ever written together, so the repository must always hold the same marker on both and
+        every outbox row names both or neither (checker.check_multi). Each update of the multi
+        is recorded as its own update record for the chain check."""
+        rng = random.Random(self.args.seed * 1000 + 700 + seed)
+        hist = self.new_history()
+        rpc = Rpc(self.ctx, self.endpoints[core], self.args.timeout_ms / 1000.0)
+        n = 0
+        try:
+            while not self.stop_load.is_set():
+                if self.quiet.is_set():
+                    self.stop_load.wait(0.02)
+                    continue
+                req = {"op": "multi", "ops": [{"op": "get", "handle": h, "part": PART}
+                                              for h in self.pair]}
+                rep, ts, te, ws, we = rpc.call(req)
+                reads = []
+                for i, h in enumerate(self.pair):
+                    g = make_record(client, core, GROUP, "get", {"handle": h, "part": PART},
+                                    rep, ts, te, ws, we)
+                    g["via"] = "multi"
+                    if g["outcome"] == "ok":
+                        res = rep["results"][i]
+                        g["version"] = res.get("version")
+                        body = res.get("body")
+                        if isinstance(body, dict):
+                            g["token"], g["bgroup"] = body.get("t"), body.get("g")
+                    hist.append(g)
+                    reads.append(g)
+                if any(g["outcome"] != "ok" for g in reads):
+                    self.backoff(reads[0]["outcome"])
+                    continue
+                n += 1
+                token = "%s:%d" % (client, n)
+                req = {"op": "multi", "ops": [
+                    {"op": "update", "handle": h, "part": PART, "expected": g["version"],
+                     "body": {"g": GROUP, "t": token}} for h, g in zip(self.pair, reads)]}
+                rep, ts, te, ws, we = self.write_call(rpc, req)
+                outcome = None
+                for i, h in enumerate(self.pair):
+                    u = make_record(client, core, GROUP, "update", req["ops"][i], rep, ts, te,
+                                    ws, we)
+                    u["token"], u["via"] = token, "multi"
+                    if u["outcome"] == "ok":
+                        u["version"] = rep["results"][i].get("version")
+                    elif u["outcome"] == "stale" and rep is not None \
+                            and rep.get("error", {}).get("index") != i:
+                        u.pop("actual", None)  # the stale error was about the other part
+                    hist.append(u)
+                    outcome = u["outcome"]
+                self.backoff(outcome)
+                self.think(rng)
+        finally:
+            rpc.close()
+
+    def write_call(self, rpc, req):
+        with self.history_lock:
+            self.in_flight += 1
+        try:
+            return rpc.call(req)
+        finally:
+            with self.history_lock:
+                self.in_flight -= 1
 
     def probe(self, rpcs, hist, client, rng):
         """Group isolation, from the outside: h's handle and service id, asked of a g core."""
@@ -783,31 +1034,35 @@ class World:
         time.sleep(a.pre)
         self.check_processes()
         if name == "kill-core":
-            target = "g2"
-            p = self.cores[target]
-            w["faulted"] = target
-            w["t_fault"] = self.event("fault", scenario=name, action="kill -9 %s" % target,
-                                      pid=p.pid)
-            p.kill9()
-            time.sleep(a.hold_kill)
-            self.start_core(target)
-            w["t_recover"] = self.event("recover", scenario=name,
-                                        action="restart %s" % target, pid=p.pid)
-            took = self.wait_healthy(target, a.duration)
-            self.event("healthy", scenario=name, core=target,
-                       after_ms=None if took is None else round(took * 1000))
-        elif name == "stop-core":
+            self.kill_cores(w)
+        elif name in ("stop-core", "prune-past-stopped"):
             target = "g3"
             p = self.cores[target]
             w["faulted"] = target
-            w["t_fault"] = self.event("fault", scenario=name, action="SIGSTOP %s" % target,
-                                      pid=p.pid)
+            w["stall_limit_ms"] = STALL_LIMIT_MS
+            prune = name == "prune-past-stopped"
+            if prune:
+                # the bus too, so that what is published meanwhile is really lost to g3
+                for n in self.busd:
+                    self.busd[n].kill9()
+            w["t_fault"] = self.event("fault", scenario=name, action="SIGSTOP %s%s" % (
+                target, " and kill -9 both forwarders" if prune else ""), pid=p.pid)
             p.stopped = True
             p.signal(signal.SIGSTOP)
             time.sleep(0.5)  # long enough for others to queue behind its locks
             self.event("paused-sessions", scenario=name, core=target,
                        **self.sessions_of(target, p.pid))
-            time.sleep(max(0.0, a.hold_stop - (time.monotonic() - w["t_fault"])))
+            if prune:
+                rows = self.pg.query("DELETE FROM invalidations WHERE group_id = %s "
+                                     "RETURNING seq, items", (GROUP,))
+                # kept, so that the final check still sees every version exactly once
+                self.pruned += [{"seq": sq, "items": items} for sq, items in rows]
+                self.event("outbox-pruned", scenario=name, rows=len(rows),
+                           up_to_seq=max((r[0] for r in rows), default=None))
+                for n in self.busd:
+                    self.start_busd(self.busd[n])
+            hold = a.hold_prune if prune else a.hold_stop
+            time.sleep(max(0.0, hold - (time.monotonic() - w["t_fault"])))
             p.signal(signal.SIGCONT)
             p.stopped = False
             w["t_recover"] = self.event("recover", scenario=name,
@@ -834,16 +1089,296 @@ class World:
             except HarnessError as e:
                 raise HarnessError("%s\nserver log:\n%s" % (e, tail(self.pg.logpath)))
             w["t_recover"] = self.event("recover", scenario=name, action="PostgreSQL is up")
+        elif name == "drop-bus":
+            self.drop_bus(w)
+        elif name == "slow-repository":
+            self.slow_repository(w)
+        elif name == "isolation-attacks":
+            self.isolation_attacks(w)
+        elif name.startswith("partition-"):
+            what = name[len("partition-"):]
+            target = "g3"
+            w["faulted"] = target
+            w["stall_limit_ms"] = STALL_LIMIT_MS
+            w["t_fault"] = self.event("fault", scenario=name, action="cut %s from the %s" % (
+                target, "repository and the bus" if what == "both" else what))
+            self.net.partition(target, what, [self.pg.port], self.bus_ports)
+            time.sleep(a.hold_partition)
+            self.net.heal(target)
+            w["t_recover"] = self.event("recover", scenario=name, action="heal %s" % target)
+            took = self.wait_healthy(target, a.duration)
+            self.event("healthy", scenario=name, core=target,
+                       after_ms=None if took is None else round(took * 1000))
         else:
             raise HarnessError("unknown scenario %s" % name)
         rest = w["t0"] + a.duration - time.monotonic()
         settle = max(rest, a.settle_min)
         time.sleep(settle)
         self.check_processes()
+        self.audit_caches(name)
         ev1 = self.event_seq()
         w["t1"] = self.event("scenario-end", scenario=name)
         w["events"] = (ev0, ev1)
         return w
+
+    def kill_cores(self, w):
+        """kill -9 a core of g at a random moment of the load, again and again (--kills times),
+        each time a random one; every other kill with a test-hooks build instead lets the core
+        run to a random commit of its next life and SIGKILL itself between that COMMIT and the
+        publication of its invalidation (CG_TEST_HOOKS exit_after_commit), the worst moment."""
+        a = self.args
+        rng = random.Random(a.seed * 7 + 1)
+        killed = []
+        w["faulted"] = killed
+        w["stall_limit_ms"] = STALL_LIMIT_MS
+        for k in range(a.kills):
+            target = rng.choice(G_CORES)
+            if target not in killed:
+                killed.append(target)
+            p = self.cores[target]
+            t = self.event("fault", scenario="kill-core", action="kill -9 %s" % target, pid=p.pid,
+                           kill=k + 1)
+            if w["t_fault"] is None:
+                w["t_fault"] = t
+            p.kill9()
+            time.sleep(rng.uniform(0.2, 1.0))
+            env = None
+            if self.hooks and k % 2 == 1:
+                at = rng.randint(1, 30)
+                env = {"CG_TEST_HOOKS": "exit_after_commit=2,exit_at_commit=%d" % at}
+                self.event("armed", scenario="kill-core", core=target,
+                           action="SIGKILL itself after commit %d, before publishing" % at)
+            self.start_core(target, env)
+            w["t_recover"] = self.event("recover", scenario="kill-core",
+                                        action="restart %s" % target, pid=p.pid)
+            if env:
+                p.expected_down = True  # it will die by its own hand
+                deadline = time.monotonic() + 10.0
+                while p.alive() and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                if p.alive():
+                    self.event("not-triggered", scenario="kill-core", core=target)
+                    p.kill9()
+                else:
+                    self.event("died-after-commit", scenario="kill-core", core=target,
+                               status=p.p.returncode)
+                self.start_core(target)
+                w["t_recover"] = self.event("recover", scenario="kill-core",
+                                            action="restart %s" % target, pid=p.pid)
+            took = self.wait_healthy(target, a.duration)
+            self.event("healthy", scenario="kill-core", core=target,
+                       after_ms=None if took is None else round(took * 1000))
+            time.sleep(rng.uniform(0.2, 1.0))
+
+    def restart_graceful(self, name, env=None):
+        p = self.cores[name]
+        status = p.stop(10.0)
+        if status not in (0, None) and not self.args.valgrind:
+            self.harness_violation("bad-exit", "%s exited %s on SIGTERM:\n%s"
+                                   % (name, status, tail(p.logpath)), name)
+        self.start_core(name, env)
+        self.wait_healthy(name, self.args.duration)
+
+    def drop_bus(self, w):
+        """Every core of g drops every --drop-every'th invalidation it publishes (never sent to
+        any forwarder), for the hold; the others must fill each hole from the outbox. The hook
+        is set at start (CG_TEST_HOOKS drop_every), so each core is restarted gracefully
+        with it, and again without it at the end."""
+        a = self.args
+        env = {"CG_TEST_HOOKS": "drop_every=%d" % a.drop_every}
+        w["faulted"] = list(G_CORES)  # each is restarted twice: its pauses are not stalls
+        for c in G_CORES:
+            self.restart_graceful(c, env)
+        w["t_fault"] = self.event("fault", scenario="drop-bus",
+                                  action="g1..g3 drop 1 in %d invalidations" % a.drop_every)
+        time.sleep(a.hold_drop)
+        dropped = {}
+        for c in G_CORES:
+            st = self.stats_of(c)
+            dropped[c] = None if st is None else st.get("invalidations_unsent")
+        self.event("dropped", scenario="drop-bus", **dropped)
+        for c in G_CORES:
+            self.restart_graceful(c)
+        w["t_recover"] = self.event("recover", scenario="drop-bus", action="hooks off")
+
+    def slow_repository(self, w):
+        """Another session holds the lock on group g's event counter (every commit of g updates
+        that row) for --hold-lock seconds: writes wait [repository] lock_timeout_ms and fail
+        retryable; reads and the freshness proofs (which only read the counter) go on; no core
+        may stop answering for longer than the lock timeout."""
+        a = self.args
+        w["stall_limit_ms"] = STALL_LIMIT_MS
+        conn = psycopg2.connect(self.pg.dsn(), connect_timeout=3)
+        try:
+            cur = conn.cursor()
+            cur.execute("SELECT event_seq FROM core_groups WHERE group_id = %s FOR UPDATE",
+                        (GROUP,))
+            w["t_fault"] = self.event("fault", scenario="slow-repository",
+                                      action="lock core_groups row of %s" % GROUP)
+            time.sleep(a.hold_lock)
+            conn.rollback()
+            w["t_recover"] = self.event("recover", scenario="slow-repository",
+                                        action="lock released")
+        finally:
+            conn.close()
+
+    def stats_of(self, core):
+        rpc = Rpc(self.ctx, self.endpoints[core], 2.0)
+        try:
+            rep = rpc.call({"op": "stats"})[0]
+        finally:
+            rpc.close()
+        return rep.get("stats") if rep and rep.get("ok") else None
+
+    # ---- group isolation attacks: a hostile session, forged bus messages
+    def isolation_attacks(self, w):
+        w["t_fault"] = self.event("fault", scenario="isolation-attacks",
+                                  action="hostile SQL as %s; forged bus messages"
+                                  % self.roles[OTHER])
+        self.hostile_sql()
+        self.forge_bus()
+        w["t_recover"] = self.event("recover", scenario="isolation-attacks", action="done")
+
+    def hostile_sql(self):
+        """Group h's login, connected like a core of h, tries to read and change group g's rows
+        whatever it says its group is. Every attempt must see or change 0 rows of g, or be
+        refused; anything else is an isolation violation."""
+        role = self.roles[OTHER]
+        dsn = "host=%s port=%d user=%s dbname=coregroup" % (self.pg.sock, self.pg.port, role)
+        conn = psycopg2.connect(dsn, connect_timeout=3)
+        conn.autocommit = True
+        g1 = self.pg.query("SELECT incarnation FROM cores WHERE group_id = %s AND core_name "
+                           "= 'g1'", (GROUP,))
+        inc = g1[0][0] if g1 else 1
+        h = self.hot[0]
+        attempts = [
+            ("select parts", "SELECT count(*) FROM resource_parts WHERE group_id = %(g)s"),
+            ("select resources", "SELECT count(*) FROM resources WHERE group_id = %(g)s"),
+            ("select outbox", "SELECT count(*) FROM invalidations WHERE group_id = %(g)s"),
+            ("select cores", "SELECT count(*) FROM cores WHERE group_id = %(g)s"),
+            ("select names", "SELECT count(*) FROM name_bindings WHERE group_id = %(g)s"),
+            ("update parts", "UPDATE resource_parts SET body = '{\"g\":\"h\",\"t\":\"evil\"}', "
+                             "version = version + 1 WHERE group_id = %(g)s"),
+            ("delete parts", "DELETE FROM resource_parts WHERE group_id = %(g)s AND handle = "
+                             "%(h)s"),
+            ("insert resource", "INSERT INTO resources (group_id, handle, kind) "
+                                "VALUES (%(g)s, 999999999, 'service')"),
+            ("move own row", "UPDATE resources SET group_id = %(g)s WHERE group_id = %(o)s"),
+            ("append outbox", "INSERT INTO invalidations (group_id, seq, origin_core, "
+                              "origin_incarnation, items) VALUES (%(g)s, 999999999, 'evil', 1, "
+                              "'[]')"),
+            ("fence core", "UPDATE cores SET state = 'failed' WHERE group_id = %(g)s"),
+            ("call end sessions", "SELECT cg_end_fenced_sessions(%(g)s, 'g1', %(inc)s)"),
+            ("bump counter", "UPDATE core_groups SET event_seq = event_seq + 1 WHERE group_id = "
+                             "%(g)s"),
+        ]
+        results = []
+        for label, sql in attempts:
+            for pretend in (None, GROUP):
+                cur = conn.cursor()
+                try:
+                    if pretend:
+                        cur.execute("SELECT set_config('coregroup.group', %s, false)", (pretend,))
+                    cur.execute(sql, {"g": GROUP, "o": OTHER, "h": h, "inc": inc})
+                    # a count of rows seen, sessions ended; or the rows changed
+                    n = cur.fetchone()[0] if label.split()[0] in ("select", "call") \
+                        else cur.rowcount
+                    outcome = "rows=%s" % n
+                    if isinstance(n, int) and n > 0:
+                        self.harness_violation(
+                            "isolation", "%s's login %s (pretending %s): %s touched %s row(s) "
+                            "of group %s" % (OTHER, role, pretend or "nothing", label, n, GROUP))
+                except psycopg2.Error as e:
+                    outcome = "refused %s" % (e.pgcode or "?")
+                finally:
+                    cur.close()
+                results.append("%s%s: %s" % (label, " (set group=g)" if pretend else "", outcome))
+        conn.close()
+        self.event("hostile-sql", role=role, attempts=len(results), results="; ".join(results))
+
+    def forge_bus(self):
+        """Without CURVE anyone who reaches a forwarder's frontend may publish. Forgeries of
+        every kind, aimed at g: a far-future seq, a huge version of a hot part, the NEXT seq with
+        other items (racing the real one), a foreign group under g's topic, malformed payloads,
+        a heartbeat claiming a huge seq, a member event saying g1 failed. They may cost reads;
+        the checker must still find nothing."""
+        pub = self.ctx.socket(zmq.PUB)
+        pub.setsockopt(zmq.LINGER, 0)
+        for ep in self.bus_front:
+            pub.connect(ep)
+        time.sleep(0.3)  # slow joiner: let the connections come up
+        now = int(time.time() * 1e6)
+        topic = ("%s/" % GROUP).encode()
+        base = {"v": 1, "group": GROUP, "origin": "g9", "inc": 1, "at": now}
+        sent = 0
+        for k in range(20):
+            ev = self.event_seq() or 0
+            h = self.hot[k % len(self.hot)]
+            forged = [
+                dict(base, type="inval", seq=ev + 1,
+                     items=[{"h": self.hot[-1 - (k % 3)], "p": PART, "v": 2}]),
+                dict(base, type="inval", seq=ev + 1000000,
+                     items=[{"h": h, "p": PART, "v": 3}]),
+                dict(base, type="inval", seq=ev + 2,
+                     items=[{"h": h, "p": PART, "v": 9007199254740991}]),
+                dict(base, type="inval", group=OTHER, seq=ev + 1,
+                     items=[{"h": h, "p": PART, "v": 2}]),
+                dict(base, type="heartbeat", seq=ev + 500000, applied=ev + 500000),
+                dict(base, type="member", event="failed", member="g1", minc=1),
+            ]
+            for m in forged:
+                pub.send_multipart([topic, json.dumps(m, separators=(",", ":")).encode()])
+                sent += 1
+            for raw in (b"{", b"{\"v\":1,\"type\":\"inval\"}", b"\x00\xff", b"[]"):
+                pub.send_multipart([topic, raw])
+                sent += 1
+            pub.send_multipart([topic])  # one frame only
+            sent += 1
+            time.sleep(0.1)
+        pub.close(0)
+        self.event("forged-bus", messages=sent)
+
+    # ---- after each scenario: the caches agree with the repository
+    def audit_caches(self, scenario):
+        """Pause the writers, wait for the updates in flight, then one poll interval, and audit
+        every live core of g: every cached entry must be at the repository's version."""
+        self.quiet.set()
+        try:
+            deadline = time.monotonic() + self.args.timeout_ms / 1000.0 * 5 + 2
+            while self.writes_in_flight() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            t_quiet = time.monotonic()
+            time.sleep(self.args.poll_interval_ms / 1000.0)
+            for c in G_CORES:
+                if not self.cores[c].alive():
+                    continue
+                rpc = Rpc(self.ctx, self.endpoints[c], 5.0)
+                try:
+                    rep = rpc.call({"op": "audit", "max": 10000}, v=2)[0]
+                finally:
+                    rpc.close()
+                t = time.monotonic()
+                if rep is None or not rep.get("ok"):
+                    ok, detail = False, "audit of %s failed: %s" % (c, json.dumps(rep)[:300])
+                else:
+                    au = rep.get("audit", rep)
+                    ok = au.get("older", 0) == 0 and au.get("newer", 0) == 0
+                    detail = ("%s after %s: %s of %s cached entries checked, %s consistent, "
+                              "%s older, %s newer (%.0f ms after the writers stopped): %s"
+                              % (c, scenario, au.get("checked"), au.get("cache_entries"),
+                                 au.get("consistent"), au.get("older"), au.get("newer"),
+                                 (t - t_quiet) * 1000, json.dumps(au.get("entries"))[:300]))
+                self.audits.append({"window": scenario, "core": c, "time": t, "ok": ok,
+                                    "detail": detail,
+                                    "checked": (rep or {}).get("audit", rep or {}).get("checked")})
+                if not ok:
+                    log("VIOLATION cache-disagrees: " + detail)
+        finally:
+            self.quiet.clear()
+
+    def writes_in_flight(self):
+        with self.history_lock:
+            return self.in_flight
 
     def sessions_of(self, core, pid):
         """What the paused core's repository sessions were doing: open transactions, and the
@@ -887,7 +1422,7 @@ class World:
             "SELECT group_id, handle, part, version, body->>'t', body->>'g' FROM resource_parts "
             "WHERE part = %s AND ((group_id = %s AND handle = ANY(%s)) OR "
             "(group_id = %s AND handle = %s))",
-            (PART, GROUP, self.hot, OTHER, self.h_handle))
+            (PART, GROUP, self.hot + self.pair, OTHER, self.h_handle))
         final = {(g, h, p): (v, t) for g, h, p, v, t, _bg in rows}
         for g, h, p, v, t, bg in rows:
             if bg != g:
@@ -901,9 +1436,10 @@ class World:
         for g in (GROUP, OTHER):
             rows = self.pg.query("SELECT seq, items FROM invalidations WHERE group_id = %s "
                                  "ORDER BY seq", (g,))
-            outbox[g] = {"rows": [{"seq": s, "items": items} for s, items in rows],
+            outbox[g] = {"rows": [{"seq": s, "items": items} for s, items in rows]
+                         + (self.pruned if g == GROUP else []),
                          "event_seq": self.event_seq(g)}
-        foreign = {GROUP: {self.h_handle}, OTHER: set(self.hot)}
+        foreign = {GROUP: {self.h_handle}, OTHER: set(self.hot + self.pair)}
         for g, o in outbox.items():
             for r in o["rows"]:
                 bad = [it for it in r["items"] if it.get("h") in foreign[g]]
@@ -919,6 +1455,52 @@ class World:
         members = self.pg.query("SELECT group_id, core_name, incarnation, state, applied_seq "
                                 "FROM cores ORDER BY group_id, core_name")
         return final, outbox, foreign, [list(m) for m in members]
+
+    def memcheck(self):
+        """--valgrind: stop every daemon gracefully (memcheck reports at exit), then read each
+        log: an error or a definitely/indirectly lost block is a violation. A log without a
+        summary (a process killed by a fault) proves nothing and is counted as such."""
+        if not self.args.valgrind:
+            return []
+        import glob
+        import re
+        for p in list(self.cores.values()) + list(self.busd.values()):
+            status = p.stop(60.0)
+            if status is None and p.p is not None and p.p.returncode is None:
+                log("%s did not stop within 60 s under valgrind" % p.name)
+        out, summary = [], []
+        for path in sorted(glob.glob(os.path.join(self.tmp, "*.vg.*"))):
+            with open(path, errors="replace") as f:
+                text = f.read()
+            m = re.search(r"ERROR SUMMARY: ([0-9,]+) errors", text)
+            name = os.path.basename(path)
+            if not m:
+                summary.append("%s: no summary (killed)" % name)
+                continue
+            errors = int(m.group(1).replace(",", ""))
+            lost = {}
+            for kind in ("definitely", "indirectly"):
+                lm = re.search(kind + r" lost: ([0-9,]+) bytes in ([0-9,]+) blocks", text)
+                lost[kind] = int(lm.group(1).replace(",", "")) if lm else 0
+            summary.append("%s: %d errors, %d B definitely and %d B indirectly lost"
+                           % (name, errors, lost["definitely"], lost["indirectly"]))
+            if errors or lost["definitely"] or lost["indirectly"]:
+                first = re.search(r"==\d+== (Invalid|Conditional|Use of|Mismatched|Syscall|"
+                                  r"\S+ bytes in \S+ blocks are definitely).*", text)
+                out.append({"kind": "memcheck", "key": name, "version": None,
+                            "time": time.monotonic(), "core": None,
+                            "detail": "%s: %d errors, %d B definitely, %d B indirectly lost; "
+                                      "first: %s (log kept with --keep)"
+                                      % (name, errors, lost["definitely"], lost["indirectly"],
+                                         first.group(0)[:200] if first else "-")})
+        self.event("memcheck", logs=len(summary), summary="; ".join(summary))
+        self.memcheck_summary = summary
+        if not any("errors," in x for x in summary):
+            raise HarnessError("--valgrind: no valgrind log has a summary (%s)"
+                               % "; ".join(summary))
+        return out
+
+    memcheck_summary = None
 
     def teardown(self):
         for p in self.cores.values():
@@ -939,6 +1521,8 @@ class World:
                 self.pg.stop()
             except Exception as e:
                 log("stopping PostgreSQL: %s" % e)
+        if self.net is not None:
+            self.net.teardown()
         if self.tmp:
             if self.args.keep:
                 log("kept %s (logs, configuration, the cluster's files)" % self.tmp)
@@ -972,7 +1556,21 @@ def parse_args(argv):
     ap.add_argument("--duration", type=float, default=argparse.SUPPRESS,
                     help="seconds per scenario, fault and settle included (default 20, "
                          "--quick 10)")
-    ap.add_argument("--quick", action="store_true", help="a short form: 10 s per scenario")
+    ap.add_argument("--quick", action="store_true",
+                    help="the short form: 10 s per scenario, 3 kills")
+    ap.add_argument("--full", action="store_true",
+                    help="the long form: 40 s per scenario, 10 kills, longer holds")
+    ap.add_argument("--hosts", choices=["auto", "yes", "no"], default="auto",
+                    help="run each core in its own network namespace (needs root, ip, nft): "
+                         "auto when a partition scenario is chosen and they are available, else "
+                         "the partition scenarios are skipped and reported so; yes: fail (exit 2) "
+                         "when they are not available")
+    ap.add_argument("--valgrind", action="store_true",
+                    help="run every coregroupd and cg-busd under valgrind memcheck (a soak: "
+                         "leaks and invalid accesses are violations); slow, so the scenarios "
+                         "that kill the daemons are left out unless named")
+    ap.add_argument("--markdown", metavar="FILE",
+                    help="write the figures as a Markdown table to FILE")
     ap.add_argument("--json", metavar="FILE", help="write the whole result as JSON to FILE")
     ap.add_argument("--history", metavar="FILE",
                     help="write every request record as JSON lines to FILE")
@@ -983,6 +1581,12 @@ def parse_args(argv):
                     help="keep the temporary directory (logs, configs) after stopping everything")
     ap.add_argument("--seed", type=int, default=1, help="random seed of the load")
     ap.add_argument("--writers", type=int, default=12, help="read-modify-write clients")
+    ap.add_argument("--multi-writers", type=int, default=2,
+                    help="clients updating a pair of parts together in one multi")
+    ap.add_argument("--kills", type=int, default=argparse.SUPPRESS,
+                    help="kill-core: how many kills (default 6, --quick 3, --full 10)")
+    ap.add_argument("--drop-every", type=int, default=3,
+                    help="drop-bus: each core of g drops every Nth invalidation it publishes")
     ap.add_argument("--readers", type=int, default=6, help="reader clients")
     ap.add_argument("--resources", type=int, default=20, help="hot resources of group g")
     ap.add_argument("--shared", type=int, default=10,
@@ -999,20 +1603,37 @@ def parse_args(argv):
                          "that the checker catches stale reads: try it on a build without the "
                          "freshness lease, with the forwarders killed)")
     a = ap.parse_args(argv)
+    if a.quick and a.full:
+        ap.error("--quick and --full exclude each other")
     if getattr(a, "duration", None) is None:
-        a.duration = 10.0 if a.quick else 20.0
+        a.duration = 10.0 if a.quick else (40.0 if a.full else 20.0)
+    if a.duration <= 0:
+        ap.error("--duration must be positive")
     if a.duration < 12.5 and not a.quick:
         ap.error("--duration must be at least 12.5 s (3 s before the fault, 4.5 s of the "
                  "longest hold, 5 s settling); --quick allows shorter")
+    if getattr(a, "kills", None) is None:
+        a.kills = 3 if a.quick else (10 if a.full else 6)
+    for name in ("kills", "writers", "drop_every", "timeout_ms", "poll_interval_ms"):
+        if getattr(a, name) < 1:
+            ap.error("--%s must be at least 1" % name.replace("_", "-"))
+    for name in ("readers", "multi_writers"):
+        if getattr(a, name) < 0:
+            ap.error("--%s must not be negative" % name.replace("_", "-"))
     a.pre = 1.5 if a.quick else 3.0
     a.settle_min = 3.0 if a.quick else 5.0
-    a.hold_kill = 2.0
-    a.hold_stop = 4.5
-    a.hold_bus = 3.0
+    a.hold_stop = 4.5 if not a.full else 8.0
+    a.hold_prune = 0.8   # under the failure timeout: g3 stays a member, its cache must reset
+    a.hold_bus = 3.0 if not a.full else 8.0
+    a.hold_drop = 3.0 if a.quick else (6.0 if not a.full else 20.0)
+    a.hold_lock = 3.0 if not a.full else 8.0
+    a.hold_partition = 3.0 if a.quick else (5.0 if not a.full else 15.0)
     if not 0 <= a.shared <= a.resources or a.resources < 1:
         ap.error("--shared must be between 0 and --resources (at least 1)")
     if not a.scenario or "all" in a.scenario:
         a.scenario = list(SCENARIOS)
+        if a.valgrind:  # a memcheck soak: the daemons must live to exit and report
+            a.scenario = [x for x in SCENARIOS if x not in ("kill-core", "drop-bus")]
     return a
 
 
@@ -1033,6 +1654,24 @@ def main(argv):
     status = 2
     result = None
     try:
+        world.hooks = build_has_hooks(args.bin)
+        want_hosts = any(x in PARTITIONS for x in args.scenario)
+        why = Net.available()
+        if args.hosts == "yes" and why:
+            raise HarnessError("--hosts yes: %s" % why)
+        args.hosts = args.hosts == "yes" or (args.hosts == "auto" and want_hosts and not why)
+        for x in args.scenario:
+            if x in PARTITIONS and not args.hosts:
+                world.skipped[x] = why or "--hosts no"
+            if x in NEEDS_HOOKS and not world.hooks:
+                world.skipped[x] = ("the build in %s has no fault-injection hooks (configure it "
+                                    "with -DCG_TEST_HOOKS=ON)" % args.bin)
+        for x, reason in world.skipped.items():
+            log("SKIPPED %s: %s" % (x, reason))
+        args.scenario = [x for x in args.scenario if x not in world.skipped]
+        if not args.scenario:
+            raise HarnessError("no scenario can run here: %s" % "; ".join(
+                "%s: %s" % kv for kv in world.skipped.items()))
         world.setup()
         world.register_hot()
         world.event("load-start", writers=args.writers, readers=args.readers)
@@ -1055,13 +1694,16 @@ def main(argv):
             history, windows, MAX_STALENESS_MS, final=final, outbox=outbox,
             event_seqs={w["name"]: w["events"] for w in windows}, stats=world.stats,
             foreign=foreign, group_cores=G_CORES, all_cores=G_CORES + [H_CORE], end_time=end,
-            extra_violations=world.extra)
+            extra_violations=world.extra + world.memcheck(), pair=world.pair,
+            pair_group=GROUP, audits=world.audits)
         ok_ops = sum(w["ok"] for w in result["windows"])
         if ok_ops == 0:
             raise HarnessError("the load got no successful reply at all: nothing to check")
         label = "%s%s" % (args.bin, " (legacy config)" if args.legacy_config else "")
         print(checker.format_summary(result, "coregroup fault run: %s, %s s per scenario, "
                                      "bound %d ms" % (label, args.duration, MAX_STALENESS_MS)))
+        for x, reason in world.skipped.items():
+            print("SKIPPED %s: %s" % (x, reason))
         status = 1 if result["violation_count"] else 0
         print("\nresult: %s" % ("VIOLATIONS FOUND" if status else "no violation"))
         if args.history:
@@ -1115,6 +1757,16 @@ def main(argv):
             t.join(args.timeout_ms / 1000.0 + 1)
         world.teardown()
     return status
+
+
+def build_has_hooks(bindir):
+    """Whether the build in bindir was configured with -DCG_TEST_HOOKS=ON (its CMakeCache)."""
+    try:
+        with open(os.path.join(bindir, "CMakeCache.txt")) as f:
+            return any(line.strip() in ("CG_TEST_HOOKS:BOOL=ON", "CG_TEST_HOOKS:BOOL=TRUE")
+                       for line in f)
+    except OSError:
+        return False
 
 
 def error_samples(history, per_code=4):

@@ -280,5 +280,73 @@ class Recovery(unittest.TestCase):
         self.assertIn("never", checker.format_summary(res))
 
 
+class StallLimit(unittest.TestCase):
+    """A healthy core silent past the window's limit is a violation; the faulted ones are not
+    judged (a list of them, as kill-core's several targets)."""
+    H = [get("r", "g1", 0.0, 0.1, 1, "init"),
+         get("r", "g1", 0.2, 1.7, 1, "init"),          # g1 silent 1.5 s
+         get("r", "g2", 0.2, 2.7, 1, "init"),          # g2 silent 2.5 s, but faulted
+         get("r", "g3", 0.2, 0.3, 1, "init")]
+
+    def test_past_the_limit(self):
+        w = [{"name": "w", "t0": 0.0, "t1": 3.0, "t_fault": 0.1, "faulted": ["g2"],
+              "stall_limit_ms": 1250}]
+        res = checker.analyze(self.H, w, 1000, all_cores=["g1", "g2", "g3"])
+        st = res["violations"]["stalls"]
+        self.assertEqual([v["core"] for v in st], ["g1"])
+        self.assertEqual(res["windows"][0]["other_violations"], 1)
+        self.assertEqual(res["violation_count"], 1)
+
+    def test_within_the_limit_or_unjudged(self):
+        for lim in (2000, None):
+            w = [{"name": "w", "t0": 0.0, "t1": 3.0, "t_fault": 0.1, "faulted": ["g2"],
+                  "stall_limit_ms": lim}]
+            res = checker.analyze(self.H, w, 1000, all_cores=["g1", "g2", "g3"])
+            self.assertEqual(res["violations"]["stalls"], [])
+
+
+class Multi(unittest.TestCase):
+    """Two parts only ever written together: the outbox and the final state must show both."""
+    PAIR = [201, 202]
+
+    def rows(self, *named):
+        return [{"seq": i + 1, "items": [{"h": h, "p": "state", "v": 2} for h in n]}
+                for i, n in enumerate(named)]
+
+    def test_whole_calls_pass(self):
+        final = {("g", 201, "state"): (2, "m:1"), ("g", 202, "state"): (2, "m:1")}
+        self.assertEqual(checker.check_multi(self.rows([201, 202], [5]), self.PAIR, final, "g"),
+                         [])
+
+    def test_a_row_naming_one_of_the_pair(self):
+        out = checker.check_multi(self.rows([201, 202], [201]), self.PAIR, {}, "g")
+        self.assertEqual([v["kind"] for v in out], ["multi-half-applied"])
+        self.assertEqual(out[0]["version"], 2)  # the seq of the half row
+
+    def test_different_final_bodies(self):
+        final = {("g", 201, "state"): (3, "m:2"), ("g", 202, "state"): (2, "m:1")}
+        out = checker.check_multi([], self.PAIR, final, "g")
+        self.assertEqual([v["kind"] for v in out], ["multi-half-applied"])
+
+    def test_analyze_counts_it(self):
+        h = [op("register", "setup", "g1", 0.0, 0.01, version=1, token="init", handle=201),
+             op("register", "setup", "g1", 0.0, 0.01, version=1, token="init", handle=202)]
+        res = checker.analyze(h, [{"name": "w", "t0": 0.0, "t1": 1.0}], 1000,
+                              outbox={"g": {"rows": self.rows([201])}}, pair=self.PAIR)
+        self.assertEqual(res["violation_count"], 1)
+
+
+class Audit(unittest.TestCase):
+    def test_a_disagreeing_cache_is_flagged(self):
+        audits = [{"window": "w", "core": "g1", "time": 0.5, "ok": True, "detail": "fine"},
+                  {"window": "w", "core": "g2", "time": 0.6, "ok": False,
+                   "detail": "g2: 1 older"}]
+        res = checker.analyze([get("r", "g1", 0.0, 0.1, 1, "init")],
+                              [{"name": "w", "t0": 0.0, "t1": 1.0}], 1000, audits=audits)
+        self.assertEqual(res["violation_count"], 1)
+        self.assertEqual(res["violations"]["harness_observed"][0]["kind"], "cache-disagrees")
+        self.assertEqual(res["windows"][0]["other_violations"], 1)
+
+
 if __name__ == "__main__":
     unittest.main()
