@@ -324,7 +324,10 @@ class Net:
     partition scenarios are skipped and reported as skipped, never run without their fault.
     """
 
-    def __init__(self, rng):
+    def __init__(self):
+        # not from the load's seeded generator: two runs (or a killed one's leftovers) must
+        # not collide on names
+        rng = random.SystemRandom()
         self.tag = "%04x" % rng.randrange(0x10000)
         self.bridge = "cgb" + self.tag
         self.subnet_b = rng.randrange(1, 255)
@@ -568,7 +571,7 @@ class World:
         os.chmod(self.tmp, 0o755)
         log("world in %s" % self.tmp)
         if self.args.hosts:
-            self.net = Net(self.rng)
+            self.net = Net()
             self.net.setup(G_CORES + [H_CORE])
         host = self.net.host if self.net else "127.0.0.1"
         ports = free_ports(1 + 4 + 4, self.rng)
@@ -578,6 +581,12 @@ class World:
         self.pg = Postgres(pgroot, ports[0],
                            "127.0.0.1" + ("," + host if self.net else ""))
         log("PostgreSQL binaries in %s" % self.pg.bindir())
+        try:
+            PG_VERSION[0] = subprocess.run(
+                [os.path.join(self.pg.bindir(), "postgres"), "--version"], stdout=subprocess.PIPE,
+                timeout=10).stdout.decode().strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
         # synchronous_commit stays on: an acknowledged commit must survive "restart -m
         # immediate" (fsync off only matters for an OS crash, which this harness does not do).
         settings = ("fsync = off\nsynchronous_commit = on\nfull_page_writes = off\n"
@@ -1311,8 +1320,10 @@ class World:
         topic = ("%s/" % GROUP).encode()
         base = {"v": 1, "group": GROUP, "origin": "g9", "inc": 1, "at": now}
         sent = 0
+        ev = 0
         for k in range(20):
-            ev = self.event_seq() or 0
+            if k % 5 == 0:  # near the real next seq, without a query per round
+                ev = self.event_seq() or ev
             h = self.hot[k % len(self.hot)]
             forged = [
                 dict(base, type="inval", seq=ev + 1,
@@ -1706,6 +1717,9 @@ def main(argv):
             print("SKIPPED %s: %s" % (x, reason))
         status = 1 if result["violation_count"] else 0
         print("\nresult: %s" % ("VIOLATIONS FOUND" if status else "no violation"))
+        if args.markdown:
+            with open(args.markdown, "w") as f:
+                f.write(markdown(result, world, args, status))
         if args.history:
             with open(args.history, "w") as f:
                 for r in history:
@@ -1757,6 +1771,102 @@ def main(argv):
             t.join(args.timeout_ms / 1000.0 + 1)
         world.teardown()
     return status
+
+
+def machine():
+    """What the figures were measured on: CPUs, memory, kernel, PostgreSQL, the commit."""
+    mem = "?"
+    try:
+        with open("/proc/meminfo") as f:
+            kb = int(f.readline().split()[1])
+            mem = "%.0f GiB" % (kb / 1048576.0)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                timeout=10).stdout.decode().strip() or "?"
+        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               timeout=10).stdout.decode().strip()
+        commit += " (with uncommitted changes)" if dirty else ""
+    except (OSError, subprocess.SubprocessError):
+        commit = "?"
+    return "%d CPUs, %s memory, Linux %s, %s, commit %s" % (
+        os.cpu_count() or 0, mem, os.uname().release, PG_VERSION[0] or "PostgreSQL ?", commit)
+
+
+PG_VERSION = [None]
+
+# What each scenario does to the world (for the figures table).
+TRIED = {
+    "kill-core": "kill -9 a random core of g, {kills} times, every other time at a random commit "
+                 "between COMMIT and publish; restart it",
+    "stop-core": "SIGSTOP g3 for {hold_stop:g} s (past the 1 s failure timeout), then SIGCONT",
+    "kill-forwarder": "kill -9 busd-1 for {hold_bus:g} s, restart it",
+    "kill-both-forwarders": "kill -9 both forwarders for {hold_bus:g} s, restart them",
+    "pg-restart-fast": "pg_ctl restart -m fast under load",
+    "pg-restart-immediate": "pg_ctl restart -m immediate (crash recovery) under load",
+    "drop-bus": "every core of g drops 1 in {drop_every} invalidations it publishes for "
+                "{hold_drop:g} s",
+    "slow-repository": "another session holds g's event counter row for {hold_lock:g} s (every "
+                       "write waits the 1 s lock timeout)",
+    "prune-past-stopped": "SIGSTOP g3 and kill both forwarders; delete g's whole outbox; "
+                          "restart them, SIGCONT g3 (it must reset its cache)",
+    "isolation-attacks": "SQL as h's login against g's rows (13 kinds, with and without "
+                         "set_config of the group); 220 forged bus messages (far-future seq, huge "
+                         "version, next seq, foreign group, malformed, heartbeat, member)",
+    "partition-bus": "g3 cut from both forwarders (nftables DROP in its namespace) for "
+                     "{hold_partition:g} s, then healed",
+    "partition-repository": "g3 cut from PostgreSQL for {hold_partition:g} s, then healed",
+    "partition-both": "g3 cut from PostgreSQL and the forwarders for {hold_partition:g} s, "
+                      "then healed",
+}
+
+
+def markdown(result, world, args, status):
+    """The figures of a run as Markdown: one row per scenario, then what was skipped."""
+    audits = defaultdict(lambda: [0, 0])
+    for a in world.audits:
+        audits[a["window"]][0] += a["ok"]
+        audits[a["window"]][1] += 1
+    out = ["| scenario | what was tried | ops (ok) | errors by code | lost | phantoms | "
+           "stale > bound | oldest read (bound) | longest healthy stall | recovery | caches "
+           "agree after | other |",
+           "| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for w in result["windows"]:
+        errs = ", ".join("%s %d" % kv for kv in sorted(w["errors"].items())) or "-"
+        stall = "%s ms (%s)" % (_ms(w["longest_stall_ms"]), w["stall_core"] or "-")
+        if w.get("stall_limit_ms"):
+            stall += " of %d" % w["stall_limit_ms"]
+        rec = "-" if w.get("t_recover") is None else (
+            "never" if not w["recovered"] else "%s ms" % _ms(w["recover_ms"]))
+        au = audits.get(w["name"])
+        out.append("| %s | %s | %d (%d) | %s | %d | %d | %d | %s ms (%d) | %s | %s | %s | %d |" % (
+            w["name"], TRIED.get(w["name"], "").format(**vars(args)), w["ops"], w["ok"], errs,
+            w["lost_updates"], w["phantoms"], w["stale_past_bound"], _ms(w["oldest_read_ms"]),
+            w["bound_ms"], stall, rec, "%d of %d cores" % tuple(au) if au else "-",
+            w["other_violations"]))
+    lines = ["Fault run: %s s per scenario, seed %d, %d writers, %d multi writers, %d readers, "
+             "bound (max_staleness_ms) %d ms, lock timeout %d ms, poll interval %d ms%s. "
+             "Result: **%s** (%d violations)." % (
+                 args.duration, args.seed, args.writers, args.multi_writers, args.readers,
+                 MAX_STALENESS_MS, LOCK_TIMEOUT_MS, args.poll_interval_ms,
+                 ", daemons under valgrind memcheck" if args.valgrind else "",
+                 "no violation" if status == 0 else "VIOLATIONS FOUND",
+                 result["violation_count"]),
+             "", "Machine: %s." % machine(), ""] + out
+    for x, reason in world.skipped.items():
+        lines.append("")
+        lines.append("Skipped %s: %s." % (x, reason))
+    if world.memcheck_summary:
+        lines += ["", "valgrind memcheck, one log per daemon start:", ""]
+        lines += ["- %s" % x for x in world.memcheck_summary]
+    return "\n".join(lines) + "\n"
+
+
+def _ms(x):
+    return "-" if x is None else "%.0f" % x
 
 
 def build_has_hooks(bindir):

@@ -348,5 +348,24 @@ class Audit(unittest.TestCase):
         self.assertEqual(res["windows"][0]["other_violations"], 1)
 
 
+class HostileNumbers(unittest.TestCase):
+    """A row or version a hostile session planted far ahead is one finding, found without
+    walking the range (a forged outbox seq of 999999999 once cost the harness all memory)."""
+
+    def test_far_seq_and_version(self):
+        rows = [{"seq": 1, "items": [{"h": H, "p": "state", "v": 2}]},
+                {"seq": 999999999, "items": []}]
+        out = checker.check_outbox(rows, {("g", H, "state"): (10 ** 12, "evil")}, "g")
+        kinds = sorted(v["kind"] for v in out)
+        self.assertEqual(kinds, ["outbox-missing", "outbox-seq-gap"])
+        self.assertIn("999999997 seqs missing", [v for v in out
+                                                 if v["kind"] == "outbox-seq-gap"][0]["detail"])
+        self.assertEqual([v for v in out if v["kind"] == "outbox-missing"][0]["version"], 3)
+        h = [op("register", "setup", "g1", 0.0, 0.01, version=1, token="init"),
+             upd("a", "g1", 0.1, 0.2, 1, "a:1")]
+        ph = checker.check_chains(h, {("g", H, "state"): (10 ** 12, "evil")}, 1.0)["phantoms"]
+        self.assertTrue(any("4..1000000000000" in v["detail"] for v in ph))
+
+
 if __name__ == "__main__":
     unittest.main()
