@@ -12,6 +12,10 @@ CG_DEBIAN_PACKAGES+=(help2man python3 man-db groff-base)
 # The /metrics endpoint of coregroupd and cg-busd (libmicrohttpd), and the Prometheus parser that
 # tests/test_metrics.c reads their scrapes with (Debian's python3-prometheus-client).
 CG_DEBIAN_PACKAGES+=(libmicrohttpd-dev python3-prometheus-client)
+# The fault harness (tests/fault/): each core on a host of its own, a network namespace joined
+# by veth pairs to a bridge (iproute2), partitions as nftables rules; the daemons' soak under
+# valgrind memcheck (tests/run-reliability.sh).
+CG_DEBIAN_PACKAGES+=(iproute2 nftables valgrind)
 
 # Install the Debian packages that are missing (apt-get update first, once).
 cg_install_packages() {
