@@ -34,6 +34,16 @@
  * version is below the floor (cached version or ghost); cg_cache_newer_known asks the same
  * question. A key with neither entry nor ghost has no floor: its protection is the ticket.
  *
+ * Disproved floors. Every floor comes from a version that was committed before it was applied
+ * here (a bus message or outbox row is published after its commit; a stale error names the
+ * repository's version), and a loader reads the repository as of its own start (READ
+ * COMMITTED). So a load that begins after a floor F refused the previous load, and still reads
+ * a version below F, proves that F was never committed: a forged bus message, or a repository
+ * that went back. cg_cache_load then forgets F as a full ghost ring would (refusing every
+ * older ticket) and gives the caller what it read, uncached; the next load caches normally.
+ * A forged floor, however high, therefore costs one load two repository reads instead of
+ * keeping the key out of the cache (and its reads failing) until the ghost ring turns over.
+ *
  * Tickets. A ticket is the shard's generation counter at the time it was taken (tickets do not
  * bump it). Forgetting a floor — a live ghost overwritten when the ghost ring is full, or
  * cg_cache_reset — increments the generation and sets min_ticket to it, so every ticket taken
@@ -178,7 +188,7 @@ typedef struct {
     uint64_t hits;
 
     uint64_t misses, fills, fills_refused, evictions, expirations, invalidations, resets;
-    uint64_t loads, load_waits, floors_forgotten;
+    uint64_t loads, load_waits, floors_forgotten, floors_disproved;
 
     uint32_t cap; /* at most this many entries */
 
@@ -1005,13 +1015,14 @@ void cg_cache_reset(cg_cache *c)
 static int lead(cg_cache *c, shard *s, uint32_t h, int64_t handle, int kind, cg_cache_loader load,
                 void *ctx, cg_part **out, int *shared, trash *t)
 {
+    int64_t refused_by = 0; /* the floor that refused the previous run's fill; 0: none */
     int runs;
     for (runs = 1;; runs++) {
         uint64_t ticket = s->gen;
         cg_part *p = NULL;
         int64_t now;
         slot *e;
-        int err;
+        int err, gi;
 
         s->loads++;
         shard_unlock(s);
@@ -1041,14 +1052,27 @@ static int lead(cg_cache *c, shard *s, uint32_t h, int64_t handle, int kind, cg_
         default:
             break;
         }
-        trash_part(t, p);
         /* A newer version is known. If another thread cached it meanwhile, serve that. */
         if ((e = lookup(c, s, h, handle, kind, now, t)) != NULL) {
+            trash_part(t, p);
             touch(e);
             *shared = 1;
             *out = part_ref(e->part);
             return 0;
         }
+        if ((gi = ghost_find(s, h, handle, kind)) >= 0 && refused_by > 0 &&
+            p->version < refused_by) {
+            /* Disproved (see Floors): this read began after the floor refused the last one,
+             * yet the repository is still below it. Forget the floor, refuse older tickets,
+             * and give this caller what it read, uncached. */
+            ghost_remove(s, (uint32_t)gi);
+            refuse_old_tickets(s);
+            s->floors_disproved++;
+            *out = p;
+            return 0;
+        }
+        refused_by = gi >= 0 ? s->ghosts[s->ghost_index[gi] - 1].floor : 0;
+        trash_part(t, p);
         if (runs == MAX_LOAD_RUNS)
             return cg_error_set(CG_ERETRYABLE, CG_ERRCLASS_CACHE,
                                 "resource %lld part %s changed during each of %d reads",
@@ -1217,6 +1241,7 @@ void cg_cache_stats_get(cg_cache *c, cg_cache_stats *out)
         out->loads += s->loads;
         out->load_waits += s->load_waits;
         out->floors_forgotten += s->floors_forgotten;
+        out->floors_disproved += s->floors_disproved;
         shard_unlock(s);
     }
 }

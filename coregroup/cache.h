@@ -48,6 +48,8 @@ typedef struct {
     uint64_t load_waits;       /* misses that waited for another thread's load */
     uint64_t floors_forgotten; /* ghosts dropped because a shard's ghost list was full; each
                                   refused every ticket of its shard taken before it */
+    uint64_t floors_disproved; /* floors a load that began after them still read below (never
+                                  committed: forged, or a repository that went back) */
 } cg_cache_stats;
 
 /* Create a cache. 0, or CG_ERROR (out of memory) / CG_EINVALID (bad options). Free with
@@ -102,7 +104,11 @@ typedef int (*cg_cache_loader)(cg_part **out, void *ctx);
  * meanwhile wait and share its result (each gets its own reference). When the fill is refused
  * because a newer version is known, a newer cached entry is served if there is one, else the
  * loader runs again (at most 3 times in all; after the third refusal the leader returns
- * CG_ERETRYABLE). Returns 0 with *out a new reference, or an error with *out NULL:
+ * CG_ERETRYABLE). The loader must read the repository as of its own start (a statement of its
+ * own under READ COMMITTED): a run that still reads below the floor that refused the run
+ * before it disproves that floor, which is then forgotten (cache.c, "Disproved floors"), and
+ * the leader gets what it read, uncached. Returns 0 with *out a new reference, or an error
+ * with *out NULL:
  *  - CG_ENOTFOUND from the loader is shared: the waiters get it too (with its detail);
  *  - any other loader error is returned to the leader only; waiters do not inherit it, they
  *    retry (one of them becomes the new leader and runs the loader);

@@ -483,6 +483,7 @@ typedef struct {
     uint64_t wait_for_waiters[4]; /* block until load_waits reaches this (0: do not) */
     long sleep_ms;
     int invalidate_to;   /* first call: invalidate to this version during the read */
+    int raise_each;      /* every call: a commit lands during the read (floor = its version + 1) */
     int reset;           /* first call: then reset the cache */
     int64_t put_newer;   /* first call: put this version into the cache during the read */
     atomic_int mid_read; /* set when the first call has done the above */
@@ -498,6 +499,8 @@ static int test_loader(cg_part **out, void *arg)
         n = 3;
     if (n == 0 && lc->invalidate_to)
         cg_cache_invalidate(lc->cache, lc->handle, 0, lc->invalidate_to);
+    if (lc->raise_each)
+        cg_cache_invalidate(lc->cache, lc->handle, 0, lc->versions[n] + 1);
     if (n == 0 && lc->reset)
         cg_cache_reset(lc->cache);
     if (n == 0 && lc->put_newer) {
@@ -619,12 +622,43 @@ END_TEST
 
 START_TEST(load_gives_up_after_three_runs)
 {
-    loader_ctx lc = {.cache = new_cache(100, 0), .handle = 3, .versions = {3, 3, 3, 3}};
+    /* a commit lands during every read: each run is refused by a floor its read could not see */
+    loader_ctx lc = {.cache = new_cache(100, 0), .handle = 3, .versions = {3, 4, 5, 6}};
     cg_part *p = (cg_part *)1;
-    cg_cache_invalidate(lc.cache, 3, 0, 4); /* every read returns the older v3 */
+    lc.raise_each = 1;
     ck_assert_int_eq(cg_cache_load(lc.cache, 3, 0, test_loader, &lc, &p), CG_ERETRYABLE);
     ck_assert_ptr_null(p);
     ck_assert_int_eq(atomic_load(&lc.calls), 3);
+    ck_assert_int_eq(cached(lc.cache, 3, 0), -1);
+    ck_assert_uint_eq(stats(lc.cache).floors_disproved, 0);
+    cg_cache_free(lc.cache);
+}
+END_TEST
+
+START_TEST(load_disproves_a_floor_no_read_reaches)
+{
+    /* A forged invalidation raised the floor to 2^53 - 1, which the repository never had: the
+     * second read began after the floor refused the first and still reads v3, so the floor was
+     * never committed. It is forgotten, that read is served (uncached), the next one caches. */
+    loader_ctx lc = {.cache = new_cache(100, 0), .handle = 3, .versions = {3, 3, 3, 3}};
+    cg_part *p = NULL;
+    cg_cache_invalidate(lc.cache, 3, 0, (int64_t)9007199254740991);
+    ck_assert_int_eq(cg_cache_load(lc.cache, 3, 0, test_loader, &lc, &p), 0);
+    ck_assert_int_eq(cg_part_version(p), 3);
+    cg_part_free(p);
+    ck_assert_int_eq(atomic_load(&lc.calls), 2);
+    ck_assert_uint_eq(stats(lc.cache).floors_disproved, 1);
+    ck_assert_int_eq(cached(lc.cache, 3, 0), -1); /* its ticket predates the forgetting */
+    ck_assert_int_eq(cg_cache_load(lc.cache, 3, 0, test_loader, &lc, &p), 0);
+    ck_assert_int_eq(cg_part_version(p), 3);
+    cg_part_free(p);
+    ck_assert_int_eq(atomic_load(&lc.calls), 3);
+    ck_assert_int_eq(cached(lc.cache, 3, 0), 3); /* cached again: not wedged */
+    ck_assert_int_eq(cg_cache_load(lc.cache, 3, 0, test_loader, &lc, &p), 0);
+    cg_part_free(p);
+    ck_assert_int_eq(atomic_load(&lc.calls), 3); /* a hit */
+    /* a real floor after that is kept: v3 is refused again until a read sees v4 */
+    cg_cache_invalidate(lc.cache, 3, 0, 4);
     ck_assert_int_eq(cached(lc.cache, 3, 0), -1);
     cg_cache_free(lc.cache);
 }
@@ -1228,6 +1262,7 @@ static Suite *cache_suite(void)
     tcase_add_test(tc, load_hit_runs_no_loader);
     tcase_add_test(tc, load_retried_when_newer_known);
     tcase_add_test(tc, load_gives_up_after_three_runs);
+    tcase_add_test(tc, load_disproves_a_floor_no_read_reaches);
     tcase_add_test(tc, load_serves_newer_cached_entry);
     tcase_add_test(tc, load_notfound_shared);
     tcase_add_test(tc, load_other_error_not_inherited);
