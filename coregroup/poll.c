@@ -17,6 +17,12 @@
  * bus costs at most that much staleness), and a core that cannot reach the repository stops
  * renewing: its lease runs out and reads leave the cache until a proof succeeds again.
  * T0 is taken BEFORE the query, so a pause anywhere after it only shortens the lease.
+ *
+ * Forged bus messages (wire version 1 has no authentication without CURVE) cannot make a
+ * proof lie: the applied point a proof compares with (cg_bus_applied_seq) leaves out a seq
+ * whose bus copies conflicted until the outbox was read for it, and each proof first tells
+ * the transport the repository's counter, so a seq that was counted as applied before the
+ * repository had it is forgotten instead of standing in for the real event (bus.c).
  */
 #include "core_internal.h"
 #include "coregroup/sys/clock.h"
@@ -36,7 +42,7 @@ static void finish_by_catchup(cg_core *core)
     int64_t applied = cg_bus_applied_seq(core->bus), got;
     core->apply.proof_seq = 0;
     if ((got = cg_catchup_run(core, applied)) >= 0)
-        cg_bus_applied(core->bus, got);
+        cg_bus_caught_up(core->bus, got);
 }
 
 void cg_poll_tick(cg_core *core)
@@ -67,6 +73,10 @@ void cg_poll_tick(cg_core *core)
         return;
     }
     cg_apply__note(core, 0);
+    /* Anything the bus delivered so far was heard before this read, so a real event of it is
+     * numbered <= e: a seq above e counted as applied was forged (the NEXT seq, published
+     * before its real commit) and must not stand in for the real event (bus.c). */
+    cg_bus_event_seq_read(core->bus, e);
     if (cg_bus_applied_seq(core->bus) >= e) {
         cg_lease_renew(core, t0);
         return;

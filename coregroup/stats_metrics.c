@@ -79,6 +79,10 @@ const cg_stat_metric cg_stat_metrics[] = {
       "Outbox events of failed members this core published again.", 0),
     U(rejoins, "coregroup_rejoins_total", COUNTER,
       "Times this core found itself fenced and rejoined.", 0),
+    U(bus_conflicts, "coregroup_bus_conflicts_total", COUNTER,
+      "Bus invalidations whose seq was heard before with other items (forged or broken): "
+      "applied too, and the seq read again from the outbox.",
+      0),
 };
 const size_t cg_stat_metrics_n = sizeof(cg_stat_metrics) / sizeof(cg_stat_metrics[0]);
 

@@ -11,8 +11,9 @@
  *
  *  - Every invalidation carries the group's gap-free event number. The APPLIED point is the
  *    highest seq such that every event up to it was delivered to the owner (or the owner said
- *    it applied them some other way: cg_bus_applied). A seq at or below it, or one already
- *    delivered, is a duplicate (two forwarders deliver everything twice) and is ignored.
+ *    it applied them some other way: cg_bus_caught_up). A seq at or below it, or one already
+ *    delivered, is a duplicate (two forwarders deliver everything twice) and is ignored
+ *    unless its items differ (a conflict, below).
  *  - A new seq is delivered to the owner AT ONCE, whatever its order: applying an
  *    invalidation only evicts entries and raises floors, which is safe in any order, so
  *    waiting would only add staleness. Seqs above applied + 1 are remembered (PENDING, with
@@ -25,7 +26,22 @@
  *    repository read, a lost message costs one, and the window adds at most itself to the
  *    time an event takes to be applied.
  *  - A pending seq the owner's source did not have when it caught up is from the future
- *    (forged or broken): forgotten and counted, never waited for again.
+ *    (forged or broken): forgotten and counted, never waited for again. So is a seq already
+ *    counted as applied that is above the group's event_seq when the owner reads it (a
+ *    forger who published the NEXT seq before its real commit): the applied point falls
+ *    back to what the repository has, and the real event of that number is new when it
+ *    comes (cg_bus_event_seq_read).
+ *  - De-duplication is by seq AND payload. In wire version 1 anyone who reaches a forwarder
+ *    can publish, so a copy of a seq already heard may be a forgery or the real event behind
+ *    one. Each seq heard keeps a keyed digest of its set of items (SEEN ring); a copy with
+ *    the same items (the second forwarder, a survivor republishing a failed member's events,
+ *    in any item order) is a duplicate, but one with other items is a CONFLICT: one of the
+ *    two is not what was committed. Both are applied (evicting is always safe), the conflict
+ *    is counted, and the seq is SUSPECT: the applied point the owner sees (and proves
+ *    freshness with) stays below it until the owner has read that seq from the outbox, which
+ *    the transport asks for like a gap, after the reorder window (so a flood of conflicts
+ *    costs one catch-up per window). A forged invalidation therefore costs evictions and
+ *    repository reads, never an eviction that is lost.
  *  - Heartbeats (every heartbeat_interval_ms, carrying the last seq the publisher published)
  *    let a subscriber notice a lost tail, and a silent bus (nothing heard for three
  *    intervals).
@@ -44,7 +60,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <zmq.h>
 
@@ -55,6 +73,8 @@
 
 #define QUEUE_MAX   4096  /* change lists waiting for the publisher thread */
 #define PENDING_MAX 65536 /* out-of-order seqs remembered; more is treated as a gap at once */
+/* Seqs whose items' digest is kept (a power of two): a copy of an older one is a duplicate. */
+#define SEEN_MAX 4096
 
 /* What the publisher thread is asked to send. */
 typedef struct {
@@ -74,6 +94,13 @@ typedef struct {
     int64_t seq;
     int64_t at_us;
 } pending_seq;
+
+/* The digests of the items of a seq heard on the bus: the first copy's, and the last
+ * conflicting copy's (equal when there was none). The slot of seq is seq % SEEN_MAX. */
+typedef struct {
+    int64_t seq;
+    uint64_t digest[2];
+} seen_seq;
 
 struct cg_bus {
     /* settings (copied) */
@@ -108,10 +135,16 @@ struct cg_bus {
     size_t n_pending;
     int64_t hb_upto, hb_since_us; /* a heartbeat announced events up to hb_upto, heard then */
     int64_t retry_gap_at_us;      /* a catch-up failed: not again before this */
+    seen_seq *seen;               /* SEEN_MAX digests, by seq % SEEN_MAX */
+    uint64_t digest_key;          /* random per bus: a forger cannot aim at a digest */
+    int64_t suspect;              /* lowest seq whose copies conflicted, not yet read from the
+                                     outbox; 0: none */
+    int64_t suspect_since_us;     /* when that became so (a catch-up is due a window later) */
+    atomic_llong proven;          /* min(applied, suspect - 1): cg_bus_applied_seq */
 
     /* counters, read by cg_bus_stats_get from any thread */
     atomic_uint_fast64_t published, publish_dropped, heartbeats_sent, received, duplicates,
-        reordered, gaps, catchups, heartbeats_received, members_received;
+        reordered, gaps, catchups, heartbeats_received, members_received, conflicts;
     atomic_uint_fast64_t dropped[CG_DROP_COUNT];
 };
 
@@ -312,7 +345,7 @@ static void publish_heartbeat(cg_bus *bus)
     m.seq = atomic_load(&bus->last_published);
     m.incarnation = atomic_load(&bus->incarnation);
     m.at_us = cg_clock_wall_us();
-    m.applied_seq = atomic_load(&bus->applied);
+    m.applied_seq = atomic_load(&bus->proven);
     if (cg_bus_msg_encode(&payload, &len, &m) == 0 && send_all(bus, payload, len) > 0)
         atomic_fetch_add(&bus->heartbeats_sent, 1);
     free(payload);
@@ -356,6 +389,21 @@ static void *publisher(void *arg)
 
 /* ---- subscriber: ordering ------------------------------------------------------------- */
 
+/* Publish the applied point the owner may rely on, min(applied, suspect - 1), and tell the
+ * owner when it moved forward. */
+static void publish_proven(cg_bus *bus)
+{
+    int64_t p = atomic_load(&bus->applied), old = atomic_load(&bus->proven);
+    if (bus->suspect > 0 && bus->suspect - 1 < p)
+        p = bus->suspect - 1;
+    if (p == old)
+        return;
+    atomic_store(&bus->applied_at_us, cg_clock_mono_us());
+    atomic_store(&bus->proven, p);
+    if (p > old && bus->h.advanced)
+        bus->h.advanced(bus->h.ctx, p);
+}
+
 /* Move the applied point to seq (forward only) and forget the pending seqs it covers. */
 static void advance_to(cg_bus *bus, int64_t seq)
 {
@@ -372,15 +420,8 @@ static void advance_to(cg_bus *bus, int64_t seq)
     bus->n_pending -= drop;
     if (bus->hb_upto <= seq)
         bus->hb_upto = bus->hb_since_us = 0;
-    atomic_store(&bus->applied_at_us, cg_clock_mono_us());
     atomic_store(&bus->applied, seq);
-    if (bus->h.advanced)
-        bus->h.advanced(bus->h.ctx, seq);
-}
-
-void cg_bus_applied(cg_bus *bus, int64_t seq)
-{
-    advance_to(bus, seq);
+    publish_proven(bus);
 }
 
 /* Index of seq in pending, or of where it would go. */
@@ -409,12 +450,15 @@ static int pending_add(cg_bus *bus, int64_t seq, size_t at)
     return 0;
 }
 
-/* When the first missing seq (applied + 1) became known to be missing; 0 if none is. */
+/* When the first missing seq (applied + 1) became known to be missing, or a seq suspect;
+ * 0 if neither. */
 static int64_t missing_since(const cg_bus *bus)
 {
     int64_t since = bus->n_pending > 0 ? bus->pending[0].at_us : 0;
     if (bus->hb_since_us && (since == 0 || bus->hb_since_us < since))
         since = bus->hb_since_us;
+    if (bus->suspect_since_us && (since == 0 || bus->suspect_since_us < since))
+        since = bus->suspect_since_us;
     return since;
 }
 
@@ -425,29 +469,60 @@ static int64_t known_upto(const cg_bus *bus)
     return bus->hb_upto > upto ? bus->hb_upto : upto;
 }
 
-/* A gap: ask the owner to fill it. Pending seqs above what its source had are forgotten. */
+/* The repository's event_seq was e when nothing received so far can have been committed
+ * later: forget every seq received above e (see cg_bus_event_seq_read). */
+static void forget_above(cg_bus *bus, int64_t e)
+{
+    int64_t applied = atomic_load(&bus->applied);
+    size_t at = pending_find(bus, e + 1);
+    uint64_t n = bus->n_pending - at;
+
+    bus->n_pending = at;
+    if (applied > e) { /* each seq in (e, applied] was heard on the bus: a catch-up stops at E */
+        n += (uint64_t)(applied - e);
+        atomic_store(&bus->applied, e);
+    }
+    if (n > 0)
+        atomic_fetch_add(&bus->dropped[CG_DROP_FUTURE_SEQ], n);
+    if (bus->hb_upto > e)
+        bus->hb_upto = bus->hb_since_us = 0;
+    if (bus->suspect > e) /* the conflict was about a seq that never was */
+        bus->suspect = bus->suspect_since_us = 0;
+    publish_proven(bus);
+}
+
+void cg_bus_event_seq_read(cg_bus *bus, int64_t e)
+{
+    forget_above(bus, e);
+}
+
+void cg_bus_caught_up(cg_bus *bus, int64_t seq)
+{
+    atomic_fetch_add(&bus->catchups, 1);
+    /* Every pending seq arrived before the owner asked its source, and a real event is
+     * published only after its commit, so the source had it: one above `seq` never was. */
+    forget_above(bus, seq);
+    /* the owner read every event after the proven point, so every conflict up to seq is
+     * settled by the outbox */
+    if (bus->suspect > 0 && bus->suspect <= seq)
+        bus->suspect = bus->suspect_since_us = 0;
+    bus->retry_gap_at_us = 0;
+    advance_to(bus, seq);
+    publish_proven(bus);
+}
+
+/* A gap, or a conflict to settle: ask the owner to read everything after the proven point. */
 static void fill_gap(cg_bus *bus)
 {
-    int64_t applied = atomic_load(&bus->applied), upto = known_upto(bus), got;
-    size_t at;
-    atomic_fetch_add(&bus->gaps, 1);
-    got = bus->h.catch_up ? bus->h.catch_up(bus->h.ctx, applied, upto) : -1;
+    int64_t from = atomic_load(&bus->proven), upto = known_upto(bus), got;
+    if (bus->n_pending > 0 || bus->hb_since_us)
+        atomic_fetch_add(&bus->gaps, 1);
+    got = bus->h.catch_up ? bus->h.catch_up(bus->h.ctx, from, upto) : -1;
     if (got < 0) {
         bus->retry_gap_at_us = cg_clock_mono_us() + (int64_t)bus->tick_ms * 1000;
         return;
     }
-    atomic_fetch_add(&bus->catchups, 1);
-    /* Every pending seq arrived before the owner asked its source, and a real event is
-     * published only after its commit, so the source had it: one above `got` never was. */
-    at = pending_find(bus, got + 1);
-    if (at < bus->n_pending) {
-        atomic_fetch_add(&bus->dropped[CG_DROP_FUTURE_SEQ], bus->n_pending - at);
-        bus->n_pending = at;
-    }
-    if (bus->hb_upto > got)
-        bus->hb_upto = bus->hb_since_us = 0;
-    bus->retry_gap_at_us = 0;
-    advance_to(bus, got);
+    cg_bus_caught_up(bus, got);
 }
 
 /* A gap is due when the first missing seq has been missing for the reorder window. */
@@ -460,16 +535,62 @@ static void check_gap(cg_bus *bus, int64_t now_us)
     fill_gap(bus);
 }
 
+static uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+/* What an invalidation says, whoever sent it and in whatever item order: a digest of its
+ * items keyed by this bus's random key (a sum of one mixed hash per item, so the order does
+ * not matter). The envelope (origin, incarnation, time) is left out, so a survivor's
+ * republication of a failed member's event is a duplicate, not a conflict. */
+static uint64_t items_digest(const cg_bus *bus, const cg_bus_item *items, size_t n)
+{
+    uint64_t d = mix64(bus->digest_key ^ (uint64_t)n);
+    size_t i;
+    for (i = 0; i < n; i++) {
+        uint64_t x = mix64(bus->digest_key + (uint64_t)items[i].handle);
+        x = mix64(x ^ (uint64_t)items[i].kind);
+        d += mix64(x ^ (uint64_t)items[i].version);
+    }
+    return d;
+}
+
+/* A copy of an already heard seq with other items: one of them is not what was committed.
+ * Apply this one too (evicting is always safe) and distrust the seq until the outbox has
+ * been read for it (after the reorder window, like a gap). */
+static void on_conflict(cg_bus *bus, const cg_bus_msg *m, seen_seq *s, uint64_t d)
+{
+    atomic_fetch_add(&bus->conflicts, 1);
+    s->digest[1] = d;
+    bus->h.apply(bus->h.ctx, m->seq, m->at_us, m->items, m->n_items);
+    if (bus->suspect == 0 || m->seq < bus->suspect)
+        bus->suspect = m->seq;
+    if (bus->suspect_since_us == 0)
+        bus->suspect_since_us = cg_clock_mono_us();
+    publish_proven(bus);
+}
+
 static void on_invalidation(cg_bus *bus, const cg_bus_msg *m)
 {
     int64_t applied = atomic_load(&bus->applied);
+    uint64_t d = items_digest(bus, m->items, m->n_items);
+    seen_seq *s = &bus->seen[(uint64_t)m->seq & (SEEN_MAX - 1)];
     size_t at = 0;
     atomic_fetch_add(&bus->received, 1);
     if (m->seq <= applied ||
         ((at = pending_find(bus, m->seq)) < bus->n_pending && bus->pending[at].seq == m->seq)) {
-        atomic_fetch_add(&bus->duplicates, 1);
+        if (s->seq == m->seq && s->digest[0] != d && s->digest[1] != d)
+            on_conflict(bus, m, s, d);
+        else /* the same items, or a seq too old to judge: the outbox had it anyway */
+            atomic_fetch_add(&bus->duplicates, 1);
         return;
     }
+    *s = (seen_seq){m->seq, {d, d}};
     bus->h.apply(bus->h.ctx, m->seq, m->at_us, m->items, m->n_items);
     if (m->seq == applied + 1) {
         if (missing_since(bus) != 0)
@@ -647,10 +768,15 @@ int cg_bus_open(cg_bus **out, const cg_bus_options *opts, const cg_bus_handlers 
         (err = copy_string(&bus->curve_public_key, opts->curve_public_key)) < 0 ||
         (err = copy_string(&bus->curve_secret_key, opts->curve_secret_key)) < 0)
         goto fail;
-    if ((bus->pending = malloc(PENDING_MAX * sizeof(pending_seq))) == NULL) {
+    if ((bus->pending = malloc(PENDING_MAX * sizeof(pending_seq))) == NULL ||
+        (bus->seen = calloc(SEEN_MAX, sizeof(seen_seq))) == NULL) {
         err = cg_error_nomem();
         goto fail;
     }
+    if (getrandom(&bus->digest_key, sizeof(bus->digest_key), GRND_NONBLOCK) !=
+        (ssize_t)sizeof(bus->digest_key)) /* no entropy yet: still unknown to a remote forger */
+        bus->digest_key = mix64((uint64_t)cg_clock_mono_us() ^ ((uint64_t)getpid() << 32) ^
+                                (uint64_t)(uintptr_t)bus);
     if ((bus->ctx = zmq_ctx_new()) == NULL) {
         err = cg_error_set(CG_ERROR, CG_ERRCLASS_BUS, "zmq_ctx_new: %s", zmq_strerror(errno));
         goto fail;
@@ -678,6 +804,7 @@ fail:
 int cg_bus_start(cg_bus *bus, int64_t applied_seq)
 {
     atomic_store(&bus->applied, applied_seq);
+    atomic_store(&bus->proven, applied_seq);
     atomic_store(&bus->applied_at_us, cg_clock_mono_us());
     atomic_store(&bus->last_published, applied_seq);
     atomic_store(&bus->last_heard_us, cg_clock_mono_us());
@@ -716,6 +843,7 @@ void cg_bus_stop(cg_bus *bus)
     pthread_mutex_destroy(&bus->mu);
     pthread_cond_destroy(&bus->cv);
     free(bus->pending);
+    free(bus->seen);
     free(bus->curve_server_key);
     free(bus->curve_public_key);
     free(bus->curve_secret_key);
@@ -729,7 +857,7 @@ void cg_bus_set_incarnation(cg_bus *bus, int64_t incarnation)
 
 int64_t cg_bus_applied_seq(const cg_bus *bus)
 {
-    return atomic_load(&((cg_bus *)bus)->applied);
+    return atomic_load(&((cg_bus *)bus)->proven);
 }
 
 void cg_bus_stats_get(const cg_bus *cbus, cg_bus_stats *out)
@@ -749,9 +877,10 @@ void cg_bus_stats_get(const cg_bus *cbus, cg_bus_stats *out)
     out->catchups = atomic_load(&bus->catchups);
     out->heartbeats_received = atomic_load(&bus->heartbeats_received);
     out->members_received = atomic_load(&bus->members_received);
+    out->conflicts = atomic_load(&bus->conflicts);
     for (r = 0; r < CG_DROP_COUNT; r++)
         out->dropped[r] = atomic_load(&bus->dropped[r]);
-    out->applied_seq = atomic_load(&bus->applied);
+    out->applied_seq = atomic_load(&bus->proven);
     out->applied_at_us = atomic_load(&bus->applied_at_us);
     out->last_heard_us = atomic_load(&bus->last_heard_us);
     out->bus_silent = bus->n_sub == 0 || cg_clock_mono_us() - out->last_heard_us >

@@ -11,6 +11,11 @@
  * subscribes the SUB sockets; then the owner reads where the group stands (its event_seq) and
  * passes it to cg_bus_start(), which starts the threads with that as the applied point.
  * Anything published after the subscription is heard; anything before is in the repository.
+ *
+ * Without CURVE anyone can publish (PROTOCOL.md, "Forged messages"): the transport therefore
+ * tells copies of a seq apart by their items, reports a conflict as one more invalidation and
+ * keeps the conflicted seq out of cg_bus_applied_seq() until its owner has read it from the
+ * outbox, and forgets what the repository's counter says was never committed.
  */
 #ifndef CG_BUS_H
 #define CG_BUS_H
@@ -44,7 +49,8 @@ typedef struct cg_bus_options {
 
 /*
  * What the subscriber thread tells its owner. All are called on the subscriber thread, one at
- * a time; none may call back into the bus except cg_bus_applied() and the publish functions.
+ * a time; none may call back into the bus except cg_bus_caught_up(), cg_bus_event_seq_read() and
+ * the publish functions.
  */
 typedef struct cg_bus_handlers {
     void *ctx;
@@ -53,13 +59,15 @@ typedef struct cg_bus_handlers {
      * which is safe in any order. */
     void (*apply)(void *ctx, int64_t seq, int64_t committed_us, const cg_bus_item *items, size_t n);
     /* A gap: events after `applied` up to at least `upto` were not heard within the reorder
-     * window. The owner reads them from elsewhere (the outbox) and returns the point up to
-     * which everything is now applied (its source's newest event, >= applied), or -1 when it
-     * could not (the transport asks again at the next tick). Events the transport received
-     * above the returned point that the source did not have are from the future: forgotten
-     * and counted as dropped (future-seq). */
+     * window, or events after `applied` rest on bus copies that contradicted each other (a
+     * conflict, below). The owner reads every event after `applied` from elsewhere (the
+     * outbox) and returns the point up to which everything is now applied (its source's
+     * newest event), or -1 when it could not (the transport asks again at the next tick).
+     * Events the transport received above the returned point that the source did not have
+     * are from the future: forgotten and counted as dropped (future-seq). */
     int64_t (*catch_up)(void *ctx, int64_t applied, int64_t upto);
-    /* The applied point moved to `applied`: every event up to it is applied. */
+    /* The applied point (cg_bus_applied_seq) moved to `applied`: every event up to it is
+     * applied. */
     void (*advanced)(void *ctx, int64_t applied);
     /* At least every tick_ms (the owner's backstop poll and freshness proof). */
     void (*tick)(void *ctx);
@@ -78,8 +86,10 @@ typedef struct {
     uint64_t catchups;   /* gaps the owner filled (catch_up handler returned) */
     uint64_t heartbeats_received;
     uint64_t members_received;
+    uint64_t conflicts;              /* an invalidation whose seq was heard before with other
+                                        items: applied too, and the seq read from the outbox */
     uint64_t dropped[CG_DROP_COUNT]; /* bad messages, by reason */
-    int64_t applied_seq;             /* every event up to this one is applied */
+    int64_t applied_seq;             /* cg_bus_applied_seq(): every event up to it is applied */
     int64_t applied_at_us;           /* CLOCK_MONOTONIC time applied_seq last moved */
     int64_t last_heard_us;           /* CLOCK_MONOTONIC time of the last message heard */
     int bus_silent;                  /* nothing heard for three heartbeat intervals */
@@ -116,12 +126,24 @@ void cg_bus_republish(cg_bus *bus, const char *origin, int64_t incarnation, int6
 /* Queue a membership event about `member`; never blocks. Accepts NULL (nothing is sent). */
 void cg_bus_publish_member(cg_bus *bus, int event, const char *member, int64_t incarnation);
 
-/* From a handler only (the subscriber thread): everything up to `seq` is applied, learned
- * some other way (a catch-up or a reset the owner did on its own). Moves the applied point
- * forward (never back) and calls `advanced`. */
-void cg_bus_applied(cg_bus *bus, int64_t seq);
+/* From a handler only (the subscriber thread): the owner read every event after
+ * cg_bus_applied_seq() up to `seq`, the repository's event_seq, from the outbox (a catch-up
+ * of its own) and applied them. Settles every conflict at or below `seq`, forgets what was
+ * received above it (cg_bus_event_seq_read), moves the applied point to `seq` and calls
+ * `advanced`. */
+void cg_bus_caught_up(cg_bus *bus, int64_t seq);
 
-/* The applied point, from any thread. */
+/* From a handler only (the subscriber thread): the owner just read the group's event_seq `e`
+ * from the repository. A real event is published only after its commit, so everything
+ * received before that read is numbered <= e; a seq above e that the transport counted as
+ * received (applied or pending) is from the future: forged, or sent before a repository went
+ * back. It is forgotten and counted (future-seq), and the applied point falls back to e if it
+ * was above, so that the real event of that number is taken as new when it comes. */
+void cg_bus_event_seq_read(cg_bus *bus, int64_t e);
+
+/* The applied point, from any thread: every event up to it was delivered to the owner (or the
+ * owner caught it up), and none of them rests only on a bus copy that another copy of the
+ * same seq contradicted. This is what a freshness proof may rely on. */
 int64_t cg_bus_applied_seq(const cg_bus *bus);
 
 /* Counters and state, from any thread; a NULL bus gives zeros. */

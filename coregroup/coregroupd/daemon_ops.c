@@ -525,6 +525,7 @@ static cJSON *exec_stats(cgd_env *env, const cg_request *req, int *code)
     U(recoveries);
     U(recovered_events);
     U(rejoins);
+    U(bus_conflicts);
 #undef U
     ok = ok && (d = cJSON_AddObjectToObject(reply, "daemon")) != NULL &&
          add_int(d, "uptime_s", (cgd_mono_ms() - env->started_ms) / 1000) &&

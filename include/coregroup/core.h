@@ -114,6 +114,10 @@ typedef struct cg_core_stats {
     uint64_t recoveries;        /**< failed members whose publishing this core redid */
     uint64_t recovered_events;  /**< their outbox events it published again */
     uint64_t rejoins;           /**< times this core found itself fenced and rejoined */
+    /* forged or broken bus messages */
+    uint64_t bus_conflicts; /**< invalidations whose seq was heard before with other items (a
+                                 forger or a broken publisher): applied too, and that seq read
+                                 from the outbox before a freshness proof relies on it */
 } cg_core_stats;
 
 /** Read the core's counters (a consistent-enough snapshot; counters only grow). */
