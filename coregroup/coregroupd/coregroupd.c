@@ -106,6 +106,8 @@ enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 #define BACKEND         "inproc://coregroupd-workers"
 #define FRONT_LINGER_MS 1000 /* at exit, time for the last replies to go out */
 #define WORKER_TICK_MS  100  /* a waiting worker checks workers_stop this often */
+#define WATCH_MS        1000 /* the broker looks at the core's bus conflicts this often */
+#define CONFLICT_LOG_N  100  /* a bus-conflict line at the first one, then once per this many */
 
 /* ---- logging ----------------------------------------------------------------------------- */
 
@@ -494,11 +496,32 @@ static int from_back(broker *b)
     return 1;
 }
 
+/*
+ * Bus conflicts (invalidation/bus.c): an invalidation whose seq was heard before with other
+ * items, a forged or broken publisher on the bus. The library never prints, so the broker
+ * looks at the counter every WATCH_MS and writes a warn line at the first conflict and then
+ * once per CONFLICT_LOG_N more, so a forger flooding the bus cannot flood the log.
+ */
+static void watch_conflicts(const broker *b, uint64_t *next_log)
+{
+    cg_core_stats st;
+    cg_core_stats_get(b->env->core, &st);
+    if (st.bus_conflicts < *next_log)
+        return;
+    logev(L_WARN, "bus-conflict",
+          "conflicts=%llu message=\"bus invalidations whose seq was heard before with other "
+          "items (a forged or broken publisher; consider CURVE on the bus): applied, and each "
+          "seq read again from the outbox\"",
+          (unsigned long long)st.bus_conflicts);
+    *next_log = st.bus_conflicts + CONFLICT_LOG_N;
+}
+
 /* Serve until a stop, then drain in-flight requests. 0, or EXIT_RUNTIME on a ZeroMQ error. */
 static int serve(broker *b, const char **why)
 {
     int stopping = 0, logged_wait = 0;
-    int64_t next_wd = 0;
+    int64_t next_wd = 0, next_watch = 0;
+    uint64_t next_conflict_log = 1;
 
     for (;;) {
         zmq_pollitem_t items[3] = {{b->back, 0, ZMQ_POLLIN, 0},
@@ -517,6 +540,14 @@ static int serve(broker *b, const char **why)
         }
         if (stopping && b->in_flight == 0)
             return 0;
+        if (!stopping) {
+            int64_t now = cgd_mono_ms();
+            if (now >= next_watch) {
+                watch_conflicts(b, &next_conflict_log);
+                next_watch = now + WATCH_MS;
+            }
+            timeout = (long)(next_watch - now);
+        }
         if (wd_ms > 0) { /* the broker is alive; is the core healthy? (prober_main) */
             int64_t now = cgd_mono_ms();
             if (now >= next_wd) {
