@@ -131,11 +131,12 @@ int cg_apply_start(cg_core *core)
     if ((err = cg_repo_event_seq(&seq, core->apply.conn, cfg->group_id)) < 0)
         return err;
     atomic_store(&core->repo_ok, 1);
-    if ((err = cg_bus_start(core->bus, seq)) < 0)
-        return err;
-    /* the cache is empty, so it reflects every event up to seq: fresh as of t0 */
+    /* the cache is empty, so it reflects every event up to seq: fresh as of t0. Both before
+     * cg_bus_start: from then on the apply thread owns core->apply and renews the lease. */
     cg_lease_renew(core, t0);
     core->apply.next_proof_us = cg_clock_mono_us() + (int64_t)core->apply.proof_every_ms * 1000;
+    if ((err = cg_bus_start(core->bus, seq)) < 0)
+        return err;
     if (core->publishing)
         cg_bus_publish_member(core->bus, CG_MEMBER_JOIN, cfg->core_name,
                               atomic_load(&core->incarnation));
