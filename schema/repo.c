@@ -4,8 +4,11 @@
  * Design:
  *  - One table of statements (`statements` below), prepared on every connection when it
  *    connects, so a call pays no parse or plan per statement. All are parameterised; the
- *    group is always $1 and every statement filters on it (row-level security, set up by
- *    migration 0002, is the second fence: each connection sets coregroup.group once).
+ *    group is always $1 and every statement filters on it. Row-level security is the
+ *    second fence: the database confines each session to the group its login role is
+ *    mapped to (migration 0005), so the group is decided by who logs in, not by what a
+ *    session says. Each connection still sets coregroup.group, the configured group, and
+ *    refuses to go on when the login is mapped to another group or to none (check_login).
  *  - Round trips are the cost that matters (DESIGN.md). The first statement of a transaction
  *    goes out in one pipeline with BEGIN, and the end of a changing call sends the outbox
  *    append and COMMIT in one pipeline, so a one-part update call costs two round trips.
@@ -217,6 +220,31 @@ static const struct {
 
 /* ---- connections ---------------------------------------------------------------------- */
 
+/*
+ * The group of this session is the one its login is mapped to (migration 0005): row-level
+ * security confines the session to it whatever coregroup.group says. A core configured for
+ * another group would therefore see nothing of its own and fail obscurely; refuse it here,
+ * naming the login, both groups and the DBA's remedy (in under 200 characters for common
+ * names: a daemon's log line quotes that much). Superusers, BYPASSRLS roles and the
+ * schema's owner are not confined (the DBA's and the tests' own connections), so they pass.
+ */
+static int check_login(const cg_config *cfg, const char *login, const char *mapped, int privileged)
+{
+    if (privileged || (mapped != NULL && strcmp(mapped, cfg->group_id) == 0))
+        return 0;
+    if (mapped == NULL)
+        return cg_error_set_sqlstate(CG_EINVALID, "42501",
+                                     "login \"%s\" is not mapped to a group (this core's is "
+                                     "\"%s\", [core] group); the DBA maps it with: "
+                                     "cg-migrate map-role %s %s",
+                                     login, cfg->group_id, login, cfg->group_id);
+    return cg_error_set_sqlstate(CG_EINVALID, "42501",
+                                 "login \"%s\" is mapped to group \"%s\", not \"%s\" ([core] "
+                                 "group): log in as a role of \"%s\", which the DBA maps with: "
+                                 "cg-migrate map-role ROLE %s",
+                                 login, mapped, cfg->group_id, cfg->group_id, cfg->group_id);
+}
+
 static int prepare_all(cg_conn *c, const cg_config *cfg)
 {
     char b_lock[24], b_idle[24];
@@ -224,19 +252,32 @@ static int prepare_all(cg_conn *c, const cg_config *cfg)
     PGresult *r;
     int i, err = 0;
 
-    /* One round trip: the row-level security fence (this session belongs to one group), and
-     * the two fences against a member holding locks: a statement waiting for a lock longer
-     * than lock_timeout fails (55P03), and a session idle inside a transaction longer than
-     * idle_in_transaction_session_timeout is ended by the server (25P03). */
+    /* One round trip: the group this session means to serve (coregroup.group, the library's
+     * statement of intent) and who its login is (cg_session_login, 0005), checked against
+     * each other; and the two fences against a member holding locks: a statement waiting
+     * for a lock longer than lock_timeout fails (55P03), and a session idle inside a
+     * transaction longer than idle_in_transaction_session_timeout is ended by the server
+     * (25P03). */
     snprintf(b_lock, sizeof(b_lock), "%dms", cfg->lock_timeout_ms);
     snprintf(b_idle, sizeof(b_idle), "%dms", cfg->idle_in_transaction_timeout_ms);
     r = PQexecParams(c->pg,
                      "SELECT set_config('coregroup.group', $1, false), "
                      "set_config('lock_timeout', $2, false), "
-                     "set_config('idle_in_transaction_session_timeout', $3, false)",
+                     "set_config('idle_in_transaction_session_timeout', $3, false), "
+                     "l.login, l.group_id, l.privileged FROM cg_session_login() l",
                      3, NULL, vals, NULL, NULL, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK)
-        err = cg_pg_error(c->pg, r, "set the session's group and timeouts");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        err = cg_pg_error(c->pg, r,
+                          state && strcmp(state, "42883") == 0
+                              ? "set the session's group and timeouts (is the schema migrated "
+                                "to 0005?)"
+                              : "set the session's group and timeouts");
+    } else {
+        err =
+            check_login(cfg, PQgetvalue(r, 0, 3), PQgetisnull(r, 0, 4) ? NULL : PQgetvalue(r, 0, 4),
+                        PQgetvalue(r, 0, 5)[0] == 't');
+    }
     PQclear(r);
     for (i = 0; err == 0 && i < ST_COUNT; i++) {
         r = PQprepare(c->pg, statements[i].name, statements[i].sql, 0, NULL);

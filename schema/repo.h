@@ -1,8 +1,9 @@
 /*
  * repo.h — the repository access layer: every SQL statement a core runs (private).
  *
- * A cg_conn is one libpq connection bound to one core group: it sets coregroup.group (the
- * row-level security fence), lock_timeout and idle_in_transaction_session_timeout, and
+ * A cg_conn is one libpq connection bound to one core group: it checks that its login role is
+ * mapped to that group (row-level security confines the session to the login's group), sets
+ * coregroup.group, lock_timeout and idle_in_transaction_session_timeout, and
  * prepares every statement once when it connects. Each function here is one round trip; the
  * first statement of a transaction carries BEGIN in the same round trip (libpq pipeline mode),
  * and commit sends the outbox append and COMMIT together. Every statement filters on the
@@ -28,11 +29,14 @@ typedef struct cg_conn {
     int64_t advertised; /* the incarnation this session last advertised (0: none) */
 } cg_conn;
 
-/* Connect, set the group, lock_timeout (cfg->lock_timeout_ms) and
+/* Connect, check the login's group, set the group, lock_timeout (cfg->lock_timeout_ms) and
  * idle_in_transaction_session_timeout (cfg->idle_in_transaction_timeout_ms) in one round trip,
  * and prepare the statements. *out is freed with cg_repo_close(). CG_ERETRYABLE when the
- * repository cannot be reached, CG_EINVALID for a bad DSN or login, CG_ERROR when a statement
- * does not prepare (the schema is not migrated to 0004). */
+ * repository cannot be reached; CG_EINVALID for a bad DSN or login, and (SQLSTATE 42501)
+ * when the login is mapped to another group than cfg->group_id or to none, naming the login,
+ * both groups and the cg-migrate map-role command (superusers, BYPASSRLS roles and the
+ * schema's owner are not checked: row-level security does not confine them); CG_ERROR when
+ * the schema is not migrated to 0005 or a statement does not prepare. */
 int cg_repo_connect(cg_conn **out, const cg_config *cfg, const char *application_name);
 /* Reconnect a broken connection in place (same settings); the new session has advertised
  * nothing (advertised = 0). */

@@ -13,9 +13,13 @@
 --   name_bindings   names in folders; never across groups
 --   invalidations   the transactional outbox, numbered by core_groups.event_seq
 --   core_sessions   which core and incarnation each core's repository session serves (0004)
+--   group_logins    the one group of each login role, written by the DBA (0005)
 --   schema_migrations  what cg-migrate applied, with checksums
--- Row-level security on every table keeps a session to its coregroup.group (0002). A fenced
--- incarnation's sessions are ended by the survivor through cg_end_fenced_sessions (0004).
+-- Row-level security on every table keeps a session to the group its login (session_user) is
+-- mapped to in group_logins (0002, keyed on the login by 0005); superusers, BYPASSRLS roles
+-- and the tables' owner (the DBA) are not confined. The cores' role coregroup_app holds only
+-- what the library does. A fenced incarnation's sessions are ended by the survivor through
+-- cg_end_fenced_sessions (0004).
 
 CREATE TABLE schema_migrations (
     version     integer     PRIMARY KEY CHECK (version > 0),
@@ -114,6 +118,18 @@ $$;
 CREATE TRIGGER core_groups_root AFTER INSERT ON core_groups
     FOR EACH ROW EXECUTE FUNCTION core_groups_make_root();
 
+-- ---- 0005_group_logins: the map of login roles to groups (first: every policy reads it) ----
+-- Written only by the schema's owner (cg-migrate map-role, cg_map_role()); a login sees its
+-- own row. No foreign key to core_groups: a login is mapped before its group's first core
+-- creates the group. By role name: unmap a role when you drop it.
+CREATE TABLE group_logins (
+    role_name  name        PRIMARY KEY,
+    group_id   text        NOT NULL CHECK (group_id ~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$'),
+    mapped_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX group_logins_group_idx ON group_logins (group_id);
+COMMENT ON TABLE group_logins IS 'The one group of each login role, written by the DBA (cg-migrate map-role); row-level security of every table keys on the group of session_user here.';
+
 -- ---- 0002_group_fence: row-level security and the fenced outbox append ----
 DO $$
 BEGIN
@@ -123,43 +139,64 @@ BEGIN
 END
 $$;
 
-GRANT SELECT, INSERT, UPDATE, DELETE
-    ON core_groups, cores, resources, resource_parts, name_bindings, invalidations
-    TO coregroup_app;
-GRANT USAGE ON SEQUENCE resource_handle_seq TO coregroup_app;
-GRANT SELECT ON schema_migrations TO coregroup_app;
+ALTER TABLE group_logins ENABLE ROW LEVEL SECURITY;
+CREATE POLICY own_login ON group_logins FOR SELECT USING (role_name = session_user);
+GRANT SELECT ON group_logins TO coregroup_app;
 
+-- The cores' privileges (0005): what the library does (schema/repo.c), nothing more. No
+-- UPDATE of a group_id or key; deletes of parts and bindings happen by cascade, as the owner.
+GRANT SELECT, INSERT ON core_groups TO coregroup_app;
+GRANT UPDATE (event_seq) ON core_groups TO coregroup_app;
+GRANT SELECT, INSERT ON cores TO coregroup_app;
+GRANT UPDATE (incarnation, host, pid, started_at, heartbeat_at, applied_seq, state)
+    ON cores TO coregroup_app;
+GRANT SELECT, INSERT, DELETE ON resources TO coregroup_app;
+GRANT SELECT, INSERT ON resource_parts TO coregroup_app;
+GRANT UPDATE (version, body) ON resource_parts TO coregroup_app;
+GRANT SELECT, INSERT, DELETE ON name_bindings TO coregroup_app;
+GRANT SELECT, INSERT, DELETE ON invalidations TO coregroup_app;
+GRANT USAGE ON SEQUENCE resource_handle_seq TO coregroup_app;
+REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+
+-- Not FORCE ROW LEVEL SECURITY (0005): the owner is not confined, as superusers are not.
 ALTER TABLE core_groups    ENABLE ROW LEVEL SECURITY;
 ALTER TABLE cores          ENABLE ROW LEVEL SECURITY;
 ALTER TABLE resources      ENABLE ROW LEVEL SECURITY;
 ALTER TABLE resource_parts ENABLE ROW LEVEL SECURITY;
 ALTER TABLE name_bindings  ENABLE ROW LEVEL SECURITY;
 ALTER TABLE invalidations  ENABLE ROW LEVEL SECURITY;
-ALTER TABLE core_groups    FORCE ROW LEVEL SECURITY;
-ALTER TABLE cores          FORCE ROW LEVEL SECURITY;
-ALTER TABLE resources      FORCE ROW LEVEL SECURITY;
-ALTER TABLE resource_parts FORCE ROW LEVEL SECURITY;
-ALTER TABLE name_bindings  FORCE ROW LEVEL SECURITY;
-ALTER TABLE invalidations  FORCE ROW LEVEL SECURITY;
 
+-- A row is visible and writable when its group is the login's (an InitPlan: once per
+-- statement). An unmapped login gets NULL and sees and writes nothing.
 CREATE POLICY group_fence ON core_groups
-    USING (group_id = current_setting('coregroup.group'))
-    WITH CHECK (group_id = current_setting('coregroup.group'));
+    USING (group_id = (SELECT l.group_id FROM group_logins l WHERE l.role_name = session_user))
+    WITH CHECK (group_id = (SELECT l.group_id FROM group_logins l WHERE l.role_name = session_user));
 CREATE POLICY group_fence ON cores
-    USING (group_id = current_setting('coregroup.group'))
-    WITH CHECK (group_id = current_setting('coregroup.group'));
+    USING (group_id = (SELECT l.group_id FROM group_logins l WHERE l.role_name = session_user))
+    WITH CHECK (group_id = (SELECT l.group_id FROM group_logins l WHERE l.role_name = session_user));
 CREATE POLICY group_fence ON resources
-    USING (group_id = current_setting('coregroup.group'))
-    WITH CHECK (group_id = current_setting('coregroup.group'));
+    USING (group_id = (SELECT l.group_id FROM group_logins l WHERE l.role_name = session_user))
+    WITH CHECK (group_id = (SELECT l.group_id FROM group_logins l WHERE l.role_name = session_user));
 CREATE POLICY group_fence ON resource_parts
-    USING (group_id = current_setting('coregroup.group'))
-    WITH CHECK (group_id = current_setting('coregroup.group'));
+    USING (group_id = (SELECT l.group_id FROM group_logins l WHERE l.role_name = session_user))
+    WITH CHECK (group_id = (SELECT l.group_id FROM group_logins l WHERE l.role_name = session_user));
 CREATE POLICY group_fence ON name_bindings
-    USING (group_id = current_setting('coregroup.group'))
-    WITH CHECK (group_id = current_setting('coregroup.group'));
+    USING (group_id = (SELECT l.group_id FROM group_logins l WHERE l.role_name = session_user))
+    WITH CHECK (group_id = (SELECT l.group_id FROM group_logins l WHERE l.role_name = session_user));
 CREATE POLICY group_fence ON invalidations
-    USING (group_id = current_setting('coregroup.group'))
-    WITH CHECK (group_id = current_setting('coregroup.group'));
+    USING (group_id = (SELECT l.group_id FROM group_logins l WHERE l.role_name = session_user))
+    WITH CHECK (group_id = (SELECT l.group_id FROM group_logins l WHERE l.role_name = session_user));
+
+-- Who the session's login is: its name, its mapped group (NULL: not mapped), and whether
+-- row-level security confines it at all (0005).
+CREATE FUNCTION cg_session_login(OUT login name, OUT group_id text, OUT privileged boolean)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
+    SELECT r.rolname,
+           (SELECT l.group_id FROM group_logins l WHERE l.role_name = r.rolname),
+           r.rolsuper OR r.rolbypassrls OR pg_has_role(r.oid, c.relowner, 'MEMBER')
+      FROM pg_roles r, pg_class c
+     WHERE r.rolname = session_user AND c.oid = 'group_logins'::regclass
+$$;
 
 -- The last statement of every call that changed something: check that the calling core's
 -- incarnation is still current (FOR SHARE, so a concurrent fencing update waits for this
@@ -189,6 +226,8 @@ BEGIN
     VALUES (p_group, seq, p_core, p_incarnation, p_items, to_timestamp(committed_us / 1000000.0));
 END
 $$;
+REVOKE ALL ON FUNCTION cg_outbox_append(text, text, bigint, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION cg_outbox_append(text, text, bigint, jsonb) TO coregroup_app;
 
 -- ---- 0003_fence_check: writing calls that change no part are fenced too ----
 CREATE FUNCTION cg_fence_check(p_group text, p_core text, p_incarnation bigint)
@@ -204,6 +243,8 @@ BEGIN
     END IF;
 END
 $$;
+REVOKE ALL ON FUNCTION cg_fence_check(text, text, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION cg_fence_check(text, text, bigint) TO coregroup_app;
 
 -- ---- 0004_session_fence: fencing ends the fenced incarnation's sessions; batched pruning ----
 -- (the outbox's index on (group_id, committed_at) is with its table above)
@@ -236,21 +277,25 @@ COMMENT ON TABLE core_sessions IS 'Repository sessions of cores, each advertised
 
 GRANT SELECT ON core_sessions TO coregroup_app;
 ALTER TABLE core_sessions ENABLE ROW LEVEL SECURITY;
-ALTER TABLE core_sessions FORCE ROW LEVEL SECURITY;
 CREATE POLICY group_fence ON core_sessions
-    USING (group_id = current_setting('coregroup.group'))
-    WITH CHECK (group_id = current_setting('coregroup.group'));
+    USING (group_id = (SELECT l.group_id FROM group_logins l WHERE l.role_name = session_user))
+    WITH CHECK (group_id = (SELECT l.group_id FROM group_logins l WHERE l.role_name = session_user));
 
 -- A core's session says which core and incarnation it serves. FOR SHARE on the membership row
 -- orders this with a concurrent fencing update: either the fence waits for this advertisement
 -- (and the fencer's later cg_end_fenced_sessions sees it), or this call sees the new
--- incarnation and is refused.
+-- incarnation and is refused. A login names only its own mapped group (0005; a privileged
+-- login, superuser or owner, any group); cg_end_fenced_sessions likewise, and it ends only
+-- backends whose login is mapped to that group.
 CREATE FUNCTION cg_session_advertise(p_group text, p_core text, p_incarnation bigint)
 RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+DECLARE
+    me record;
 BEGIN
-    IF p_group IS DISTINCT FROM current_setting('coregroup.group', true) THEN
-        RAISE EXCEPTION 'a session of group "%" may not advertise for core "%" of group "%"',
-            coalesce(current_setting('coregroup.group', true), '(none)'), p_core, p_group
+    SELECT * INTO me FROM cg_session_login();
+    IF NOT me.privileged AND p_group IS DISTINCT FROM me.group_id THEN
+        RAISE EXCEPTION 'login "%" (%) may not advertise for core "%" of group "%"', me.login,
+            coalesce(format('group "%s"', me.group_id), 'not mapped to a group'), p_core, p_group
             USING ERRCODE = 'insufficient_privilege';
     END IF;
     PERFORM 1 FROM cores
@@ -279,13 +324,16 @@ GRANT EXECUTE ON FUNCTION cg_session_advertise(text, text, bigint) TO coregroup_
 CREATE FUNCTION cg_end_fenced_sessions(p_group text, p_core text, p_incarnation bigint)
 RETURNS integer LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
+    me        record;
     v_current bigint;
     v_ended   integer := 0;
     s         record;
 BEGIN
-    IF p_group IS DISTINCT FROM current_setting('coregroup.group', true) THEN
-        RAISE EXCEPTION 'a session of group "%" may not end sessions of core "%" incarnation % of group "%"',
-            coalesce(current_setting('coregroup.group', true), '(none)'), p_core, p_incarnation, p_group
+    SELECT * INTO me FROM cg_session_login();
+    IF NOT me.privileged AND p_group IS DISTINCT FROM me.group_id THEN
+        RAISE EXCEPTION 'login "%" (%) may not end sessions of core "%" incarnation % of group "%"',
+            me.login, coalesce(format('group "%s"', me.group_id), 'not mapped to a group'),
+            p_core, p_incarnation, p_group
             USING ERRCODE = 'insufficient_privilege';
     END IF;
     SELECT incarnation INTO v_current FROM cores WHERE group_id = p_group AND core_name = p_core;
@@ -301,6 +349,7 @@ BEGIN
           FROM core_sessions cs
           JOIN pg_stat_activity a ON a.pid = cs.backend_pid AND a.backend_start = cs.backend_start
           JOIN pg_roles r ON r.oid = a.usesysid
+          JOIN group_logins l ON l.role_name = r.rolname AND l.group_id = p_group
          WHERE cs.group_id = p_group AND cs.core_name = p_core AND cs.incarnation <= p_incarnation
            AND cs.backend_pid <> pg_backend_pid()
            AND a.datname = current_database()
@@ -331,12 +380,21 @@ GRANT EXECUTE ON FUNCTION cg_end_fenced_sessions(text, text, bigint) TO coregrou
 -- one-key lock; two groups whose names hash alike merely take turns), then at most p_batch
 -- of the oldest rows. Run as one autocommit statement, the lock and the row locks last only
 -- as long as that batch. Returns how many rows it deleted (0 when another member holds the
--- lock). SECURITY INVOKER: row-level security applies as to any statement of the core.
+-- lock). SECURITY INVOKER: row-level security applies as to any statement of the core; and a
+-- login may name only its own group (0005), so it cannot hold another group's lock.
 CREATE FUNCTION cg_outbox_prune(p_group text, p_retention_s double precision, p_batch integer)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
+    me        record;
     v_deleted bigint;
 BEGIN
+    -- before the lock: another group's login must not hold up that group's pruning
+    SELECT * INTO me FROM cg_session_login();
+    IF NOT me.privileged AND p_group IS DISTINCT FROM me.group_id THEN
+        RAISE EXCEPTION 'login "%" (%) may not prune the outbox of group "%"', me.login,
+            coalesce(format('group "%s"', me.group_id), 'not mapped to a group'), p_group
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
     IF NOT pg_try_advisory_xact_lock(1667723378, hashtext(p_group)) THEN
         RETURN 0;
     END IF;
@@ -350,3 +408,71 @@ BEGIN
     RETURN v_deleted;
 END
 $$;
+REVOKE ALL ON FUNCTION cg_outbox_prune(text, double precision, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION cg_outbox_prune(text, double precision, integer) TO coregroup_app;
+
+-- ---- 0005_group_logins: the DBA maps a login role to its group ----
+-- cg_map_role creates the role when missing (LOGIN, member of coregroup_app, no password) and
+-- maps it; it refuses bad names (CGR01) and roles that row-level security does not confine
+-- (CGR02). cg_unmap_role takes a mapping away. Owner only; cg-migrate map-role, unmap-role.
+CREATE FUNCTION cg_map_role(p_role name, p_group text) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, public, pg_temp AS $$
+DECLARE
+    v_role    record;
+    v_old     text;
+    v_created boolean := false;
+BEGIN
+    IF p_role IS NULL OR p_role !~ '^[A-Za-z_][A-Za-z0-9_.-]{0,62}$' OR p_role ~ '^pg_'
+       OR lower(p_role) IN ('public', 'none', 'current_user', 'current_role', 'session_user')
+       OR p_role = 'coregroup_app' THEN
+        RAISE EXCEPTION 'role "%" cannot be a group''s login: a role name is a letter or "_", then up to 62 letters, digits, "_", "." or "-", not starting with "pg_" and not reserved', p_role
+            USING ERRCODE = 'CGR01';
+    END IF;
+    IF p_group IS NULL OR p_group !~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$' THEN
+        RAISE EXCEPTION 'group "%" is not a valid group id (a letter or digit, then up to 62 letters, digits, ".", "_" or "-")', coalesce(p_group, '')
+            USING ERRCODE = 'CGR01';
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = p_role) THEN
+        BEGIN
+            EXECUTE format('CREATE ROLE %I LOGIN IN ROLE coregroup_app', p_role);
+            v_created := true;
+        EXCEPTION WHEN duplicate_object OR unique_violation THEN
+            NULL; -- created meanwhile by a concurrent run
+        END;
+    END IF;
+    SELECT r.oid, r.rolsuper, r.rolbypassrls,
+           pg_has_role(r.oid, c.relowner, 'MEMBER') AS owner_member
+      INTO v_role
+      FROM pg_roles r, pg_class c
+     WHERE r.rolname = p_role AND c.oid = 'group_logins'::regclass;
+    IF v_role.rolsuper OR v_role.rolbypassrls OR v_role.owner_member THEN
+        RAISE EXCEPTION 'role "%" cannot be a group''s login: row-level security does not apply to it (%)', p_role,
+            CASE WHEN v_role.rolsuper THEN 'a superuser'
+                 WHEN v_role.rolbypassrls THEN 'it has BYPASSRLS'
+                 ELSE 'it is, or is a member of, the role that owns the schema' END
+            USING ERRCODE = 'CGR02';
+    END IF;
+    IF NOT pg_has_role(v_role.oid, 'coregroup_app', 'MEMBER') THEN
+        BEGIN
+            EXECUTE format('GRANT coregroup_app TO %I', p_role);
+        EXCEPTION WHEN unique_violation THEN
+            NULL; -- granted meanwhile by a concurrent run
+        END;
+    END IF;
+    SELECT l.group_id INTO v_old FROM group_logins l WHERE l.role_name = p_role FOR UPDATE;
+    INSERT INTO group_logins (role_name, group_id) VALUES (p_role, p_group)
+    ON CONFLICT (role_name) DO UPDATE SET group_id = EXCLUDED.group_id, mapped_at = now()
+     WHERE group_logins.group_id IS DISTINCT FROM EXCLUDED.group_id;
+    RETURN CASE WHEN v_created THEN 'created'
+                WHEN v_old IS NULL THEN 'mapped'
+                WHEN v_old = p_group THEN 'unchanged'
+                ELSE format('moved from group %s', v_old) END;
+END
+$$;
+REVOKE ALL ON FUNCTION cg_map_role(name, text) FROM PUBLIC;
+
+CREATE FUNCTION cg_unmap_role(p_role name) RETURNS text
+LANGUAGE sql SET search_path = pg_catalog, public, pg_temp AS $$
+    DELETE FROM group_logins WHERE role_name = p_role RETURNING group_id
+$$;
+REVOKE ALL ON FUNCTION cg_unmap_role(name) FROM PUBLIC;

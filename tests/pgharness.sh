@@ -8,8 +8,9 @@
 # start: initdb into a fresh temporary directory, listen on a free port on 127.0.0.1 and on
 # its own socket directory, create the database "coregroup" migrated by cg-migrate and a
 # template "cg_template" of it, and write the connection settings to STATE_FILE as KEY=VALUE
-# lines (CG_TEST_DSN, CG_TEST_PGHOST, CG_TEST_PGPORT, ...); cores connect as the role
-# cg_core, a member of coregroup_app, so that row-level security applies to them. ctest runs
+# lines (CG_TEST_DSN, CG_TEST_PGHOST, CG_TEST_PGPORT, ...). Cores log in as a role of their
+# group (a member of coregroup_app mapped to the group, so that row-level security confines
+# them), which the suites create and map as they need them (tests/testutil.c). ctest runs
 # start as a fixture setup and stop as its cleanup, so the cluster goes away even when tests
 # fail; a start first stops whatever cluster a killed earlier run left behind.
 set -euo pipefail
@@ -91,9 +92,7 @@ ST
     -c "CREATE DATABASE coregroup"
   if [ -n "$migrations" ]; then
     "$cgmigrate" -q -m "$migrations" -d "host=$root/sock port=$port user=postgres dbname=coregroup" up
-    # cores log in as a member of coregroup_app, so row-level security applies to them
-    psql -d postgres -c "CREATE ROLE cg_core LOGIN IN ROLE coregroup_app" \
-      -c "CREATE DATABASE cg_template TEMPLATE coregroup"
+    psql -d postgres -c "CREATE DATABASE cg_template TEMPLATE coregroup"
   fi
   log "PostgreSQL $("$PGC_BIN/postgres" --version | awk '{print $3}') on port $port, socket $root/sock${migrations:+, migrated}"
   ;;

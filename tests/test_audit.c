@@ -294,7 +294,7 @@ typedef struct {
  * of ten minutes, so it proves nothing during the test either). */
 static void daemon_init(daemon_t *d, const char *name, const char *group)
 {
-    char *core_dsn = cgt_core_dsn(dsn), text[4096];
+    char *core_dsn = cgt_core_dsn(dsn, group), text[4096];
     int port;
 
     memset(d, 0, sizeof(*d));

@@ -125,7 +125,7 @@ END_TEST
 START_TEST(open_refuses_bad_input)
 {
     cg_core *core = (cg_core *)1;
-    char *dir = cgt_tmpdir(), path[512], text[1024], *cdsn = cgt_core_dsn(dsn);
+    char *dir = cgt_tmpdir(), path[512], text[1024], *cdsn = cgt_core_dsn(dsn, "f");
     snprintf(path, sizeof(path), "%s/repository.ini", dir);
     cgt_write_file(path, "[repository]\ndsn = x\n[core]\nname = a\ncolour = blue\n");
     CGT_EXPECT(CG_EINVALID, cg_core_open(&core, path));

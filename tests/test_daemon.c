@@ -94,7 +94,7 @@ static void remember_pidfile(const char *path)
 static void daemon_init(daemon_t *d, const char *name, const char *group, const bt_busd *bus,
                         const char *extra)
 {
-    char *dir = cgt_tmpdir(), *core_dsn = cgt_core_dsn(dsn), text[4096];
+    char *dir = cgt_tmpdir(), *core_dsn = cgt_core_dsn(dsn, group), text[4096];
     int port;
 
     memset(d, 0, sizeof(*d));

@@ -8,11 +8,12 @@
  * session: another group's, a live incarnation's, the caller's own. The cores' role can do none
  * of this by itself. Outbox pruning deletes a batch at a time, one member at a time.
  *
- * Real PostgreSQL, sessions of the repository layer (cg_conn) logged in as non-superuser core
- * roles: cg_core, and cg_core_fence (created here, also a member of coregroup_app) for the
- * member that gets fenced, so ending its sessions cannot rest on PostgreSQL's rule that a role
- * may signal its own backends. Every session also runs under a 20 s statement_timeout, so a
- * test whose fix is missing fails instead of hanging.
+ * Real PostgreSQL, sessions of the repository layer (cg_conn) logged in as non-superuser login
+ * roles of their group (members of coregroup_app mapped to the group, cgt_group_login): the
+ * group's first login for the survivors, and its second login for the member that gets
+ * fenced, so ending its sessions cannot rest on PostgreSQL's rule that a role may signal its
+ * own backends. Every session also runs under a 20 s statement_timeout, so a test whose fix
+ * is missing fails instead of hanging.
  */
 #include <inttypes.h>
 #include <stdarg.h>
@@ -24,21 +25,12 @@
 #include "repo.h"
 #include "testutil.h"
 
-#define OTHER_ROLE "cg_core_fence"
-
 static char *dsn;   /* the suite's database, as the superuser (the DBA) */
 static PGconn *dba; /* per test */
 
 static void create_db(void)
 {
-    PGconn *c;
     dsn = cgt_createdb("fence", 1);
-    c = cgt_connect(dsn);
-    free(cgt_query1(c,
-                    "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '" OTHER_ROLE
-                    "') THEN CREATE ROLE " OTHER_ROLE " LOGIN IN ROLE coregroup_app; END IF; "
-                    "END $$"));
-    PQfinish(c);
 }
 
 static void drop_db(void)
@@ -75,12 +67,14 @@ static void expect_dba(const char *want, const char *sql)
     free(got);
 }
 
-/* A configuration for a session of `group` logged in as `role`; the caller frees it. */
-static cg_config *config_for(const char *group, const char *role)
+/* A configuration for a session of `group` logged in as the group's login role `login` (1 or
+ * 2, cgt_group_login); the caller frees it. */
+static cg_config *config_for(const char *group, int login)
 {
     cg_config *cfg = cgt_core_config(dsn, "fence-test", group);
     char buf[1200];
-    snprintf(buf, sizeof(buf), "%s user=%s options='-c statement_timeout=20000'", dsn, role);
+    snprintf(buf, sizeof(buf), "%s user=%s options='-c statement_timeout=20000'", dsn,
+             cgt_group_login(dsn, group, login));
     ck_assert_int_eq(cg_config_set_string(&cfg->dsn, buf), 0);
     return cfg;
 }
@@ -92,10 +86,10 @@ static cg_conn *connect_cfg(const cg_config *cfg)
     return c;
 }
 
-/* A session of `group` as `role` with the default timeouts. */
-static cg_conn *session(const char *group, const char *role)
+/* A session of `group` as its login role `login` with the default timeouts. */
+static cg_conn *session(const char *group, int login)
 {
-    cg_config *cfg = config_for(group, role);
+    cg_config *cfg = config_for(group, login);
     cg_conn *c = connect_cfg(cfg);
     cg_config_free(cfg);
     return c;
@@ -146,7 +140,7 @@ static int backend_gone_within(int pid, int ms)
 
 START_TEST(lock_timeout_makes_a_blocked_update_retryable)
 {
-    cg_config *cfg = config_for("lt", "cg_core");
+    cg_config *cfg = config_for("lt", 1);
     cg_conn *s1, *s2;
     cg_part *p = NULL;
     int64_t h;
@@ -180,7 +174,7 @@ END_TEST
 
 START_TEST(a_session_idle_in_a_transaction_is_ended)
 {
-    cg_config *cfg = config_for("idle", "cg_core");
+    cg_config *cfg = config_for("idle", 1);
     cg_conn *s;
     cg_part *p = NULL;
     int64_t h;
@@ -218,8 +212,8 @@ END_TEST
 
 START_TEST(fencing_ends_the_fenced_incarnations_sessions)
 {
-    cg_conn *survivor = session("fa", "cg_core"), *third = session("fa", "cg_core");
-    cg_conn *x1 = session("fa", OTHER_ROLE), *x2 = session("fa", OTHER_ROLE);
+    cg_conn *survivor = session("fa", 1), *third = session("fa", 1);
+    cg_conn *x1 = session("fa", 2), *x2 = session("fa", 2);
     cg_part *p = NULL;
     int64_t h, inc_x, inc_new = 0, ended = -1, seq;
     int pid1 = PQbackendPID(x1->pg), pid2 = PQbackendPID(x2->pg);
@@ -274,7 +268,7 @@ END_TEST
 START_TEST(a_rejoined_session_is_spared)
 {
     /* a session that advertised its core's new incarnation is not one of the fenced ones */
-    cg_conn *survivor = session("rj", "cg_core"), *y = session("rj", OTHER_ROLE);
+    cg_conn *survivor = session("rj", 1), *y = session("rj", 2);
     int64_t inc, inc2 = 0, ended = -1, seq;
 
     join(survivor, "rj", "survivor");
@@ -294,7 +288,7 @@ START_TEST(a_rejoined_session_is_spared)
     /* a reconnected session has advertised nothing */
     ck_assert_int_ne(y->advertised, 0);
     {
-        cg_config *cfg = config_for("rj", OTHER_ROLE);
+        cg_config *cfg = config_for("rj", 2);
         CGT_OK(cg_repo_reconnect(y, cfg, "test_fence"));
         cg_config_free(cfg);
     }
@@ -308,7 +302,7 @@ END_TEST
 
 START_TEST(another_groups_fenced_core_is_refused)
 {
-    cg_conn *a = session("pa", "cg_core"), *y = session("pb", OTHER_ROLE);
+    cg_conn *a = session("pa", 1), *y = session("pb", 2);
     int64_t inc, ended = -1, seq;
     int pid = PQbackendPID(y->pg);
 
@@ -339,7 +333,7 @@ END_TEST
 
 START_TEST(a_live_incarnations_sessions_are_refused)
 {
-    cg_conn *s = session("pl", "cg_core"), *z = session("pl", OTHER_ROLE);
+    cg_conn *s = session("pl", 1), *z = session("pl", 2);
     int64_t inc, ended = -1, seq;
     int pid = PQbackendPID(z->pg);
 
@@ -364,14 +358,17 @@ END_TEST
 
 START_TEST(the_core_role_cannot_end_sessions_by_itself)
 {
-    cg_conn *z = session("pr", OTHER_ROLE);
-    char *cdsn = cgt_core_dsn(dsn), sql[256], *v;
+    cg_conn *z = session("pr", 2);
+    char *cdsn = cgt_core_dsn(dsn, "pr"), sql[512], *v;
+    char login1[64], login2[64];
     PGconn *raw = cgt_connect(cdsn);
     PGresult *r;
     int pid = PQbackendPID(z->pg);
 
-    free(cgt_query1(raw, "SELECT set_config('coregroup.group', 'pr', false)"));
-    /* PostgreSQL itself refuses cg_core signalling another core's backend, or the DBA's */
+    snprintf(login1, sizeof(login1), "%s", cgt_group_login(dsn, "pr", 1));
+    snprintf(login2, sizeof(login2), "%s", cgt_group_login(dsn, "pr", 2));
+    /* PostgreSQL itself refuses one login signalling another login's backend (even of its
+     * own group), or the DBA's */
     snprintf(sql, sizeof(sql), "SELECT pg_terminate_backend(%d)", pid);
     r = PQexec(raw, sql);
     ck_assert_int_eq(PQresultStatus(r), PGRES_FATAL_ERROR);
@@ -395,14 +392,17 @@ START_TEST(the_core_role_cannot_end_sessions_by_itself)
     PQclear(r);
     /* and the cores' role holds no signalling privilege; only coregroup_app may call the
      * session functions */
-    expect_dba("false|false",
-               "SELECT pg_has_role('cg_core', 'pg_signal_backend', 'MEMBER') || '|' || "
-               "pg_has_role('" OTHER_ROLE "', 'pg_signal_backend', 'MEMBER')");
+    v = dba_query("SELECT pg_has_role('%s', 'pg_signal_backend', 'MEMBER') || '|' || "
+                  "pg_has_role('%s', 'pg_signal_backend', 'MEMBER')",
+                  login1, login2);
+    ck_assert_str_eq(v, "false|false");
+    free(v);
     v = dba_query("SELECT has_function_privilege('cg_password', "
                   "'cg_end_fenced_sessions(text, text, bigint)', 'EXECUTE') || '|' || "
                   "has_function_privilege('cg_password', 'cg_session_advertise(text, text, "
-                  "bigint)', 'EXECUTE') || '|' || has_function_privilege('cg_core', "
-                  "'cg_end_fenced_sessions(text, text, bigint)', 'EXECUTE')");
+                  "bigint)', 'EXECUTE') || '|' || has_function_privilege('%s', "
+                  "'cg_end_fenced_sessions(text, text, bigint)', 'EXECUTE')",
+                  login1);
     ck_assert_str_eq(v, "false|false|true");
     free(v);
     PQfinish(raw);
@@ -413,7 +413,7 @@ END_TEST
 
 START_TEST(a_session_advertises_only_itself_in_its_own_group)
 {
-    cg_conn *a = session("aa", "cg_core"), *b = session("ab", "cg_core");
+    cg_conn *a = session("aa", 1), *b = session("ab", 1);
     int64_t inc_a, inc_b;
     char want[64];
 
@@ -464,7 +464,7 @@ static void outbox_rows(const char *group, int first, int last, const char *age)
 
 START_TEST(prune_deletes_at_most_a_batch_of_the_oldest_rows)
 {
-    cg_conn *c = session("pn", "cg_core");
+    cg_conn *c = session("pn", 1);
     int64_t deleted = -1;
 
     outbox_rows("pn", 1, 5, "1 hour");
@@ -495,14 +495,13 @@ END_TEST
 
 START_TEST(prune_yields_to_a_member_already_pruning)
 {
-    cg_conn *c = session("py", "cg_core");
-    char *cdsn = cgt_core_dsn(dsn), *v;
+    cg_conn *c = session("py", 1);
+    char *cdsn = cgt_core_dsn(dsn, "py"), *v;
     PGconn *other = cgt_connect(cdsn);
     int64_t deleted = -1;
 
     outbox_rows("py", 1, 4, "1 hour");
     /* another member is in the middle of a prune: it holds the group's lock until it commits */
-    free(cgt_query1(other, "SELECT set_config('coregroup.group', 'py', false)"));
     free(cgt_query1(other, "BEGIN"));
     v = cgt_query1(other, "SELECT cg_outbox_prune('py', 60, 1)");
     ck_assert_str_eq(v, "1");

@@ -53,7 +53,7 @@ typedef struct {
 static void daemon_init(daemon_t *d, const char *name, const char *group, const bt_busd *bus,
                         int metrics)
 {
-    char *dir = cgt_tmpdir(), *core_dsn = cgt_core_dsn(dsn), text[4096], mline[128] = "";
+    char *dir = cgt_tmpdir(), *core_dsn = cgt_core_dsn(dsn, group), text[4096], mline[128] = "";
     int ports[2];
 
     memset(d, 0, sizeof(*d));

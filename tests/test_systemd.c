@@ -140,7 +140,8 @@ static pid_t spawn_notified(char *const argv[], const char *log, const notify_so
 
 START_TEST(coregroupd_notifies_ready_watchdog_only_while_healthy_and_stopping)
 {
-    char *dsn = cgt_createdb("systemd", 1), *core_dsn = cgt_core_dsn(dsn), *dir = cgt_tmpdir();
+    char *dsn = cgt_createdb("systemd", 1), *core_dsn = cgt_core_dsn(dsn, "sd-group"),
+         *dir = cgt_tmpdir();
     char ini[512], log[512], text[2048], *out, *l;
     char *argv[] = {(char *)cgt_bin("coregroupd"), "-c", ini, NULL};
     notify_sock ns;

@@ -4,9 +4,16 @@
  * The harness (pgharness.sh, run as a ctest fixture) leaves a KEY=VALUE state file named by
  * $CG_TEST_STATE. Every database a test creates lives in that throwaway cluster, so tests need
  * no cleanup of their own and never touch a real repository.
+ *
+ * Cores log in as a role of their group, as in production: row-level security confines a
+ * session to the group its login is mapped to (migration 0005). cgt_group_login() creates the
+ * role in the cluster and maps it in the test's database on first use, through the same
+ * statement as `cg-migrate map-role` (roles are cluster-wide, so suites running in parallel
+ * share them; the map is per database).
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +23,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "logins.h"
 #include "testutil.h"
 
 #define MAX_VARS 32
@@ -217,18 +225,70 @@ int cgt_run_suite(Suite *s)
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }
 
-char *cgt_core_dsn(const char *dsn)
+/* FNV-1a: a short, stable stand-in for a group id too long to be part of a role name. */
+static uint64_t fnv1a(const char *s)
 {
-    size_t n = strlen(dsn) + 32;
+    uint64_t h = 14695981039346656037ULL;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+/* The (database, group, n) triples already mapped by this process: one DBA round trip each. */
+static pthread_mutex_t mapped_mu = PTHREAD_MUTEX_INITIALIZER;
+static char mapped[256][200];
+static int n_mapped;
+
+const char *cgt_group_login(const char *dsn, const char *group, int n)
+{
+    static _Thread_local char b[4][64];
+    static _Thread_local int bi;
+    const char *db = strstr(dsn, "dbname=");
+    char *role = b[bi = (bi + 1) % 4], prefix[16], key[200], *did = NULL;
+    PGconn *c;
+    int i, err;
+
+    ck_assert_msg(n >= 1 && n <= 9, "cgt_group_login: n is 1..9, not %d", n);
+    snprintf(prefix, sizeof(prefix), n == 1 ? "cgt_" : "cgt%d_", n);
+    if (strlen(prefix) + strlen(group) > 63 || snprintf(role, 64, "%s%s", prefix, group) >= 64)
+        snprintf(role, 64, "%s%016llx", prefix, (unsigned long long)fnv1a(group));
+    snprintf(key, sizeof(key), "%s|%s|%d", db ? db : dsn, group, n);
+    pthread_mutex_lock(&mapped_mu);
+    for (i = 0; i < n_mapped; i++)
+        if (strcmp(mapped[i], key) == 0)
+            break;
+    pthread_mutex_unlock(&mapped_mu);
+    if (i < n_mapped)
+        return role;
+    /* as the DBA would: cg-migrate map-role ROLE GROUP (the same statement, schema/logins.c) */
+    c = cgt_connect(dsn);
+    err = cg_logins_map(&did, c, role, group);
+    ck_assert_msg(err == 0, "map role %s to group %s: %s", role, group, cg_error_last()->message);
+    free(did);
+    PQfinish(c);
+    pthread_mutex_lock(&mapped_mu);
+    if (n_mapped < (int)(sizeof(mapped) / sizeof(mapped[0])))
+        snprintf(mapped[n_mapped++], sizeof(mapped[0]), "%s", key);
+    pthread_mutex_unlock(&mapped_mu);
+    return role;
+}
+
+char *cgt_core_dsn(const char *dsn, const char *group)
+{
+    const char *role = cgt_group_login(dsn, group, 1);
+    size_t n = strlen(dsn) + strlen(role) + 16;
     char *s = malloc(n);
-    snprintf(s, n, "%s user=cg_core", dsn); /* libpq: a repeated keyword's last value wins */
+    snprintf(s, n, "%s user=%s", dsn, role); /* libpq: a repeated keyword's last value wins */
     return s;
 }
 
 cg_config *cgt_core_config(const char *dsn, const char *name, const char *group)
 {
     cg_config *cfg = NULL;
-    char *core_dsn = cgt_core_dsn(dsn);
+    char private_group[96], *core_dsn;
+
+    snprintf(private_group, sizeof(private_group), "private.%s", name); /* the library's rule */
+    core_dsn = cgt_core_dsn(dsn, group ? group : private_group);
     ck_assert_int_eq(cg_config_new(&cfg), 0);
     ck_assert_int_eq(cg_config_set_string(&cfg->dsn, core_dsn), 0);
     ck_assert_int_eq(cg_config_set_string(&cfg->core_name, name), 0);

@@ -59,14 +59,21 @@ int cgt_run_suite(Suite *s);
 
 #include "coregroup.h"
 
-/* The DSN `dsn` with the core's login role (cg_core, subject to row-level security). The
- * caller frees it. */
-char *cgt_core_dsn(const char *dsn);
+/* The n-th (1..9) login role of `group` on the database of `dsn` (a superuser DSN from
+ * cgt_createdb): "cgt_GROUP" for n = 1, "cgtN_GROUP" otherwise (a hash for a group too long
+ * for a role name); a member of coregroup_app, created in the cluster and mapped to `group`
+ * in that database on first use, as `cg-migrate map-role` does. Row-level security confines
+ * it to `group`. Returns one of four rotating per-thread buffers. */
+const char *cgt_group_login(const char *dsn, const char *group, int n);
 
-/* Open a core of `group` (NULL: a private group) named `name` on the database of `dsn` (a
- * superuser DSN from cgt_createdb; the core logs in as cg_core). It has no bus and its poll
- * backstop never fires, so a test decides when it learns of other cores' changes. Fails the
- * test on error. */
+/* The DSN `dsn` logged in as the first login role of `group` (cgt_group_login(dsn, group,
+ * 1)), subject to row-level security. The caller frees it. */
+char *cgt_core_dsn(const char *dsn, const char *group);
+
+/* Open a core of `group` (NULL: a private group, "private.<name>") named `name` on the
+ * database of `dsn` (a superuser DSN from cgt_createdb; the core logs in as its group's
+ * role, cgt_core_dsn). It has no bus and its poll backstop never fires, so a test decides
+ * when it learns of other cores' changes. Fails the test on error. */
 cg_core *cgt_core_open(const char *dsn, const char *name, const char *group);
 
 /* As cgt_core_open with a prepared configuration to adjust: fill *cfg, change it, then call

@@ -1,13 +1,19 @@
 /*
- * cg-migrate — the DBA's tool: status, up, down and verify of the repository schema.
+ * cg-migrate — the DBA's tool: status, up, down and verify of the repository schema, and the
+ * map of login roles to core groups (map-role, unmap-role, roles) that row-level security
+ * keys on (migration 0005).
  *
  * The connection comes from --dsn, else from --config FILE ([repository] dsn), else from
  * libpq's PG* environment variables, as psql users expect. Migration files come from
- * --migrations DIR, else $CG_MIGRATIONS_DIR, else the installed directory.
+ * --migrations DIR, else $CG_MIGRATIONS_DIR, else the installed directory; the role commands
+ * read none. Role and group names are checked before connecting, with the rules the schema's
+ * cg_map_role() applies again (schema/logins.c).
  *
  * Exit status: 0 success; 1 the database or a migration failed; 2 bad usage, bad
  * configuration or bad migration files; 3 verify found an applied migration whose file
- * changed or is missing (up and down refuse to run in that case, with the same code).
+ * changed or is missing (up and down refuse to run in that case, with the same code); 4 a bad
+ * role or group name; 5 a role that cannot be a group's login (row-level security does not
+ * confine it).
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -17,6 +23,7 @@
 #include <unistd.h>
 
 #include "coregroup.h"
+#include "logins.h"
 #include "migrate.h"
 #include "pg.h"
 
@@ -27,7 +34,7 @@
 #define CG_MIGRATIONS_RELDIR "share/coregroup/migrations"
 #endif
 
-enum { EXIT_DB = 1, EXIT_USAGE = 2, EXIT_VERIFY = 3 };
+enum { EXIT_DB = 1, EXIT_USAGE = 2, EXIT_VERIFY = 3, EXIT_NAME = 4, EXIT_UNSUITABLE = 5 };
 
 static int quiet;
 
@@ -55,14 +62,21 @@ static const char *default_dir(void)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "Usage: cg-migrate [OPTIONS] COMMAND [TARGET]\n"
-            "Create, upgrade and check the coregroup repository schema.\n"
+            "Usage: cg-migrate [OPTIONS] COMMAND [ARGUMENTS]\n"
+            "Create, upgrade and check the coregroup repository schema, and map the cores'\n"
+            "login roles to their groups.\n"
             "\n"
             "Commands:\n"
             "  status          list every migration: applied or pending, with checksums\n"
             "  up [TARGET]     apply pending migrations up to version TARGET (default: all)\n"
             "  down TARGET     revert applied migrations above TARGET (0 reverts everything)\n"
             "  verify          check that no applied migration's file changed or vanished\n"
+            "  map-role ROLE GROUP\n"
+            "                  let the login ROLE be a core of GROUP, and of no other group:\n"
+            "                  create ROLE if missing (LOGIN, member of coregroup_app, no\n"
+            "                  password), map it to GROUP (moving it from another group)\n"
+            "  unmap-role ROLE remove ROLE's mapping (the role stays); it then sees nothing\n"
+            "  roles           list every mapped role: group, login, member of coregroup_app\n"
             "\n"
             "Options:\n"
             "  -d, --dsn DSN           libpq connection string or URI\n"
@@ -77,8 +91,21 @@ static void usage(FILE *f)
             "PGPORT, PGDATABASE, PGUSER, ...), as for psql. Each migration runs in its own\n"
             "transaction; concurrent runs wait for each other on an advisory lock.\n"
             "\n"
+            "Groups and roles: from migration 0005 on, a core sees and writes only the rows of\n"
+            "the group its login role is mapped to, whatever it asks for; an unmapped login\n"
+            "sees nothing. Run the commands above as the schema's owner (the role that ran\n"
+            "the migrations; creating a role needs CREATEROLE). Map one login per group and\n"
+            "give it a password or another authentication yourself: for example, run\n"
+            "\"cg-migrate map-role cg_payments payments\", then \"ALTER ROLE cg_payments\n"
+            "PASSWORD '...'\" in psql, and set user=cg_payments in the dsn of every core of\n"
+            "group payments. ROLE is a letter or _, then up to 62 letters, digits, _, . or\n"
+            "-, not starting with pg_; GROUP is a group id as in repository.ini. A superuser,\n"
+            "a BYPASSRLS role or the schema's owner cannot be a group's login: row-level\n"
+            "security does not apply to them. Every command is idempotent.\n"
+            "\n"
             "Exit status: 0 success, 1 database or migration failure, 2 bad usage or files,\n"
-            "3 an applied migration's file changed or is missing.\n",
+            "3 an applied migration's file changed or is missing, 4 a bad role or group name,\n"
+            "5 a role that cannot be a group's login.\n",
             default_dir());
 }
 
@@ -148,6 +175,154 @@ static int parse_target(const char *s, int *out)
     return 0;
 }
 
+#define COMMANDS "status, up, down, verify, map-role, unmap-role or roles"
+
+static int is_role_command(const char *cmd)
+{
+    return strcmp(cmd, "map-role") == 0 || strcmp(cmd, "unmap-role") == 0 ||
+           strcmp(cmd, "roles") == 0;
+}
+
+/* The exit status of a failed role command: the schema's refusals by their SQLSTATE; a schema
+ * without the map (CG_ENOTFOUND) is a database problem here, not a changed migration. */
+static int role_fail(int err)
+{
+    const char *state = cg_error_last()->sqlstate;
+    fprintf(stderr, "cg-migrate: error: %s\n", cg_error_last()->message);
+    if (strcmp(state, CG_LOGINS_BAD_NAME) == 0)
+        return EXIT_NAME;
+    if (strcmp(state, CG_LOGINS_UNSUITABLE) == 0)
+        return EXIT_UNSUITABLE;
+    return err == CG_ENOTFOUND ? EXIT_DB : exit_code(err);
+}
+
+static void print_roles(const cg_login_list *list)
+{
+    size_t i;
+    printf("%-24s %-24s %-6s %-14s %s\n", "role", "group", "login", "coregroup_app", "mapped at");
+    for (i = 0; i < list->n; i++) {
+        const cg_login *l = &list->items[i];
+        printf("%-24s %-24s %-6s %-14s %s\n", l->role, l->group,
+               !l->exists     ? "MISSING"
+               : l->can_login ? "yes"
+                              : "NO",
+               !l->exists  ? "-"
+               : l->member ? "yes"
+                           : "NO",
+               l->mapped_at);
+    }
+    printf("%zu mapped role%s\n", list->n, list->n == 1 ? "" : "s");
+}
+
+/* After map-role: a word on what the role still needs, read back from the map. */
+static void map_advice(PGconn *conn, const char *role, const char *group, const char *did)
+{
+    cg_login_list list = {NULL, 0};
+    size_t i;
+
+    if (strcmp(did, "created") == 0)
+        printf("cg-migrate: map-role: created the login role \"%s\" (no password yet: set its "
+               "authentication, e.g. ALTER ROLE \"%s\" PASSWORD '...')\n",
+               role, role);
+    if (strcmp(did, "unchanged") == 0)
+        printf("cg-migrate: map-role: role \"%s\" is already mapped to group \"%s\"\n", role,
+               group);
+    else
+        printf("cg-migrate: map-role: role \"%s\" %s to group \"%s\"\n", role,
+               strncmp(did, "moved", 5) == 0 ? did : "mapped", group);
+    if (strncmp(did, "moved", 5) == 0)
+        printf("cg-migrate: map-role: cores logged in as \"%s\" now see group \"%s\" only: "
+               "restart them with [core] group = %s\n",
+               role, group, group);
+    if (cg_logins_list(&list, conn) == 0)
+        for (i = 0; i < list.n; i++)
+            if (strcmp(list.items[i].role, role) == 0 && !list.items[i].can_login)
+                printf("cg-migrate: map-role: warning: role \"%s\" cannot log in (NOLOGIN): "
+                       "ALTER ROLE \"%s\" LOGIN\n",
+                       role, role);
+    cg_login_list_dispose(&list);
+}
+
+/* map-role ROLE GROUP, unmap-role ROLE, roles: check the arguments, connect, run. */
+static int role_command(const char *cmd, int argc, char **argv, const char *dsn, const char *config)
+{
+    int want = strcmp(cmd, "map-role") == 0 ? 2 : strcmp(cmd, "unmap-role") == 0 ? 1 : 0;
+    cg_config *cfg = NULL;
+    cg_login_list list = {NULL, 0};
+    PGconn *conn = NULL;
+    char *out = NULL;
+    int err, rc = 0;
+
+    if (argc != want) {
+        fprintf(stderr, "cg-migrate: error: %s takes %s (got %d argument%s)\n", cmd,
+                want == 2   ? "ROLE GROUP"
+                : want == 1 ? "ROLE"
+                            : "no arguments",
+                argc, argc == 1 ? "" : "s");
+        return EXIT_USAGE;
+    }
+    if (want >= 1 && !cg_logins_role_valid(argv[0])) {
+        fprintf(stderr,
+                "cg-migrate: error: %s: role \"%s\" cannot be a group's login: a role name is "
+                "a letter or \"_\", then up to 62 letters, digits, \"_\", \".\" or \"-\", not "
+                "starting with \"pg_\" and not reserved\n",
+                cmd, argv[0]);
+        return EXIT_NAME;
+    }
+    if (want == 2 && argv[1][0] == '\0') {
+        fprintf(stderr,
+                "cg-migrate: error: map-role: the group is empty (give the group id of "
+                "the cores that log in as \"%s\")\n",
+                argv[0]);
+        return EXIT_NAME;
+    }
+    if (want == 2 && !cg_name_valid(argv[1])) {
+        fprintf(stderr,
+                "cg-migrate: error: map-role: group \"%s\" is not a valid group id (a letter or "
+                "digit, then up to 62 letters, digits, \".\", \"_\" or \"-\")\n",
+                argv[1]);
+        return EXIT_NAME;
+    }
+
+    if (dsn == NULL && config != NULL) {
+        if ((err = cg_config_load(&cfg, config)) < 0) {
+            fail(err);
+            return EXIT_USAGE;
+        }
+        dsn = cfg->dsn;
+    }
+    if ((err = cg_pg_connect(&conn, dsn, "cg-migrate", 10)) < 0) {
+        fprintf(stderr, "cg-migrate: error: %s\n", cg_error_last()->message);
+        rc = EXIT_DB;
+        goto done;
+    }
+    PQclear(PQexec(conn, "SET client_min_messages = warning"));
+    if (want == 2) {
+        if ((err = cg_logins_map(&out, conn, argv[0], argv[1])) == 0 && !quiet)
+            map_advice(conn, argv[0], argv[1], out);
+    } else if (want == 1) {
+        if ((err = cg_logins_unmap(&out, conn, argv[0])) == 0 && !quiet) {
+            if (out)
+                printf("cg-migrate: unmap-role: role \"%s\" is no longer mapped (it was of "
+                       "group \"%s\"); it sees nothing now, and the role itself stays\n",
+                       argv[0], out);
+            else
+                printf("cg-migrate: unmap-role: role \"%s\" was not mapped (nothing to do)\n",
+                       argv[0]);
+        }
+    } else if ((err = cg_logins_list(&list, conn)) == 0) {
+        print_roles(&list);
+    }
+    if (err < 0)
+        rc = role_fail(err);
+done:
+    free(out);
+    cg_login_list_dispose(&list);
+    PQfinish(conn);
+    cg_config_free(cfg);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option opts[] = {{"dsn", required_argument, NULL, 'd'},
@@ -190,15 +365,16 @@ int main(int argc, char **argv)
         }
     }
     if (optind >= argc) {
-        fprintf(stderr, "cg-migrate: error: no command given (status, up, down or verify)\n");
+        fprintf(stderr, "cg-migrate: error: no command given (%s)\n", COMMANDS);
         usage(stderr);
         return EXIT_USAGE;
     }
     cmd = argv[optind++];
+    if (is_role_command(cmd))
+        return role_command(cmd, argc - optind, argv + optind, dsn, config);
     if (strcmp(cmd, "status") && strcmp(cmd, "up") && strcmp(cmd, "down") &&
         strcmp(cmd, "verify")) {
-        fprintf(stderr, "cg-migrate: error: unknown command \"%s\" (status, up, down or verify)\n",
-                cmd);
+        fprintf(stderr, "cg-migrate: error: unknown command \"%s\" (%s)\n", cmd, COMMANDS);
         return EXIT_USAGE;
     }
     if (optind < argc) {
