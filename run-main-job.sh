@@ -7,8 +7,9 @@
 #
 # It installs missing Debian packages, builds (into build-main/), starts the repository (a
 # private PostgreSQL cluster under run/, created on the first run and reused afterwards),
-# migrates it with cg-migrate, starts two cg-busd forwarders, three coregroupd cores of the
-# group "demo" and one core of its own private group, and a cg-watch on the bus. Then:
+# migrates it with cg-migrate and maps a login role to each group (cg-migrate map-role),
+# starts two cg-busd forwarders, three coregroupd cores of the group "demo" (all logged in as
+# cg_demo) and one core of its own private group, and a cg-watch on the bus. Then:
 # register services, read them from every core (cache hits), update one part from two cores
 # at once (one wins, one gets "stale" and retries), show the invalidations arriving, kill a
 # core with SIGKILL and show the others declaring it failed, stop a forwarder and show the
@@ -21,7 +22,7 @@ cd "$(dirname "$0")"
 . tests/bootstrap.sh
 
 case "${1:-}" in
--h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+-h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 "" | stop) ;;
 *) echo "run-main-job.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
 esac
@@ -79,10 +80,12 @@ fi
 psql() { "$PGC_BIN/psql" -X -q -h "$pgdir/sock" -p "$port" -U postgres "$@"; }
 psql -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'coregroup'" | grep -q 1 ||
   psql -d postgres -c "CREATE DATABASE coregroup"
-"$bin/cg-migrate" -m migrations -d "host=$pgdir/sock port=$port user=postgres dbname=coregroup" up
-# cores log in as a member of coregroup_app, so row-level security applies to them
-psql -d postgres -tAc "SELECT 1 FROM pg_roles WHERE rolname = 'cg_core'" | grep -q 1 ||
-  psql -d postgres -c "CREATE ROLE cg_core LOGIN IN ROLE coregroup_app"
+dba_dsn="host=$pgdir/sock port=$port user=postgres dbname=coregroup"
+"$bin/cg-migrate" -m migrations -d "$dba_dsn" up
+# one login role per group, mapped by the DBA: row-level security confines every session to
+# the group its login is mapped to (idempotent; local logins are trusted in this cluster)
+"$bin/cg-migrate" -d "$dba_dsn" map-role cg_demo demo
+"$bin/cg-migrate" -d "$dba_dsn" map-role cg_private_core_p private.core-p
 
 say "the bus: two cg-busd forwarders"
 busd_start() { # name front back
@@ -101,12 +104,12 @@ busd_start busd-2 $((base + 2)) $((base + 3))
 say "four cores: core-a, core-b, core-c in group \"demo\", core-p in a private group"
 i=0
 for c in "${cores[@]}"; do
-  group="group = demo"
-  [ "$c" = core-p ] && group="; no group: the private group private.core-p"
+  group="group = demo" role=cg_demo
+  [ "$c" = core-p ] && group="; no group: the private group private.core-p" role=cg_private_core_p
   cat >"$run/$c.ini" <<INI
 ; written by run-main-job.sh
 [repository]
-dsn = host=$pgdir/sock port=$port user=cg_core dbname=coregroup
+dsn = host=$pgdir/sock port=$port user=$role dbname=coregroup
 [core]
 name = $c
 $group

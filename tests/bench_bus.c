@@ -11,7 +11,8 @@
  *      P) has applied it — against P.
  *
  * Usage: bench_bus --dsn DSN --busd PATH [--samples N] [--poll-ms P]
- * DSN: a migrated coregroup database (cores log in as its user). PATH: the cg-busd program.
+ * DSN: a migrated coregroup database (cores log in as its user, a login mapped to the group
+ * "bench-bus" by `cg-migrate map-role`). PATH: the cg-busd program.
  */
 #include <arpa/inet.h>
 #include <getopt.h>

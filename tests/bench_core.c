@@ -12,7 +12,8 @@
  *      vs the naive raw sequence of 4 round trips.
  *
  * Usage: bench_core --dsn DSN [--seconds S] [--keys N] [--rounds R]  (a migrated database;
- * the core logs in as that DSN's user). Prints one line per figure with ops/s and the ratio.
+ * the core logs in as that DSN's user, a login mapped to the group "bench" by `cg-migrate
+ * map-role`). Prints one line per figure with ops/s and the ratio.
  * Single thread, loopback; machines are shared and noisy, so read ratios, not absolutes.
  */
 #include <getopt.h>

@@ -15,8 +15,10 @@
  * [daemon] workers = the thread count and pool_size the same, log_level warn, no bus (a single
  * core: no invalidation traffic to measure here).
  *
- * Usage: bench_daemon --dsn DSN --coregroupd PATH [--seconds S] [--threads N]
- * (DSN: a migrated database, logged in as the core role, e.g. "$CG_TEST_DSN user=cg_core").
+ * Usage: bench_daemon --dsn DSN --coregroupd PATH [--group G] [--seconds S] [--threads N]
+ * (DSN: a migrated database, logged in as the login role of group G, default "bench-daemon",
+ * e.g. "$CG_TEST_DSN user=cg_bench_daemon" after `cg-migrate map-role cg_bench_daemon
+ * bench-daemon`).
  * The machines are shared and small (2 cores, on which daemon and clients compete): read the
  * ratios, not the absolutes.
  */
@@ -377,11 +379,10 @@ static void print_pair(const char *what, double d, double lib, double p50, doubl
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {{"dsn", required_argument, NULL, 'd'},
-                                         {"coregroupd", required_argument, NULL, 'b'},
-                                         {"seconds", required_argument, NULL, 's'},
-                                         {"threads", required_argument, NULL, 't'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"dsn", required_argument, NULL, 'd'},     {"coregroupd", required_argument, NULL, 'b'},
+        {"seconds", required_argument, NULL, 's'}, {"threads", required_argument, NULL, 't'},
+        {"group", required_argument, NULL, 'g'},   {NULL, 0, NULL, 0}};
     int64_t keys[GET_KEYS], own[MAX_THREADS], versions[MAX_THREADS];
     double d_get, d_upd, l_get, l_upd, e_get, g50, g99, u50, u99, x50, x99, e50, e99;
     char tmpl[] = "/tmp/bench_daemon.XXXXXX", *dir;
@@ -391,7 +392,8 @@ int main(int argc, char **argv)
     pid_t pid;
     int c, i, st;
 
-    while ((c = getopt_long(argc, argv, "d:b:s:t:", opts, NULL)) != -1) {
+    snprintf(group, sizeof(group), "bench-daemon");
+    while ((c = getopt_long(argc, argv, "d:b:s:t:g:", opts, NULL)) != -1) {
         switch (c) {
         case 'd':
             dsn = optarg;
@@ -405,22 +407,24 @@ int main(int argc, char **argv)
         case 't':
             nthreads = atoi(optarg);
             break;
+        case 'g':
+            snprintf(group, sizeof(group), "%s", optarg);
+            break;
         default:
-            fprintf(stderr, "usage: bench_daemon --dsn DSN --coregroupd PATH [--seconds S] "
-                            "[--threads N]\n");
+            fprintf(stderr, "usage: bench_daemon --dsn DSN --coregroupd PATH [--group G] "
+                            "[--seconds S] [--threads N]\n");
             return 2;
         }
     }
     if (!dsn || !daemon_bin || seconds <= 0 || nthreads < 1 || nthreads > MAX_THREADS) {
         fprintf(stderr,
-                "usage: bench_daemon --dsn DSN --coregroupd PATH [--seconds S] "
+                "usage: bench_daemon --dsn DSN --coregroupd PATH [--group G] [--seconds S] "
                 "[--threads 1..%d]\n",
                 MAX_THREADS);
         return 2;
     }
     if ((dir = mkdtemp(tmpl)) == NULL)
         die("mkdtemp", strerror(errno));
-    snprintf(group, sizeof(group), "bench-daemon-%ld", (long)getpid());
     snprintf(endpoint, sizeof(endpoint), "tcp://127.0.0.1:%d", free_port());
     zctx = zmq_ctx_new();
 

@@ -209,7 +209,8 @@ if "pg_isready" not in pg_test:
     err("postgres: the healthcheck does not run pg_isready (%s)" % pg_test)
 pg_db = env(pg).get("POSTGRES_DB", env(pg).get("POSTGRES_USER", "postgres"))
 
-# migrate: after postgres is healthy, runs cg-migrate up and grants coregroup_app
+# migrate: after postgres is healthy, runs cg-migrate up and maps the cores' login role to
+# their group (cg-migrate map-role: row-level security confines the role to that group)
 mig = services.get("migrate", {})
 if depends(mig).get("postgres") != "service_healthy":
     err("migrate: does not wait for postgres to be healthy (depends_on condition)")
@@ -221,11 +222,15 @@ for path, _ in mounts("migrate", mig):
                                 if not line.lstrip().startswith(("#", "--")))
 if not re.search(r"\bcg-migrate\b[^\n]*\bup\b", mig_text):
     err("migrate: neither its command nor its mounted scripts run `cg-migrate ... up`")
-if not re.search(r"GRANT\s+coregroup_app\s+TO", mig_text, re.I):
-    err("migrate: neither its command nor its mounted scripts GRANT coregroup_app TO a role")
+if not re.search(r"\bcg-migrate\b[^\n]*\bmap-role\b", mig_text):
+    err("migrate: neither its command nor its mounted scripts run `cg-migrate map-role ROLE "
+        "GROUP` (the cores' login must be mapped to their group)")
 core_role = env(mig).get("CG_CORE_ROLE")
 if not core_role:
     err("migrate: CG_CORE_ROLE (the cores' login role) is not set")
+core_group = env(mig).get("CG_CORE_GROUP")
+if not core_group:
+    err("migrate: CG_CORE_GROUP (the group CG_CORE_ROLE is mapped to) is not set")
 if (mig.get("restart") or "no") not in ("no", "on-failure"):
     err("migrate: a one-shot service must not restart always (restart: %s)" % mig.get("restart"))
 
@@ -327,6 +332,9 @@ for c in cores:
     if user != core_role or user == env(pg).get("POSTGRES_USER", "postgres"):
         err("%s: [repository] dsn user is %r: the cores must log in as the role migrate "
             "creates (%r), a member of coregroup_app and no superuser" % (rel, user, core_role))
+    if core_group and one(cfg, "core.group") != core_group:
+        err("%s: [core] group is %r, but its login %r is mapped to %r (CG_CORE_GROUP): the "
+            "core would refuse to start" % (rel, one(cfg, "core.group"), user, core_group))
     if "repository.dsn.password" in cfg:
         err("%s: a password in the dsn: give it through PGPASSWORD instead" % rel)
     if not env(svc).get("PGPASSWORD"):

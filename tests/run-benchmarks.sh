@@ -18,14 +18,19 @@ state=$(mktemp)
 trap 'tests/pgharness.sh stop "$state" >/dev/null; rm -f "$state"' EXIT
 tests/pgharness.sh start "$state" "$PWD/migrations" "$PWD/build-bench/cg-migrate"
 . "$state"
+# the cores log in as their group's role (row-level security confines each to its group)
+build-bench/cg-migrate -q -d "$CG_TEST_DSN" map-role cg_bench bench
+build-bench/cg-migrate -q -d "$CG_TEST_DSN" map-role cg_bench_bus bench-bus
+build-bench/cg-migrate -q -d "$CG_TEST_DSN" map-role cg_bench_daemon bench-daemon
 echo "== machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 for b in build-bench/tests/bench_*; do
   echo "== $(basename "$b")"
   case "$(basename "$b")" in
-  bench_core) "$b" --dsn "$CG_TEST_DSN user=cg_core" --seconds "$seconds" ;;
-  bench_bus) "$b" --dsn "$CG_TEST_DSN user=cg_core" --busd build-bench/cg-busd ;;
+  bench_core) "$b" --dsn "$CG_TEST_DSN user=cg_bench" --seconds "$seconds" ;;
+  bench_bus) "$b" --dsn "$CG_TEST_DSN user=cg_bench_bus" --busd build-bench/cg-busd ;;
   bench_daemon)
-    "$b" --dsn "$CG_TEST_DSN user=cg_core" --coregroupd build-bench/coregroupd --seconds "$seconds"
+    "$b" --dsn "$CG_TEST_DSN user=cg_bench_daemon" --coregroupd build-bench/coregroupd \
+      --group bench-daemon --seconds "$seconds"
     ;;
   *) "$b" --seconds "$seconds" ;;
   esac
