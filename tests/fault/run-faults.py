@@ -2,58 +2,70 @@
 """run-faults.py — a fault harness for coregroup: real processes, real faults, a history checker.
 
 It builds a throwaway world (a private PostgreSQL cluster migrated with cg-migrate, two cg-busd
-forwarders, three coregroupd cores of group "g" and one of group "h", all on 127.0.0.1), runs a
-read-modify-write and read load against it through the JSON request protocol
-(coregroup/REQUESTS.md), injects faults one after another (each followed by a settle period,
-the load running throughout), records every request, and judges the history with checker.py:
-lost updates, phantoms, reads staler than [cache] max_staleness_ms, reads going backwards on a
-core, the longest stall of a healthy core, catch-ups per 1,000 events, time to recover, group
-isolation, the outbox. Everything it starts is stopped and removed at the end, also on Ctrl-C
-or error.
+forwarders, three coregroupd cores of group "g" and one of group "h"), runs a read-modify-write
+and read load against it through the JSON request protocol (coregroup/REQUESTS.md), injects
+faults one after another (each followed by a settle period, the load running throughout),
+records every request, and judges the history with checker.py. Everything it starts is stopped
+and removed at the end, also on Ctrl-C or error.
 
 Exit status: 0 no violation; 1 a violation was found; 2 the harness itself failed (a missing
-tool, a port in use, a program that would not start, an interruption) -- never a pass.
+tool, a port in use, a program that would not start, an interruption, no scenario able to run)
+-- never a pass. A scenario that cannot run here (a partition without root, ip or nft; bus loss
+without a test-hooks build) is printed as SKIPPED with the reason, in the table too.
 
 Needs Debian's python3-zmq and python3-psycopg2 (run it with /usr/bin/python3), PostgreSQL's
-server binaries (as tests/pgcluster.sh finds them) and a build of the programs (--bin).
+server binaries (as tests/pgcluster.sh finds them) and a build of the programs (--bin); for
+the partitions root, iproute2 and nftables; for --valgrind, valgrind.
 
-    tests/fault/run-faults.py                              # all scenarios, 20 s each
+    tests/fault/run-faults.py                          # every scenario, 20 s each
+    tests/fault/run-faults.py --quick                  # the short form (./run-tests.sh runs it)
+    tests/fault/run-faults.py --full --markdown f.md   # the long form, 40 s each, and a table
     tests/fault/run-faults.py --quick --scenario stop-core --keep
-    tests/fault/run-faults.py --bin ../before/build \
-        --migrations ../before/migrations --legacy-config   # an older build, for "before"
+    tests/fault/run-faults.py --valgrind --scenario stop-core   # the daemons under memcheck
 
 The world. PostgreSQL keeps synchronous_commit on (an acknowledged commit must survive
-"restart -m immediate"); fsync is off, which only an OS crash would expose. Cores log in as
-cg_core, a member of coregroup_app, so row-level security and the session fence apply. Each
-core: [core] failure_timeout_ms 1000, [bus] both forwarders, poll_interval_ms 200,
-heartbeat_interval_ms 100, [cache] max_staleness_ms 1000, [repository] lock_timeout_ms 1000
-(--legacy-config leaves out the keys an older build refuses).
+"restart -m immediate"); fsync is off, which only an OS crash would expose. Each group's cores
+log in as that group's login role, cg_g or cg_h, mapped by `cg-migrate map-role`: row-level
+security and the session fence apply to them. Each core: [core] failure_timeout_ms 1000,
+[bus] both forwarders, poll_interval_ms 200, heartbeat_interval_ms 100, [cache]
+max_staleness_ms 1000, [repository] lock_timeout_ms 1000. When a partition scenario runs (and
+with --hosts yes), every core runs on a host of its own: a network namespace with its own
+address on a bridge, where PostgreSQL and the forwarders listen (class Net).
 
 The load. 20 hot resources of group g. The first 10 (--shared) are updated by every writer
 (contention: the lost-update check); each of the others only by the writers of its home core,
 and read on all cores, so the other cores learn of its changes only through the bus or the
 poll -- otherwise a core's own commits and stale-error evictions keep refreshing its cache and
 hide a missed invalidation. 12 writers (get, then update with the version read; on stale, retry
-with the version the error names) and 6 readers, spread evenly over g1..g3, each its own
-thread and DEALER with a 2 s timeout (a timed-out request is indeterminate; the socket is
-reopened); a light writer on h1 that also asks g cores for its handle and service id (they
-must not find them). A stats poller per core, once a second.
+with the version the error names), 2 multi writers (a pair of parts read in one multi and
+written together in one multi: a half-applied multi shows) and 6 readers, spread evenly over
+g1..g3, each its own thread and DEALER with a 2 s timeout (a timed-out request is
+indeterminate; the socket is reopened); a light writer on h1 that also asks g cores for its
+handle and service id (they must not find them). A stats poller per core, once a second.
 
-The timeline of a scenario (--duration, 20 s): 3 s of load, the fault, the hold (kill-core:
-2 s dead, then restarted; stop-core: 4.5 s SIGSTOP; forwarders: 3 s dead, then restarted;
-pg-restart-*: as long as pg_ctl restart takes), then settling until the duration is up (at
-least 5 s). Each fault and recovery is an event with monotonic and wall time (--json).
+The scenarios (--scenario, all by default; TRIED below says each in one line): kill-core
+(a random core killed many times, every other time at a random commit between COMMIT and
+publish), stop-core (SIGSTOP past the failure timeout), kill-forwarder, kill-both-forwarders,
+pg-restart-fast, pg-restart-immediate, drop-bus (every core drops 1 in N invalidations),
+slow-repository (another session holds the group's counter row past the lock timeout),
+prune-past-stopped (the outbox deleted under a stopped core: it must reset), isolation-attacks
+(hostile SQL as h's login against g; forged bus messages), partition-bus,
+partition-repository, partition-both (one core cut off by nftables DROP rules, then healed).
+After each, the writers pause and every live core of g is audited: its cache must agree with
+the repository within one poll interval (plus an allowance for the statements).
 
 The table (checker.format_summary). ops: get and update requests sent in the window; ok:
 answered ok; lost, phantom, stale>bnd: see checker.py; oldest/bound: the stalest read served,
 in ms of "sent after a newer version was acknowledged", against max_staleness_ms; stall: the
-longest time a core other than the faulted one had requests outstanding and answered none,
-from the fault to the window's end; catchup/1k ev: catch-ups per 1,000 group events, mean
-(and max) over g1..g3, from the stats counters; recover: from the recovery action (restart,
-SIGCONT, PostgreSQL up) to the first acknowledged update sent after it, worst core of g (it
-includes the client's own wait on requests sent before); other: backwards reads, isolation,
-outbox, a core that never recovered, a program that died by itself; errors by code: the
-protocol's codes plus "timeout" (stale is the normal outcome of a lost race).
+longest time a core other than the faulted ones had requests outstanding and answered none,
+from the fault to the window's end (a violation past the lock timeout plus an allowance where
+another core is paused, killed, cut off or holds a lock); catchup/1k ev: catch-ups per 1,000
+group events, mean (and max) over g1..g3, from the stats counters; recover: from the recovery
+action (restart, SIGCONT, PostgreSQL up, heal) to the first acknowledged update sent after it,
+worst core of g (it includes the client's own wait on requests sent before); other: backwards
+reads, isolation, outbox, half-applied multis, caches that disagree after the fault, stalls, a
+core that never recovered, a program that died by itself, memcheck findings; errors by code:
+the protocol's codes plus "timeout" (stale is the normal outcome of a lost race).
 """
 
 import argparse
@@ -648,10 +660,17 @@ class World:
             self.wait_healthy(name, 30.0 * (4 if self.args.valgrind else 1), initial=True)
 
     def create_roles(self):
-        """The cores' login: cg_core, a member of coregroup_app, so that row-level security and
-        the session fence apply to them (the superuser would bypass both)."""
-        self.pg.query("CREATE ROLE cg_core LOGIN IN ROLE coregroup_app")
-        self.roles = {GROUP: "cg_core", OTHER: "cg_core"}
+        """One login role per group, mapped by the DBA's command (cg-migrate map-role): the
+        repository then confines each core to its login's group (row-level security on the
+        map), whatever the session claims; the superuser would bypass it, so no core is one."""
+        self.roles = {GROUP: "cg_" + GROUP, OTHER: "cg_" + OTHER}
+        for group, role in self.roles.items():
+            r = subprocess.run([os.path.join(self.bin, "cg-migrate"), "-d", self.pg.dsn(),
+                                "map-role", role, group],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+            if r.returncode != 0:
+                raise HarnessError("cg-migrate map-role %s %s failed (%d): %s" % (
+                    role, group, r.returncode, r.stdout.decode("utf-8", "replace")[-400:]))
 
     def valgrind_prefix(self, name):
         """valgrind memcheck's command line for program `name` (--valgrind), else nothing.
@@ -1289,11 +1308,13 @@ class World:
         ]
         results = []
         for label, sql in attempts:
-            for pretend in (None, GROUP):
+            for pretend in (None, "set_config", "SET ROLE"):
                 cur = conn.cursor()
                 try:
+                    if pretend == "SET ROLE":  # membership grants it; it must not widen the group
+                        cur.execute("SET ROLE coregroup_app")
                     if pretend:
-                        cur.execute("SELECT set_config('coregroup.group', %s, false)", (pretend,))
+                        cur.execute("SELECT set_config('coregroup.group', %s, false)", (GROUP,))
                     cur.execute(sql, {"g": GROUP, "o": OTHER, "h": h, "inc": inc})
                     # a count of rows seen, sessions ended; or the rows changed
                     n = cur.fetchone()[0] if label.split()[0] in ("select", "call") \
@@ -1307,7 +1328,12 @@ class World:
                     outcome = "refused %s" % (e.pgcode or "?")
                 finally:
                     cur.close()
-                results.append("%s%s: %s" % (label, " (set group=g)" if pretend else "", outcome))
+                    if pretend == "SET ROLE":
+                        with conn.cursor() as c2:
+                            c2.execute("RESET ROLE")
+                results.append("%s%s: %s" % (label, {None: "", "set_config": " (set group=g)",
+                                                     "SET ROLE": " (SET ROLE coregroup_app, "
+                                                                 "group=g)"}[pretend], outcome))
         conn.close()
         self.event("hostile-sql", role=role, attempts=len(results), results="; ".join(results))
 
@@ -1317,6 +1343,7 @@ class World:
         other items (racing the real one), a foreign group under g's topic, malformed payloads,
         a heartbeat claiming a huge seq, a member event saying g1 failed. They may cost reads;
         the checker must still find nothing."""
+        before = {c: self.stats_of(c) or {} for c in G_CORES}
         pub = self.ctx.socket(zmq.PUB)
         pub.setsockopt(zmq.LINGER, 0)
         for ep in self.bus_front:
@@ -1353,7 +1380,14 @@ class World:
             sent += 1
             time.sleep(0.1)
         pub.close(0)
-        self.event("forged-bus", messages=sent)
+        time.sleep(0.5)
+        seen = {}
+        for c in G_CORES:
+            after = self.stats_of(c) or {}
+            seen[c] = "conflicts+%s dropped+%s catchups+%s" % tuple(
+                after.get(f, 0) - before[c].get(f, 0) if f in after else "?"
+                for f in ("bus_conflicts", "messages_dropped", "catchups"))
+        self.event("forged-bus", messages=sent, **seen)
 
     # ---- after each scenario: the caches agree with the repository
     def audit_caches(self, scenario):
@@ -1831,8 +1865,8 @@ TRIED = {
                        "write waits the 1 s lock timeout)",
     "prune-past-stopped": "SIGSTOP g3 and kill both forwarders; delete g's whole outbox; "
                           "restart them, SIGCONT g3 (it must reset its cache)",
-    "isolation-attacks": "SQL as h's login against g's rows (13 kinds, with and without "
-                         "set_config of the group); 220 forged bus messages (far-future seq, huge "
+    "isolation-attacks": "SQL as h's login against g's rows (13 kinds, each plainly, after "
+                         "set_config of g, and after SET ROLE coregroup_app); 220 forged bus messages (far-future seq, huge "
                          "version, next seq, foreign group, malformed, heartbeat, member)",
     "partition-bus": "g3 cut from both forwarders (nftables DROP in its namespace) for "
                      "{hold_partition:g} s, then healed",
