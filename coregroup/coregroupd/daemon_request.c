@@ -220,15 +220,43 @@ static int str_field(char **out, cg_request *req, const cJSON *obj, const place 
 }
 
 /* A field holding any JSON value, printed compactly into a new string at *out. */
+/*
+ * The first number in j that cJSON cannot carry, or NULL. cJSON reads a number beyond the
+ * largest double (1e999) as infinity and prints infinity as null; and it prints a number within
+ * 15 significant digits of the largest double (1.7976931348623157e308) as 1.79769313486232e+308,
+ * which reads back as infinity. Either would store something else than the client sent, or
+ * change on the next round trip (fuzz_request found the second one), so such a body is
+ * refused. Nesting is at most cJSON's limit of 1000 levels.
+ */
+static const cJSON *number_out_of_range(const cJSON *j)
+{
+    const cJSON *c, *bad;
+    if (cJSON_IsNumber(j)) {
+        char buf[40];
+        if (!isfinite(j->valuedouble))
+            return j;
+        snprintf(buf, sizeof(buf), "%1.15g", j->valuedouble); /* what cJSON prints first */
+        return isfinite(strtod(buf, NULL)) ? NULL : j;
+    }
+    for (c = j->child; c; c = c->next)
+        if ((bad = number_out_of_range(c)) != NULL)
+            return bad;
+    return NULL;
+}
+
 static int json_field(char **out, cg_request *req, const cJSON *obj, const place *at,
                       const char *name, int required)
 {
     const cJSON *j;
-    char *text;
+    char *text, f[48];
     int r;
     *out = NULL;
     if ((r = field(&j, req, obj, at, name, required)) != 0)
         return r < 0 ? r : 0;
+    if (number_out_of_range(j) != NULL)
+        return refuse(req, field_name(f, at, name),
+                      "a number beyond the range of a double (cJSON would not "
+                      "keep it; magnitudes up to 1.79769313486231e308)");
     if ((text = cJSON_PrintUnformatted(j)) == NULL)
         return cg_error_nomem();
     /* one allocator per object: the request's strings are all free()d */
@@ -575,6 +603,12 @@ static int put_json(cJSON *o, const place *at, const char *name, const char *tex
             return unencodable(field_name(f, at, name), "data after the JSON value at offset %zu",
                                bad);
         }
+    if (number_out_of_range(j) != NULL) {
+        cJSON_Delete(j);
+        return unencodable(field_name(f, at, name),
+                           "a number beyond the range of a double (cJSON would "
+                           "not keep it; magnitudes up to 1.79769313486231e308)");
+    }
     if (!cJSON_AddItemToObject(o, name, j)) {
         cJSON_Delete(j);
         return cg_error_nomem();
