@@ -4,13 +4,20 @@
 # Configures a separate build directory, build-fuzz, with clang and -DCG_FUZZ=ON (the library
 # instrumented for libFuzzer, AddressSanitizer and UndefinedBehaviorSanitizer), then runs
 # fuzz_message, fuzz_config, fuzz_sqlsplit and fuzz_request one after the other, each on a
-# fresh COPY of its seed corpus in tests/fuzz/corpus/ (the repository's seeds are never
-# modified), with inputs up to 64 KiB. Prints one summary line per fuzzer.
+# fresh COPY of its seed corpus in tests/fuzz/corpus/ and of its regressions in
+# tests/fuzz/regressions/ (the repository's files are never modified), with inputs up to
+# 64 KiB. Prints one summary line per fuzzer.
 #
 #   tests/fuzz/run-fuzzers.sh 20
 #
 # Kept in build-fuzz/fuzz/<target>/: the grown corpus, the full log, and any crash, leak,
 # timeout or out-of-memory reproducer (rerun one with: build-fuzz/<target> <file>).
+#
+# A crash found here becomes a regression: copy its reproducer into
+# tests/fuzz/regressions/<target>/ under a name that says what it is, fix the bug, and commit
+# both (tests/fuzz/regressions/README.md lists where each input came from). The ctest test
+# fuzz_replay_<target> then runs it in every build, through tests/fuzz/replay.c with gcc too,
+# and under AddressSanitizer in the sanitizer pass; and this script seeds with it from then on.
 # Exit status: 0 when no fuzzer found anything, 1 when one did, 2 on a usage or build error.
 set -euo pipefail
 
@@ -50,13 +57,17 @@ for name in message config sqlsplit request; do
   rm -rf "$out"
   mkdir -p "$out/artifacts"
   cp -R "$root/tests/fuzz/corpus/$name" "$out/corpus"
+  # every input that ever crashed a decoder or hit one of its edges is a seed too
+  for f in "$root/tests/fuzz/regressions/$name"/*; do
+    if [ -f "$f" ]; then cp "$f" "$out/corpus/regression-$(basename "$f")"; fi
+  done
   # the real inputs are seeds too, taken from where they live so they never go stale
   case "$name" in
   config) cp "$root/repository.ini.example" "$out/corpus/" ;;
   sqlsplit) cp "$root"/migrations/*.sql "$out/corpus/" ;;
   esac
   seeds=$(find "$out/corpus" -type f | wc -l)
-  echo "==> $target for ${seconds}s on a copy of tests/fuzz/corpus/$name ($seeds seeds)"
+  echo "==> $target for ${seconds}s on a copy of tests/fuzz/{corpus,regressions}/$name ($seeds seeds)"
   status=0
   "$build/$target" -max_total_time="$seconds" -max_len=65536 -print_final_stats=1 \
     -artifact_prefix="$out/artifacts/" "$out/corpus" >"$out/log" 2>&1 || status=$?
