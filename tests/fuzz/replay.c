@@ -4,11 +4,12 @@
  * named, and on every regular file (sorted by name, not recursing) of every directory named.
  *
  * ctest runs each target this way over tests/fuzz/corpus/<target>/ and
- * tests/fuzz/regressions/<target>/ in every build (the fuzz_<target> ctest tests). A target
- * signals a bug by crashing (abort(), or a sanitizer report in the CG_SANITIZE build, which
- * aborts), so the test fails on the input that did it; this driver prints each file's name
- * before running it, so the last name printed is the culprit. What libFuzzer itself adds is
- * not here: no mutation, no coverage, no time or memory limits beyond ctest's timeout.
+ * tests/fuzz/regressions/<target>/ in every build (the fuzz_replay_<target> ctest tests). A
+ * target signals a bug by crashing (abort(), or a sanitizer report in the CG_SANITIZE build,
+ * which aborts), so the test fails on the input that did it; with -v (as ctest runs it) this
+ * driver prints each file's name before running it, so the last name printed is the culprit.
+ * What libFuzzer itself adds is not here: no mutation, no coverage, no time or memory limits
+ * beyond ctest's timeout.
  *
  * Each input is read into a heap block of exactly its size (one byte for an empty file, passed
  * with size 0), as libFuzzer does, so AddressSanitizer sees a read one byte past the end.
