@@ -5,7 +5,9 @@
 # as errors and runs every Check suite through ctest against a private PostgreSQL cluster that
 # the harness creates and removes; then builds again with AddressSanitizer and
 # UndefinedBehaviorSanitizer and runs the suite once more, and last runs each libFuzzer target
-# (bus messages, repository.ini, migration files) for 15 seconds on its seed corpus.
+# (bus messages, repository.ini, migration files) for 15 seconds on its seed corpus. After the
+# first ctest pass it runs every fault scenario of tests/fault/run-faults.py in its short form
+# (not when arguments are given to ctest).
 #
 #   ./run-tests.sh            everything (this is what CI runs)
 #   ./run-tests.sh --quick    skip the sanitizer pass and the fuzzers
@@ -21,7 +23,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
   --quick) quick=1 ;;
   -h | --help)
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
     ;;
   --) shift; ctest_args=("$@"); break ;;
@@ -46,6 +48,20 @@ check_summary() {
 echo "==> running the test suite"
 (cd build && ctest --output-on-failure "${ctest_args[@]}")
 check_summary build
+
+if [ ${#ctest_args[@]} -eq 0 ]; then
+  # Every fault scenario in its short form, against the programs just built (they have the
+  # fault-injection hooks): its own PostgreSQL, forwarders and cores, a load, the history
+  # checker. The partitions need root, ip and nft; without them it says SKIPPED. The event
+  # log goes to build/fault-quick.log, shown when it fails.
+  echo "==> fault scenarios, short form (tests/fault/run-faults.py --quick)"
+  if ! /usr/bin/python3 tests/fault/run-faults.py --quick --bin build \
+    --markdown build/fault-quick.md --json build/fault-quick.json 2>build/fault-quick.log; then
+    tail -n 40 build/fault-quick.log >&2
+    echo "fault scenarios failed (event log: build/fault-quick.log)" >&2
+    exit 1
+  fi
+fi
 
 if [ "$quick" = 0 ]; then
   cg_build build-asan -DCG_WERROR=ON -DCG_SANITIZE=ON -DCG_TEST_HOOKS=ON -DCMAKE_BUILD_TYPE=Debug
