@@ -133,7 +133,7 @@ minutes=$((($(date +%s) - start + 59) / 60))
     echo "| $t | ${line#*: } | $(case "$line" in *"no crash"*) echo "no crash, leak or timeout" ;; *) echo "**FAILED**" ;; esac) |"
   done
   echo
-  echo "Regression inputs replayed by ctest (\`fuzz_regressions\`): $(find tests/fuzz/regressions -type f 2>/dev/null | wc -l)."
+  echo "Regression inputs in tests/fuzz/regressions/, replayed by ctest in every build (\`fuzz_replay_<target>\`): $(find tests/fuzz/regressions -mindepth 2 -type f 2>/dev/null | wc -l)."
 } >"$out"
 echo "==> wrote $out"
 echo "==> reliability suite: exit $status"
