@@ -459,6 +459,9 @@ START_TEST(exec_gets_each_event)
     free(out);
     free(got);
     ck_assert_int_eq(bt_wait(w.pid, 0), -1); /* failing commands do not stop it */
+    /* the command's status is reported after cg-watch reaps it, so after its output is in the
+     * file: wait for the line itself */
+    bt_wait_lines(w.err, "command exited with status 3", "seq=3", 1, 5000);
     err = bt_slurp(w.err);
     ck_assert_msg(strstr(err, "cg-watch: --exec: command exited with status 3 for inval g1 seq=3"),
                   "%s", err);
