@@ -482,7 +482,7 @@ void cg_core__publish(cg_core *core, const cg_inval_batch *b)
         atomic_fetch_add(&core->hooks.dropped, 1);
         return; /* lost on the way: the outbox has it */
     }
-    if (atomic_load(&core->hooks.swap_next) || core->hooks.held_n > 0) {
+    if (atomic_load(&core->hooks.swap_next) || atomic_load(&core->hooks.held_n) > 0) {
         /* a reordering on the wire: hold this one back, send it after the next */
         pthread_mutex_lock(&core->hooks.held_mu);
         if (core->hooks.held_n == 0 && b->n <= 8) {

@@ -91,8 +91,10 @@ struct cg_core {
         atomic_uint dropped;   /* dropped by drop_every (counted as unsent) */
         atomic_int swap_next;  /* hold the next invalidation back and send it after the one
                                   that follows it (a reordering on the wire) */
+        /* the invalidation held back (under held_mu; held_n is also read without it, by
+         * committing threads deciding whether to take held_mu at all) */
         cg_bus_item held_items[8];
-        size_t held_n;
+        atomic_size_t held_n;
         int64_t held_seq, held_us;
         pthread_mutex_t held_mu;
         /* hang this long (ms) before the statement: pruning, the membership heartbeat, a
