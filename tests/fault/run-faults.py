@@ -748,6 +748,9 @@ class World:
 
     def start_core(self, name, env=None):
         p = self.cores[name]
+        if env:  # armed to die by its own hand: dying at once is no failure to start
+            p.start(env)
+            return True
         for attempt in range(10):
             p.start(env)
             time.sleep(0.3)
