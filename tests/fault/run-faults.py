@@ -1214,7 +1214,9 @@ class World:
             self.harness_violation("bad-exit", "%s exited %s on SIGTERM:\n%s"
                                    % (name, status, tail(p.logpath)), name)
         self.start_core(name, env)
-        self.wait_healthy(name, self.args.duration)
+        if self.wait_healthy(name, self.args.duration) is None:
+            self.harness_violation("restart-failed", "%s did not come back healthy after a "
+                                   "graceful restart:\n%s" % (name, tail(p.logpath)), name)
 
     def drop_bus(self, w):
         """Every core of g drops every --drop-every'th invalidation it publishes (never sent to
