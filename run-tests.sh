@@ -4,13 +4,15 @@
 # Installs missing Debian packages, checks the formatting (clang-format), builds with warnings
 # as errors and runs every Check suite through ctest against a private PostgreSQL cluster that
 # the harness creates and removes; then builds again with AddressSanitizer and
-# UndefinedBehaviorSanitizer and runs the suite once more, and last runs each libFuzzer target
-# (bus messages, repository.ini, migration files) for 15 seconds on its seed corpus. After the
-# first ctest pass it runs every fault scenario of tests/fault/run-faults.py in its short form
-# (not when arguments are given to ctest).
+# UndefinedBehaviorSanitizer and runs the suite once more, then runs the suites that drive the
+# threads under ThreadSanitizer (tests/run-sanitizers.sh tsan --short, about 3 minutes; `tsan
+# --full` runs them all), and last runs each libFuzzer target (bus messages, repository.ini,
+# migration files) for 15 seconds on its seed corpus. After the first ctest pass it runs every
+# fault scenario of tests/fault/run-faults.py in its short form (not when arguments are given
+# to ctest).
 #
 #   ./run-tests.sh            everything (this is what CI runs)
-#   ./run-tests.sh --quick    skip the sanitizer pass and the fuzzers
+#   ./run-tests.sh --quick    skip the sanitizer passes and the fuzzers
 # Extra arguments after -- go to ctest (for example: -- -R migrate).
 # Exit status: 0 when every step passed, else the first failing step's status.
 set -euo pipefail
@@ -23,7 +25,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
   --quick) quick=1 ;;
   -h | --help)
-    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
     ;;
   --) shift; ctest_args=("$@"); break ;;
@@ -69,6 +71,9 @@ if [ "$quick" = 0 ]; then
   (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure "${ctest_args[@]}")
   check_summary build-asan
+  # its own build-tsan; prints its progress (==>) and every report, exits 1 on a finding
+  tests/run-sanitizers.sh tsan --short -- "${ctest_args[@]}"
+  check_summary build-tsan
   echo "==> fuzzing every decoder of outside input for a bounded time (libFuzzer, clang)"
   tests/fuzz/run-fuzzers.sh 15
 fi
@@ -79,5 +84,9 @@ dirs=(build)
 for d in "${dirs[@]}"; do
   total=$((total + $(cd "$d" && ctest -N | sed -n 's/^Total Tests: //p')))
 done
+# the ThreadSanitizer pass runs a subset: count the tests it ran
+if [ "$quick" = 0 ]; then
+  total=$((total + $(grep -cE '^[0-9]+/[0-9]+ Testing: ' build-tsan/Testing/Temporary/LastTest.log)))
+fi
 echo "==> all tests passed"
 echo "ctest: $total passed, 0 failed"
