@@ -74,6 +74,7 @@ run_tsan() {
     selection=(-R "^($re)\$")
     ;;
   esac
+  [ ${#ctest_args[@]} -eq 0 ] || what+="; ctest arguments: ${ctest_args[*]}"
   build "$dir" -DCMAKE_BUILD_TYPE=Debug -DCG_TSAN=ON -DCG_WERROR=ON -DCG_TEST_HOOKS=ON
 
   # A kernel with more mmap randomisation than this TSan runtime knows (vm.mmap_rnd_bits
