@@ -50,14 +50,6 @@ static void teardown(void)
     free(dsn);
 }
 
-static int64_t db_i64(const char *sql)
-{
-    char *v = cgt_query1(dba, sql);
-    int64_t n = strtoll(v, NULL, 10);
-    free(v);
-    return n;
-}
-
 static int64_t ms_now(void)
 {
     struct timespec ts;
@@ -233,8 +225,9 @@ START_TEST(update_reaches_the_group_and_only_the_group)
     cg_core_stats_get(b, &sb);
     ck_assert_uint_ge(sb.invalidations_received, 1);
     ck_assert_uint_eq(sb.polls, 0); /* the bus did it, not the backstop */
-    ck_assert_int_eq(sb.applied_seq,
-                     db_i64("SELECT event_seq FROM core_groups WHERE group_id = 'bus-g1'"));
+    ck_assert_int_eq(
+        sb.applied_seq,
+        cgt_query_i64(dba, "SELECT event_seq FROM core_groups WHERE group_id = 'bus-g1'"));
     cg_core_stats_get(d, &sd);
     ck_assert_uint_eq(sd.invalidations_received, 0); /* other groups' traffic never arrives */
     ck_assert_uint_eq(sd.messages_dropped, 0);
@@ -504,7 +497,7 @@ START_TEST(aborted_call_publishes_nothing)
     CGT_OK(cg_part_update(&v, call, h, CG_PART_STATE, 1, "{\"aborted\":true}"));
     cg_call_abort(call);
     v = bump(a, h);
-    seq = db_i64("SELECT event_seq FROM core_groups WHERE group_id = 'bus-abort'");
+    seq = cgt_query_i64(dba, "SELECT event_seq FROM core_groups WHERE group_id = 'bus-abort'");
     usleep(300000);
     kill(watch, SIGINT);
     waitpid(watch, &rc, 0);
@@ -561,8 +554,9 @@ START_TEST(degraded_when_neither_bus_nor_repository)
      * did not survive the restart) */
     cgt_restart_wait();
     PQreset(dba);
-    ck_assert_int_eq(db_i64("SELECT applied_seq FROM cores WHERE core_name = 'b8-b'"),
-                     db_i64("SELECT event_seq FROM core_groups WHERE group_id = 'bus-deg'"));
+    ck_assert_int_eq(
+        cgt_query_i64(dba, "SELECT applied_seq FROM cores WHERE core_name = 'b8-b'"),
+        cgt_query_i64(dba, "SELECT event_seq FROM core_groups WHERE group_id = 'bus-deg'"));
     cg_core_close(b);
 }
 END_TEST

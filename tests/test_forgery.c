@@ -64,20 +64,12 @@ static void test_teardown(void)
     free(dir);
 }
 
-static int64_t db_i64(const char *sql)
-{
-    char *v = cgt_query1(dba, sql);
-    int64_t n = strtoll(v, NULL, 10);
-    free(v);
-    return n;
-}
-
 /* The group's event counter and the state part's version, as the repository has them. */
 static int64_t event_seq(const char *group)
 {
     char sql[256];
     snprintf(sql, sizeof(sql), "SELECT event_seq FROM core_groups WHERE group_id = '%s'", group);
-    return db_i64(sql);
+    return cgt_query_i64(dba, sql);
 }
 
 static int64_t repo_version(const char *group, int64_t h)
@@ -87,7 +79,7 @@ static int64_t repo_version(const char *group, int64_t h)
              "SELECT version FROM resource_parts WHERE group_id = '%s' AND handle = %" PRId64
              " AND part = 'state'",
              group, h);
-    return db_i64(sql);
+    return cgt_query_i64(dba, sql);
 }
 
 /* A core of `group` publishing to and subscribing from the given forwarders. */

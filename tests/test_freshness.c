@@ -53,14 +53,6 @@ static void teardown(void)
     free(dir);
 }
 
-static int64_t db_i64(const char *sql)
-{
-    char *v = cgt_query1(dba, sql);
-    int64_t n = strtoll(v, NULL, 10);
-    free(v);
-    return n;
-}
-
 /* A configuration on the suite's forwarder with a freshness bound and a failure timeout. */
 static cg_config *config(const char *name, const char *group, int max_staleness_ms,
                          int failure_timeout_ms)
@@ -249,7 +241,7 @@ START_TEST(hanging_housekeeping_does_not_delay_invalidations)
     snprintf(sql, sizeof(sql),
              "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
              "application_name = 'fh-x/members'");
-    ck_assert_int_eq(db_i64(sql), 1);
+    ck_assert_int_eq(cgt_query_i64(dba, sql), 1);
     wait_hanging(x, 1, 10000);
     atomic_store(&x->hooks.hang_reconnect_ms, 0);
     applied_while_hanging(x, y, h);
@@ -333,8 +325,9 @@ START_TEST(a_paused_lock_holder_stops_nobody)
         free(state);
     }
     until = bt_ms() + 10000; /* the fencer ends them one after another */
-    while ((sessions = db_i64("SELECT count(*) FROM pg_stat_activity WHERE application_name "
-                              "LIKE 'fl-v%'")) > 0 &&
+    while ((sessions =
+                cgt_query_i64(dba, "SELECT count(*) FROM pg_stat_activity WHERE application_name "
+                                   "LIKE 'fl-v%'")) > 0 &&
            bt_ms() < until)
         usleep(10000);
     ck_assert_msg(sessions == 0, "sessions left: %s",
@@ -389,8 +382,9 @@ START_TEST(reordering_is_not_a_gap_but_a_loss_is)
     ck_assert_uint_eq(s.catchups, s0.catchups); /* no outbox read for an inversion */
     ck_assert_uint_eq(s.gaps, s0.gaps);
     ck_assert_uint_ge(s.reordered, s0.reordered + 1);
-    ck_assert_int_eq(s.applied_seq, db_i64("SELECT event_seq FROM core_groups WHERE group_id = "
-                                           "'fr-reo'"));
+    ck_assert_int_eq(s.applied_seq,
+                     cgt_query_i64(dba, "SELECT event_seq FROM core_groups WHERE group_id = "
+                                        "'fr-reo'"));
 
     a->hooks.drop_every = 1; /* lost on the way */
     v1 = cgt_bump(a, h1);

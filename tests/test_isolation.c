@@ -38,13 +38,6 @@ static void teardown(void)
     free(dsn);
 }
 
-static void expect_query(const char *sql, const char *want)
-{
-    char *got = cgt_query1(dba, sql);
-    ck_assert_msg(strcmp(got, want) == 0, "%s: got %s, want %s", sql, got, want);
-    free(got);
-}
-
 static char *body_of(cg_core *core, int64_t h, int64_t *version)
 {
     cg_call *call;
@@ -115,14 +108,17 @@ START_TEST(groups_do_not_see_each_other)
         CGT_OK(cg_resource_delete(call, h));
         CGT_OK(cg_call_commit(call));
     }
-    expect_query("SELECT string_agg(group_id, ',' ORDER BY group_id) FROM resources WHERE "
-                 "handle <> 0",
-                 "grp-b");
-    expect_query("SELECT string_agg(group_id || ':' || name, ',') FROM name_bindings", "grp-b:svc");
+    cgt_expect_query(dba,
+                     "SELECT string_agg(group_id, ',' ORDER BY group_id) FROM resources WHERE "
+                     "handle <> 0",
+                     "grp-b");
+    cgt_expect_query(dba, "SELECT string_agg(group_id || ':' || name, ',') FROM name_bindings",
+                     "grp-b:svc");
     /* the outbox rows are the writer's group's only */
-    expect_query("SELECT string_agg(DISTINCT group_id || '/' || origin_core, ',') FROM "
-                 "invalidations",
-                 "grp-a/iso-a,grp-b/iso-b");
+    cgt_expect_query(dba,
+                     "SELECT string_agg(DISTINCT group_id || '/' || origin_core, ',') FROM "
+                     "invalidations",
+                     "grp-a/iso-a,grp-b/iso-b");
     cg_core_close(a);
     cg_core_close(b);
 }
@@ -325,8 +321,9 @@ START_TEST(a_hostile_login_of_one_group_touches_nothing_of_another)
     after = digest_of("hx-b");
     ck_assert_msg(strcmp(before, after) == 0, "group hx-b changed under the hostile login");
     /* its own rows it could change (the unfiltered update above) */
-    expect_query("SELECT count(*) FROM resource_parts WHERE group_id = 'hx-a' AND body ? 'hacked'",
-                 "3");
+    cgt_expect_query(
+        dba, "SELECT count(*) FROM resource_parts WHERE group_id = 'hx-a' AND body ? 'hacked'",
+        "3");
     /* and B's core still works */
     ck_assert_int_eq(cgt_bump(b, hb), ver + 1);
     free(before);
@@ -367,7 +364,7 @@ START_TEST(an_unmapped_member_of_coregroup_app_sees_nothing)
     refused(c, "SELECT cg_session_advertise('um-a', 'um-core', 1)", "42501");
     refused(c, "SELECT cg_outbox_prune('um-a', 0, 10)", "42501");
     PQfinish(c);
-    expect_query("SELECT count(*) FROM core_groups WHERE group_id = 'um-new'", "0");
+    cgt_expect_query(dba, "SELECT count(*) FROM core_groups WHERE group_id = 'um-new'", "0");
     cg_core_close(a);
 }
 END_TEST

@@ -53,14 +53,6 @@ static char *db_str(const char *sql)
     return cgt_query1(dba, sql);
 }
 
-static int64_t db_i64(const char *sql)
-{
-    char *v = db_str(sql);
-    int64_t n = strtoll(v, NULL, 10);
-    free(v);
-    return n;
-}
-
 static cg_core *member(const char *name, const char *group)
 {
     cg_config *cfg = cgt_core_config(dsn, name, group);
@@ -125,10 +117,11 @@ START_TEST(paused_core_is_fenced_and_rejoins)
     cgt_send_i64(handle, h);
     ck_assert_int_eq(read(ready[0], &code, sizeof(code)), sizeof(code));
     ck_assert_int_eq(code, 0); /* its update went through; the call is open */
-    inc = db_i64("SELECT incarnation FROM cores WHERE core_name = 'm-v'");
+    inc = cgt_query_i64(dba, "SELECT incarnation FROM cores WHERE core_name = 'm-v'");
     kill(pid, SIGSTOP);
     wait_state("m-v", "failed", 10 * TIMEOUT_MS);
-    ck_assert_int_eq(db_i64("SELECT incarnation FROM cores WHERE core_name = 'm-v'"), inc + 1);
+    ck_assert_int_eq(cgt_query_i64(dba, "SELECT incarnation FROM cores WHERE core_name = 'm-v'"),
+                     inc + 1);
     cg_core_stats_get(a, &sa);
     cg_core_stats_get(b, &sb);
     ck_assert_uint_eq(sa.members_failed + sb.members_failed, 1);
@@ -188,7 +181,7 @@ START_TEST(killed_core_is_recovered_by_exactly_one)
                  "SELECT version FROM resource_parts WHERE group_id = 'grp-kill' AND handle = "
                  "%" PRId64 " AND part = 'state'",
                  h);
-        ck_assert_int_eq(db_i64(sql), 2);
+        ck_assert_int_eq(cgt_query_i64(dba, sql), 2);
     }
     wait_state("k-v", "failed", 10 * TIMEOUT_MS);
 
@@ -249,7 +242,7 @@ START_TEST(a_live_name_is_not_taken)
     }
     ck_assert_int_eq(read(ready[0], &err, sizeof(err)), sizeof(err));
     ck_assert_int_eq(err, 0);
-    inc = db_i64("SELECT incarnation FROM cores WHERE core_name = 'n-x'");
+    inc = cgt_query_i64(dba, "SELECT incarnation FROM cores WHERE core_name = 'n-x'");
 
     /* a live process on this host holds it: refused, naming it, and the holder is untouched */
     CGT_EXPECT(CG_EEXISTS, open_named(&c, "n-x"));
@@ -258,7 +251,8 @@ START_TEST(a_live_name_is_not_taken)
     ck_assert_msg(strstr(cg_error_last()->message, "is already running") &&
                       strstr(cg_error_last()->message, needle),
                   "%s", cg_error_last()->message);
-    ck_assert_int_eq(db_i64("SELECT incarnation FROM cores WHERE core_name = 'n-x'"), inc);
+    ck_assert_int_eq(cgt_query_i64(dba, "SELECT incarnation FROM cores WHERE core_name = 'n-x'"),
+                     inc);
     wait_state("n-x", "alive", 0);
 
     /* the holder dies: its name is taken back at once (this host has no such process now),
@@ -284,7 +278,8 @@ START_TEST(a_live_name_is_not_taken)
     CGT_OK(cg_core__conn_acquire(c, &conn));
     CGT_EXPECT(CG_EEXISTS, cg_repo_core_register(&got, conn, "grp-name", "n-x", "h", 1, inc + 1));
     cg_core__conn_release(c, conn);
-    ck_assert_int_eq(db_i64("SELECT incarnation FROM cores WHERE core_name = 'n-x'"), inc + 2);
+    ck_assert_int_eq(cgt_query_i64(dba, "SELECT incarnation FROM cores WHERE core_name = 'n-x'"),
+                     inc + 2);
     cg_core_close(c);
 }
 END_TEST

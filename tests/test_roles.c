@@ -37,13 +37,6 @@ static void teardown(void)
     free(dsn);
 }
 
-static void expect_query(const char *sql, const char *want)
-{
-    char *got = cgt_query1(dba, sql);
-    ck_assert_msg(strcmp(got, want) == 0, "%s:\n got  %s\n want %s", sql, got, want);
-    free(got);
-}
-
 /* `sql` must fail with SQLSTATE `state`. */
 static void refused(PGconn *c, const char *sql, const char *state)
 {
@@ -66,50 +59,60 @@ static char *migrate(int *rc, const char *args)
 START_TEST(the_dba_owns_every_table_and_function)
 {
     /* the owner of everything in the schema is the role that ran cg-migrate (current_user) */
-    expect_query("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                 "WHERE n.nspname = 'public' AND c.relowner <> (SELECT oid FROM pg_roles WHERE "
-                 "rolname = current_user)",
-                 "0");
-    expect_query("SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
-                 "WHERE n.nspname = 'public' AND p.proowner <> (SELECT oid FROM pg_roles WHERE "
-                 "rolname = current_user)",
-                 "0");
+    cgt_expect_query(
+        dba,
+        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = 'public' AND c.relowner <> (SELECT oid FROM pg_roles WHERE "
+        "rolname = current_user)",
+        "0");
+    cgt_expect_query(dba,
+                     "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+                     "WHERE n.nspname = 'public' AND p.proowner <> (SELECT oid FROM pg_roles WHERE "
+                     "rolname = current_user)",
+                     "0");
     /* ... and it is everything: the tables and functions the migrations make */
-    expect_query("SELECT string_agg(relname, ',' ORDER BY relname) FROM pg_class c "
-                 "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                 "WHERE n.nspname = 'public' AND c.relkind = 'r'",
-                 "core_groups,core_sessions,cores,group_logins,invalidations,name_bindings,"
-                 "resource_parts,resources,schema_migrations");
-    expect_query("SELECT string_agg(proname, ',' ORDER BY proname) FROM pg_proc p "
-                 "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'public'",
-                 "cg_end_fenced_sessions,cg_fence_check,cg_map_role,cg_outbox_append,"
-                 "cg_outbox_prune,cg_session_advertise,cg_session_login,cg_unmap_role,"
-                 "core_groups_make_root");
+    cgt_expect_query(dba,
+                     "SELECT string_agg(relname, ',' ORDER BY relname) FROM pg_class c "
+                     "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                     "WHERE n.nspname = 'public' AND c.relkind = 'r'",
+                     "core_groups,core_sessions,cores,group_logins,invalidations,name_bindings,"
+                     "resource_parts,resources,schema_migrations");
+    cgt_expect_query(dba,
+                     "SELECT string_agg(proname, ',' ORDER BY proname) FROM pg_proc p "
+                     "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'public'",
+                     "cg_end_fenced_sessions,cg_fence_check,cg_map_role,cg_outbox_append,"
+                     "cg_outbox_prune,cg_session_advertise,cg_session_login,cg_unmap_role,"
+                     "core_groups_make_root");
     /* the SECURITY DEFINER functions run as that owner, and it is no core */
-    expect_query("SELECT string_agg(proname, ',' ORDER BY proname) FROM pg_proc p "
-                 "JOIN pg_namespace n ON n.oid = p.pronamespace "
-                 "WHERE n.nspname = 'public' AND p.prosecdef",
-                 "cg_end_fenced_sessions,cg_session_advertise,cg_session_login");
-    expect_query("SELECT count(*) || '|' || pg_has_role('coregroup_app', current_user, "
-                 "'MEMBER')::text FROM pg_auth_members m WHERE m.roleid = 'coregroup_app'::regrole "
-                 "AND m.member = (SELECT oid FROM pg_roles WHERE rolname = current_user)",
-                 "0|false");
+    cgt_expect_query(dba,
+                     "SELECT string_agg(proname, ',' ORDER BY proname) FROM pg_proc p "
+                     "JOIN pg_namespace n ON n.oid = p.pronamespace "
+                     "WHERE n.nspname = 'public' AND p.prosecdef",
+                     "cg_end_fenced_sessions,cg_session_advertise,cg_session_login");
+    cgt_expect_query(
+        dba,
+        "SELECT count(*) || '|' || pg_has_role('coregroup_app', current_user, "
+        "'MEMBER')::text FROM pg_auth_members m WHERE m.roleid = 'coregroup_app'::regrole "
+        "AND m.member = (SELECT oid FROM pg_roles WHERE rolname = current_user)",
+        "0|false");
     /* every table of the model is under row-level security, not forced on the owner */
-    expect_query("SELECT string_agg(relname || ':' || relrowsecurity::text || "
-                 "relforcerowsecurity::text, ',' "
-                 "ORDER BY relname) FROM pg_class c JOIN pg_namespace n "
-                 "ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'r' "
-                 "AND relname <> 'schema_migrations'",
-                 "core_groups:truefalse,core_sessions:truefalse,cores:truefalse,"
-                 "group_logins:truefalse,invalidations:truefalse,name_bindings:truefalse,"
-                 "resource_parts:truefalse,resources:truefalse");
+    cgt_expect_query(dba,
+                     "SELECT string_agg(relname || ':' || relrowsecurity::text || "
+                     "relforcerowsecurity::text, ',' "
+                     "ORDER BY relname) FROM pg_class c JOIN pg_namespace n "
+                     "ON n.oid = c.relnamespace WHERE n.nspname = 'public' AND c.relkind = 'r' "
+                     "AND relname <> 'schema_migrations'",
+                     "core_groups:truefalse,core_sessions:truefalse,cores:truefalse,"
+                     "group_logins:truefalse,invalidations:truefalse,name_bindings:truefalse,"
+                     "resource_parts:truefalse,resources:truefalse");
 }
 END_TEST
 
 START_TEST(the_core_role_holds_only_what_the_library_does)
 {
     /* per table: the table-level privileges of coregroup_app, then the columns it may update */
-    expect_query(
+    cgt_expect_query(
+        dba,
         "SELECT string_agg(t || ':' || concat_ws('',"
         "  CASE WHEN has_table_privilege('coregroup_app', t, 'SELECT') THEN 'S' END,"
         "  CASE WHEN has_table_privilege('coregroup_app', t, 'INSERT') THEN 'I' END,"
@@ -134,33 +137,37 @@ START_TEST(the_core_role_holds_only_what_the_library_does)
         "resource_parts:SI(version body) "
         "resources:SID() "
         "schema_migrations:()");
-    expect_query("SELECT has_sequence_privilege('coregroup_app', 'resource_handle_seq', 'USAGE')"
-                 "::text || '|' || has_sequence_privilege('coregroup_app', "
-                 "'resource_handle_seq', 'UPDATE')::text || '|' || has_schema_privilege("
-                 "'coregroup_app', 'public', 'CREATE')::text || '|' || has_schema_privilege("
-                 "'public', 'public', 'CREATE')::text",
-                 "true|false|false|false");
+    cgt_expect_query(
+        dba,
+        "SELECT has_sequence_privilege('coregroup_app', 'resource_handle_seq', 'USAGE')"
+        "::text || '|' || has_sequence_privilege('coregroup_app', "
+        "'resource_handle_seq', 'UPDATE')::text || '|' || has_schema_privilege("
+        "'coregroup_app', 'public', 'CREATE')::text || '|' || has_schema_privilege("
+        "'public', 'public', 'CREATE')::text",
+        "true|false|false|false");
     /* EXECUTE: the functions the library calls, for coregroup_app and not for everyone; the
      * DBA's two for nobody but the owner */
-    expect_query("SELECT string_agg(proname || ':' || has_function_privilege('coregroup_app', "
-                 "p.oid, 'EXECUTE')::text || '/' || has_function_privilege('cg_password', "
-                 "p.oid, 'EXECUTE')::text, ' ' ORDER BY proname) FROM pg_proc p "
-                 "JOIN pg_namespace n ON n.oid = p.pronamespace "
-                 "WHERE n.nspname = 'public' AND proname LIKE 'cg\\_%'",
-                 "cg_end_fenced_sessions:true/false cg_fence_check:true/false "
-                 "cg_map_role:false/false cg_outbox_append:true/false "
-                 "cg_outbox_prune:true/false cg_session_advertise:true/false "
-                 "cg_session_login:true/true cg_unmap_role:false/false");
+    cgt_expect_query(dba,
+                     "SELECT string_agg(proname || ':' || has_function_privilege('coregroup_app', "
+                     "p.oid, 'EXECUTE')::text || '/' || has_function_privilege('cg_password', "
+                     "p.oid, 'EXECUTE')::text, ' ' ORDER BY proname) FROM pg_proc p "
+                     "JOIN pg_namespace n ON n.oid = p.pronamespace "
+                     "WHERE n.nspname = 'public' AND proname LIKE 'cg\\_%'",
+                     "cg_end_fenced_sessions:true/false cg_fence_check:true/false "
+                     "cg_map_role:false/false cg_outbox_append:true/false "
+                     "cg_outbox_prune:true/false cg_session_advertise:true/false "
+                     "cg_session_login:true/true cg_unmap_role:false/false");
     /* a login made by map-role: LOGIN and membership of coregroup_app, nothing else, and no
      * password until the DBA sets one */
     cgt_group_login(dsn, "rl-attr", 1);
-    expect_query("SELECT rolcanlogin::text || rolsuper::text || rolbypassrls::text || "
-                 "rolcreaterole::text || rolcreatedb::text || rolreplication::text || '|' || "
-                 "(rolpassword IS NULL)::text || '|' || "
-                 "pg_has_role(rolname, 'coregroup_app', 'MEMBER')::text || '|' || "
-                 "pg_has_role(rolname, 'pg_signal_backend', 'MEMBER')::text "
-                 "FROM pg_authid WHERE rolname = 'cgt_rl-attr'",
-                 "truefalsefalsefalsefalsefalse|true|true|false");
+    cgt_expect_query(dba,
+                     "SELECT rolcanlogin::text || rolsuper::text || rolbypassrls::text || "
+                     "rolcreaterole::text || rolcreatedb::text || rolreplication::text || '|' || "
+                     "(rolpassword IS NULL)::text || '|' || "
+                     "pg_has_role(rolname, 'coregroup_app', 'MEMBER')::text || '|' || "
+                     "pg_has_role(rolname, 'pg_signal_backend', 'MEMBER')::text "
+                     "FROM pg_authid WHERE rolname = 'cgt_rl-attr'",
+                     "truefalsefalsefalsefalsefalse|true|true|false");
 }
 END_TEST
 
@@ -194,7 +201,8 @@ START_TEST(the_core_role_cannot_ddl_or_write_the_map)
     refused(c, "SELECT cg_map_role('cgt_rl-ddl', 'other')", "42501");
     refused(c, "SELECT cg_unmap_role('cgt_rl-ddl')", "42501");
     PQfinish(c);
-    expect_query("SELECT group_id FROM group_logins WHERE role_name = 'cgt_rl-ddl'", "rl-ddl");
+    cgt_expect_query(dba, "SELECT group_id FROM group_logins WHERE role_name = 'cgt_rl-ddl'",
+                     "rl-ddl");
     free(cdsn);
 }
 END_TEST
@@ -212,10 +220,11 @@ START_TEST(map_role_creates_maps_moves_and_unmaps)
                       strstr(out, "role \"cgt_rl_cli\" mapped to group \"rl-cli\""),
                   "%s", out);
     free(out);
-    expect_query("SELECT r.rolcanlogin::text || '|' || pg_has_role(r.oid, 'coregroup_app', "
-                 "'MEMBER')::text || '|' || l.group_id FROM pg_roles r JOIN group_logins l "
-                 "ON l.role_name = r.rolname WHERE r.rolname = 'cgt_rl_cli'",
-                 "true|true|rl-cli");
+    cgt_expect_query(dba,
+                     "SELECT r.rolcanlogin::text || '|' || pg_has_role(r.oid, 'coregroup_app', "
+                     "'MEMBER')::text || '|' || l.group_id FROM pg_roles r JOIN group_logins l "
+                     "ON l.role_name = r.rolname WHERE r.rolname = 'cgt_rl_cli'",
+                     "true|true|rl-cli");
     /* again: nothing changes */
     out = migrate(&rc, "map-role cgt_rl_cli rl-cli");
     ck_assert_msg(rc == 0 && strstr(out, "already mapped to group \"rl-cli\"") &&
@@ -228,7 +237,7 @@ START_TEST(map_role_creates_maps_moves_and_unmaps)
     out = migrate(&rc, "-q map-role cgt_rl_existing rl-cli");
     ck_assert_msg(rc == 0 && out[0] == '\0', "%s", out); /* -q: silent */
     free(out);
-    expect_query("SELECT pg_has_role('cgt_rl_existing', 'coregroup_app', 'MEMBER')", "t");
+    cgt_expect_query(dba, "SELECT pg_has_role('cgt_rl_existing', 'coregroup_app', 'MEMBER')", "t");
     /* moved to another group */
     out = migrate(&rc, "map-role cgt_rl_cli rl-cli2");
     ck_assert_msg(rc == 0 && strstr(out, "moved from group rl-cli to group \"rl-cli2\"") &&
@@ -255,9 +264,10 @@ START_TEST(map_role_creates_maps_moves_and_unmaps)
     out = migrate(&rc, "unmap-role cgt_rl_cli");
     ck_assert_msg(rc == 0 && strstr(out, "was not mapped"), "%s", out);
     free(out);
-    expect_query("SELECT count(*) || '|' || (SELECT count(*) FROM pg_roles WHERE rolname = "
-                 "'cgt_rl_cli') FROM group_logins WHERE role_name = 'cgt_rl_cli'",
-                 "0|1");
+    cgt_expect_query(dba,
+                     "SELECT count(*) || '|' || (SELECT count(*) FROM pg_roles WHERE rolname = "
+                     "'cgt_rl_cli') FROM group_logins WHERE role_name = 'cgt_rl_cli'",
+                     "0|1");
 }
 END_TEST
 
@@ -301,8 +311,9 @@ START_TEST(map_role_refuses_bad_input_with_distinct_codes)
         free(out);
     }
     /* nothing was mapped or created by any of them */
-    expect_query("SELECT count(*) FROM group_logins WHERE group_id LIKE 'rl-bad%'", "0");
-    expect_query("SELECT count(*) FROM pg_roles WHERE rolname IN ('cgt_rl_bad', 'pg_mine')", "0");
+    cgt_expect_query(dba, "SELECT count(*) FROM group_logins WHERE group_id LIKE 'rl-bad%'", "0");
+    cgt_expect_query(
+        dba, "SELECT count(*) FROM pg_roles WHERE rolname IN ('cgt_rl_bad', 'pg_mine')", "0");
     /* the schema's function says the same to a DBA at psql */
     refused(dba, "SELECT cg_map_role('pg_mine', 'rl-bad')", "CGR01");
     refused(dba, "SELECT cg_map_role('cgt_rl_bad', '')", "CGR01");
@@ -327,7 +338,8 @@ START_TEST(two_map_role_runs_at_once_both_succeed)
                         cgt_bin("cg-migrate"), dsn);
     ck_assert_msg(strstr(out, "rc=0,0"), "%s", out);
     free(out);
-    expect_query("SELECT group_id FROM group_logins WHERE role_name = 'cgt_rl_race'", "rl-race");
+    cgt_expect_query(dba, "SELECT group_id FROM group_logins WHERE role_name = 'cgt_rl_race'",
+                     "rl-race");
 }
 END_TEST
 
@@ -365,7 +377,7 @@ START_TEST(a_core_of_another_groups_login_refuses_to_start)
         "%s", cg_error_last()->message);
     cg_config_free(cfg);
     /* nothing of the refused core reached the repository */
-    expect_query("SELECT count(*) FROM cores WHERE core_name = 'rl-core'", "0");
+    cgt_expect_query(dba, "SELECT count(*) FROM cores WHERE core_name = 'rl-core'", "0");
 
     /* coregroupd, configured for rl-b and logged in as rl-a's role, exits with the error */
     bt_free_ports(&port, 1);
@@ -383,7 +395,7 @@ START_TEST(a_core_of_another_groups_login_refuses_to_start)
                       strstr(out, "cg-migrate map-role ROLE rl-b"),
                   "coregroupd exit %d: %s", rc, out);
     free(out);
-    expect_query("SELECT count(*) FROM cores WHERE core_name = 'rl-core'", "0");
+    cgt_expect_query(dba, "SELECT count(*) FROM cores WHERE core_name = 'rl-core'", "0");
     free(dir);
 }
 END_TEST

@@ -112,6 +112,21 @@ char *cgt_query1(PGconn *conn, const char *sql)
     return v;
 }
 
+int64_t cgt_query_i64(PGconn *conn, const char *sql)
+{
+    char *v = cgt_query1(conn, sql);
+    int64_t n = strtoll(v, NULL, 10);
+    free(v);
+    return n;
+}
+
+void cgt_expect_query(PGconn *conn, const char *sql, const char *want)
+{
+    char *got = cgt_query1(conn, sql);
+    ck_assert_msg(strcmp(got, want) == 0, "%s:\n got  %s\n want %s", sql, got, want);
+    free(got);
+}
+
 char *cgt_createdb(const char *prefix, int migrated)
 {
     static int counter;

@@ -22,6 +22,10 @@ PGconn *cgt_connect(const char *dsn);
 /* Run a query that must succeed; returns the first value of the first row as a new string
  * ("" when there is no row), the caller frees it. */
 char *cgt_query1(PGconn *conn, const char *sql);
+/* The first column of the first row as an integer (0 when there is no row). */
+int64_t cgt_query_i64(PGconn *conn, const char *sql);
+/* Fails the test unless the query's first value is `want`. */
+void cgt_expect_query(PGconn *conn, const char *sql, const char *want);
 
 /* Run a shell command, capturing stdout and stderr together; *status gets the exit code.
  * Returns the output as a new string the caller frees. */
