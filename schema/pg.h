@@ -21,7 +21,9 @@ int cg_pg_sqlstate_in(const char *sqlstate, const char (*list)[6], size_t n);
 
 /*
  * Open a connection from a conninfo string or URI (NULL or "" uses libpq's PG* environment).
- * Sets TCP keepalives when the string does not, application_name when missing, and fails
+ * Sets TCP keepalives, tcp_user_timeout (keepalive_idle_s seconds: unacknowledged data that
+ * long means the peer is gone) and connect_timeout (10 s) when the string does not,
+ * application_name when missing, and fails
  * with CG_ERETRYABLE (server unreachable) or CG_EINVALID (bad string, authentication) and
  * libpq's message on one line. The caller finishes the connection with PQfinish().
  */
