@@ -515,11 +515,20 @@ static int read_past_lease(cg_part **out, load_ctx *lc)
     char why[160];
     int err;
     atomic_fetch_add(&core->lease_misses, 1);
-    if (atomic_load(&core->repo_ok) || call->conn != NULL)
-        return load_part(out, lc);
-    call->no_retry = 1;
-    err = load_part(out, lc);
-    call->no_retry = 0;
+    if (atomic_load(&core->repo_ok) || call->conn != NULL) {
+        err = load_part(out, lc);
+    } else {
+        call->no_retry = 1;
+        err = load_part(out, lc);
+        call->no_retry = 0;
+    }
+    if (err == 0) {
+        /* Nothing is filled past the lease, but what the repository just said is a floor: a
+         * cached copy older than it must not be served once a proof renews the lease (I4, no
+         * read goes backwards on one core; the fault harness saw it after a partition). */
+        cg_cache_invalidate(core->cache, lc->handle, lc->kind, cg_part_version(*out));
+        return 0;
+    }
     if (err == CG_ERETRYABLE) {
         cg_error cause = *cg_error_last();
         cg_lease_reason(core, why, sizeof(why));
