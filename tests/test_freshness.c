@@ -411,6 +411,48 @@ START_TEST(reordering_is_not_a_gap_but_a_loss_is)
 }
 END_TEST
 
+/* ---- a read past the lease is a floor ------------------------------------------------------ */
+
+/* Wait until the core's lease is `valid` (1) or has run out (0). */
+static void wait_lease(cg_core *core, int valid, int ms)
+{
+    int64_t until = bt_ms() + ms;
+    while (cg_lease_valid(core) != valid && bt_ms() < until)
+        usleep(5000);
+    ck_assert_int_eq(cg_lease_valid(core), valid);
+}
+
+/*
+ * I4 on one core: once a core has served version 2 from the repository while its lease was out,
+ * a renewed lease must not bring back the version 1 still in its cache. The fault harness saw
+ * exactly that after a partition (a proof that began before the commit of 2 renewed the lease
+ * over 1). Here version 2 is written by the DBA without an event, so that no invalidation and
+ * no catch-up can evict 1 and only the read past the lease can.
+ */
+START_TEST(a_read_past_the_lease_is_a_floor)
+{
+    cg_core *b = cgt_core_open_cfg(config("fr-floor", "fr-floor", 200, 3600000));
+    int64_t h = cgt_create(b);
+    char sql[256];
+
+    wait_lease(b, 1, 5000);
+    ck_assert_int_eq(cgt_read_version(b, h), 1); /* cached, under a valid lease */
+    atomic_store(&b->hooks.no_proofs, 1);
+    wait_lease(b, 0, 5000);
+    snprintf(
+        sql, sizeof(sql),
+        "UPDATE resource_parts SET version = 2 WHERE group_id = 'fr-floor' AND handle = %" PRId64
+        " AND part = 'state'",
+        h);
+    free(cgt_query1(dba, sql));
+    ck_assert_int_eq(cgt_read_version(b, h), 2); /* past the lease: the repository */
+    atomic_store(&b->hooks.no_proofs, 0);
+    wait_lease(b, 1, 5000);
+    ck_assert_int_eq(cgt_read_version(b, h), 2); /* not the cached 1 */
+    cg_core_close(b);
+}
+END_TEST
+
 /* ---- bus down, repository restarting ------------------------------------------------------ */
 
 #define MAX_READS 20000
@@ -555,6 +597,12 @@ int main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, reordering_is_not_a_gap_but_a_loss_is);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("floor");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, a_read_past_the_lease_is_a_floor);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("outage");
