@@ -503,10 +503,12 @@ static int load_part(cg_part **out, void *arg)
 
 /*
  * The lease has run out (lease.c): the cache cannot be proved fresh, so it is not used, not
- * even filled. The read goes to the repository. When the apply thread last found the
- * repository unreachable, the read makes one attempt instead of waiting out the pool's
- * reconnect attempts, and a failure is CG_EDEGRADED, naming why: the repository may well be
- * back before the apply thread has noticed, and then the read succeeds.
+ * even filled. The read goes to the repository, and the version it returns becomes the key's
+ * floor (older cached copies are evicted), so no later read on this core goes backwards.
+ * When the apply thread last found the repository unreachable, the read makes one attempt
+ * instead of waiting out the pool's reconnect attempts, and a failure is CG_EDEGRADED, naming
+ * why: the repository may well be back before the apply thread has noticed, and then the read
+ * succeeds.
  */
 static int read_past_lease(cg_part **out, load_ctx *lc)
 {
