@@ -21,6 +21,18 @@
  *    its result.
  * Bounded by max_entries with CLOCK eviction, optional TTL, sharded locks so that hits on
  * different keys rarely contend.
+ *
+ * Names and service lookups use the same cache and every rule above, under two more kinds
+ * (include/coregroup/sys/item.h):
+ *  - (folder, CG_ITEM_NAMES) at the folder's names version: the folder's listing, served to
+ *    `list` and searched by `lookup`;
+ *  - (cg_service_key(service_id), CG_ITEM_FIND) at the key's counter: `find`'s handles.
+ * Their values are cg_parts whose body is not JSON but the packed form of call.c
+ * ("Cached names"), built and read only there. The cache itself never looks into a body, so
+ * it needs nothing new: an invalidation item ("names"/"find", v) raises the key's floor like
+ * a part's, a late fill of an older listing is refused by the floor or the ticket, a reset
+ * drops them with everything else, and the lease is checked by the caller (call.c) before any
+ * hit, whatever the kind.
  */
 #ifndef CG_CACHE_H
 #define CG_CACHE_H

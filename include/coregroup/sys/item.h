@@ -10,12 +10,59 @@
 
 #include <stdint.h>
 
-/* One changed part: every cached copy of (handle, part) with a version below `version` is
+/*
+ * Names and service lookups (wire version 2, invalidation/PROTOCOL.md) are cached and
+ * invalidated like parts, under two more kinds of key that share the (handle, kind, version)
+ * triple, so the outbox, the bus, the apply path and the cache's floors, tickets, single
+ * flight, TTL and reset treat them exactly as they treat parts:
+ *
+ *  - CG_ITEM_NAMES, "names": handle = a folder's handle; version = the folder's NAMES VERSION
+ *    (resources.names_version, migration 0006), which every bind or unbind in the folder bumps
+ *    in the same statement, and which an unregister bumps for every folder that held a name
+ *    bound to the unregistered resource. The cached value is the folder's whole listing at
+ *    that version; `list` is served from it, and so is `lookup` (a name absent from a cached
+ *    listing is a cached "not found": the listing is versioned as a whole). A folder that is
+ *    unregistered is announced with its last names version + 1, like a deleted part.
+ *  - CG_ITEM_FIND, "find": handle = cg_service_key(service_id), a 53-bit hash of the service
+ *    id; version = that key's counter (service_versions, migration 0006), which every register
+ *    or unregister of a resource with that service id bumps. The counter belongs to the KEY,
+ *    not to the service id, so two service ids that collide share one monotonic counter and
+ *    the floor rule stays sound; the cached value carries its service id and a hit on the
+ *    other id of a colliding pair is a miss. The cached value is `find`'s handle list.
+ *
+ * A name's own row (name_bindings.version) is not a cache key: names are cached per folder
+ * because an unbind deletes the row (and its version) while the folder's counter survives,
+ * and because `list` needs one version for the whole folder anyway.
+ */
+#define CG_ITEM_NAMES 3 /* after the three cg_part_kind values */
+#define CG_ITEM_FIND  4
+#define CG_ITEM_COUNT 5
+
+/* One changed key: every cached copy of (handle, kind) with a version below `version` is
  * stale. */
 typedef struct cg_bus_item {
     int64_t handle;  /* "h": >= 0 */
-    int kind;        /* "p": a cg_part_kind */
+    int kind;        /* "p": a cg_part_kind, CG_ITEM_NAMES or CG_ITEM_FIND */
     int64_t version; /* "v": >= 1 */
 } cg_bus_item;
+
+/* The item kind's wire name ("specification", ..., "names", "find"), or NULL. */
+static inline const char *cg_item_kind_name(int kind)
+{
+    static const char *const names[CG_ITEM_COUNT] = {"specification", "description", "state",
+                                                     "names", "find"};
+    return kind >= 0 && kind < CG_ITEM_COUNT ? names[kind] : NULL;
+}
+
+/* The cache and wire key of a service id: FNV-1a 64 of its bytes, cut to 53 bits (a bus
+ * integer). Every core must compute the same function: it is part of wire version 2. */
+static inline int64_t cg_service_key(const char *service_id)
+{
+    uint64_t h = 14695981039346656037ull;
+    const unsigned char *p;
+    for (p = (const unsigned char *)service_id; *p; p++)
+        h = (h ^ *p) * 1099511628211ull;
+    return (int64_t)(h & ((UINT64_C(1) << 53) - 1));
+}
 
 #endif
