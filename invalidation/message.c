@@ -1,5 +1,10 @@
 /*
- * message.c — encode and decode bus messages (wire version 1; see PROTOCOL.md).
+ * message.c — encode and decode bus messages (wire versions 1 and 2; see PROTOCOL.md).
+ *
+ * Version 2 is version 1 plus the item kinds "names" and "find" (names and service lookups
+ * cached, include/coregroup/sys/item.h). The decoder reads both; a v1 message naming one of the
+ * new kinds is malformed. The encoder writes v1 unless an item needs v2, so a core of an older
+ * release keeps hearing every part invalidation.
  *
  * Everything a core learns from the bus passes through cg_bus_msg_decode(), and the bus is
  * outside input: any process that can reach a forwarder can publish. So the decoder is a pure
@@ -201,8 +206,18 @@ static int enum_field(int *out, const cJSON *obj, const place *at, const char *n
                 name, name, cg_json__excerpt(ex, s), expected);
 }
 
+/* The item kind named `name` in wire version `version`, or -1. */
+static int item_kind_parse(const char *name, int version)
+{
+    int k, n = version >= CG_BUS_WIRE_V2 ? CG_ITEM_COUNT : CG_PART_COUNT;
+    for (k = 0; k < n; k++)
+        if (strcmp(name, cg_item_kind_name(k)) == 0)
+            return k;
+    return -1;
+}
+
 /* The invalidation's "items" array, into the block allocated here (*out). */
-static int decode_items(msg_block **out, const cJSON *root)
+static int decode_items(msg_block **out, const cJSON *root, int version)
 {
     static const place top = {""};
     const cJSON *arr = NULL, *it;
@@ -229,7 +244,7 @@ static int decode_items(msg_block **out, const cJSON *root)
         cg_bus_item *item = &blk->items[i];
         place at;
         const char *part = NULL;
-        cg_part_kind kind;
+        int kind;
         char ex[48];
 
         snprintf(at.prefix, sizeof(at.prefix), "items[%zu].", i);
@@ -242,14 +257,15 @@ static int decode_items(msg_block **out, const cJSON *root)
             (err = string_field(&part, it, &at, "p")) < 0 ||
             (err = int_field(&item->version, it, &at, "v", 1, CG_BUS_INT_MAX)) < 0)
             goto done;
-        if (cg_part_kind_parse(&kind, part) < 0) {
+        if ((kind = item_kind_parse(part, version)) < 0) {
             err = drop(CG_DROP_MALFORMED,
                        "field \"items[%zu].p\": unknown part \"%s\" (expected specification, "
-                       "description or state)",
-                       i, cg_json__excerpt(ex, part));
+                       "description or state%s)",
+                       i, cg_json__excerpt(ex, part),
+                       version >= CG_BUS_WIRE_V2 ? ", names or find" : "");
             goto done;
         }
-        item->kind = (int)kind;
+        item->kind = kind;
     }
     blk->msg.items = blk->items;
     blk->msg.n_items = n;
@@ -314,11 +330,14 @@ int cg_bus_msg_decode(cg_bus_msg **out, const char *data, size_t len, const char
                        : cg_json__kind(j));
         goto done;
     }
-    if (j->valuedouble != CG_BUS_WIRE_VERSION) {
-        err = drop(CG_DROP_VERSION, "field \"v\": unknown wire version %s (this core reads %d)",
-                   cg_json__number_text(num, j->valuedouble), CG_BUS_WIRE_VERSION);
+    if (j->valuedouble != CG_BUS_WIRE_VERSION && j->valuedouble != CG_BUS_WIRE_V2) {
+        err = drop(CG_DROP_VERSION,
+                   "field \"v\": unknown wire version %s (this core reads %d and %d)",
+                   cg_json__number_text(num, j->valuedouble), CG_BUS_WIRE_VERSION,
+                   CG_BUS_WIRE_V2);
         goto done;
     }
+    h.version = (int)j->valuedouble;
 
     /* Then the group, so that another group's traffic is counted as foreign. */
     if ((err = name_field(h.group, root, &top, "group", "group id")) < 0)
@@ -339,11 +358,10 @@ int cg_bus_msg_decode(cg_bus_msg **out, const char *data, size_t len, const char
         (err = int_field(&h.at_us, root, &top, "at", 0, CG_BUS_INT_MAX)) < 0)
         goto done;
     h.type = (cg_bus_msg_type)type;
-    h.version = CG_BUS_WIRE_VERSION;
     switch (h.type) {
     case CG_MSG_INVALIDATION:
         if ((err = int_field(&h.seq, root, &top, "seq", 1, CG_BUS_INT_MAX)) == 0)
-            err = decode_items(&blk, root);
+            err = decode_items(&blk, root, h.version);
         break;
     case CG_MSG_HEARTBEAT:
         if ((err = int_field(&h.seq, root, &top, "seq", 0, CG_BUS_INT_MAX)) == 0)
@@ -399,16 +417,29 @@ static int check_name(const char *name, const char *value)
     return 0;
 }
 
+/* The version a message is written as: its own, or when 0 the lowest that carries its items. */
+static int wire_version(const cg_bus_msg *m)
+{
+    size_t i;
+    if (m->version != 0)
+        return m->version;
+    if (m->type == CG_MSG_INVALIDATION && m->items != NULL)
+        for (i = 0; i < m->n_items; i++)
+            if (m->items[i].kind >= CG_PART_COUNT)
+                return CG_BUS_WIRE_V2;
+    return CG_BUS_WIRE_VERSION;
+}
+
 /* The message by the decoder's rules (see PROTOCOL.md). */
 static int check_msg(const cg_bus_msg *m)
 {
     size_t i;
-    int err;
+    int err, version = wire_version(m);
     char name[32];
 
-    if (m->version != 0 && m->version != CG_BUS_WIRE_VERSION)
-        return refuse("field \"v\": this core writes wire version %d only, not %d",
-                      CG_BUS_WIRE_VERSION, m->version);
+    if (version != CG_BUS_WIRE_VERSION && version != CG_BUS_WIRE_V2)
+        return refuse("field \"v\": this core writes wire versions %d and %d, not %d",
+                      CG_BUS_WIRE_VERSION, CG_BUS_WIRE_V2, m->version);
     if (m->type < CG_MSG_INVALIDATION || m->type > CG_MSG_MEMBERSHIP)
         return refuse("field \"type\": unknown type %d", (int)m->type);
     if ((err = check_name("group", m->group)) < 0 || (err = check_name("origin", m->origin)) < 0 ||
@@ -432,8 +463,10 @@ static int check_msg(const cg_bus_msg *m)
             snprintf(name, sizeof(name), "items[%zu].v", i);
             if ((err = check_int(name, it->version, 1, CG_BUS_INT_MAX)) < 0)
                 return err;
-            if (it->kind < 0 || it->kind >= CG_PART_COUNT)
-                return refuse("field \"items[%zu].p\": unknown part %d", i, it->kind);
+            if (it->kind < 0 ||
+                it->kind >= (version >= CG_BUS_WIRE_V2 ? CG_ITEM_COUNT : CG_PART_COUNT))
+                return refuse("field \"items[%zu].p\": unknown part %d in wire version %d", i,
+                              it->kind, version);
         }
         return 0;
     case CG_MSG_HEARTBEAT:
@@ -482,7 +515,7 @@ int cg_bus_msg_encode(char **out, size_t *len, const cg_bus_msg *msg)
         goto done;
     }
     /* Field order is fixed (readers do not depend on it; people reading a capture do). */
-    if ((err = add_num(root, "v", CG_BUS_WIRE_VERSION)) < 0 ||
+    if ((err = add_num(root, "v", wire_version(msg))) < 0 ||
         (err = add_str(root, "type", cg_bus_msg_type_name(msg->type))) < 0 ||
         (err = add_str(root, "group", msg->group)) < 0)
         goto done;
@@ -506,7 +539,7 @@ int cg_bus_msg_encode(char **out, size_t *len, const cg_bus_msg *msg)
             }
             cJSON_AddItemToArray(arr, obj); /* arr owns obj from here */
             if ((err = add_num(obj, "h", msg->items[i].handle)) < 0 ||
-                (err = add_str(obj, "p", cg_part_kind_name(msg->items[i].kind))) < 0 ||
+                (err = add_str(obj, "p", cg_item_kind_name(msg->items[i].kind))) < 0 ||
                 (err = add_num(obj, "v", msg->items[i].version)) < 0)
                 goto done;
         }

@@ -25,8 +25,11 @@
 #include "coregroup/core.h"
 #include "coregroup/sys/item.h"
 
-/* The wire version this code writes and the only one it reads ("v" in the payload). */
+/* The wire versions this code reads ("v" in the payload): 1, and 2, which adds the item kinds
+ * "names" and "find" (PROTOCOL.md, "Wire version 2"). A message is written as
+ * CG_BUS_WIRE_VERSION (1) unless one of its items needs version 2. */
 #define CG_BUS_WIRE_VERSION 1
+#define CG_BUS_WIRE_V2      2
 
 /* Largest payload accepted, in bytes; larger input is refused before it is parsed. */
 #define CG_BUS_MSG_MAX (1024 * 1024)
@@ -61,7 +64,7 @@ typedef enum {
 typedef enum {
     CG_DROP_NONE = 0,          /* not dropped: the last decode succeeded */
     CG_DROP_MALFORMED = 1,     /* not JSON, wrong shape, missing/wrong-typed/out-of-range field */
-    CG_DROP_VERSION = 2,       /* an integer "v" other than CG_BUS_WIRE_VERSION */
+    CG_DROP_VERSION = 2,       /* an integer "v" other than 1 and 2 */
     CG_DROP_OVERSIZED = 3,     /* more than CG_BUS_MSG_MAX bytes */
     CG_DROP_FOREIGN_GROUP = 4, /* a well-formed message of another group */
     CG_DROP_FUTURE_SEQ = 5,    /* set by the subscriber, never by the decoder: a seq beyond the
@@ -76,7 +79,9 @@ typedef enum {
  */
 typedef struct cg_bus_msg {
     cg_bus_msg_type type;
-    int version;                  /* "v": wire version; 0 when encoding means "current" */
+    int version;                  /* "v": wire version; 0 when encoding means "the lowest
+                                     that can carry the items" (2 when an item is "names" or
+                                     "find", else 1) */
     char group[CG_NAME_MAX + 1];  /* "group" */
     int64_t seq;                  /* "seq": invalidation: the group event seq, >= 1;
                                      heartbeat: the origin's last published seq, >= 0 */

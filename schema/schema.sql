@@ -60,6 +60,9 @@ CREATE TABLE resources (
     kind          text        NOT NULL CHECK (kind ~ '^[a-z][a-z0-9_-]{0,31}$'),
     service_id    text        CHECK (service_id <> '' AND length(service_id) <= 255),
     created_at    timestamptz NOT NULL DEFAULT now(),
+    -- a folder's names version (0006): raised by every bind, unbind, or unregister of a
+    -- bound target; the version of a core's cached listing of the folder
+    names_version bigint      NOT NULL DEFAULT 1 CHECK (names_version >= 1),
     PRIMARY KEY (group_id, handle),
     UNIQUE (group_id, handle, kind),
     CHECK (handle <> 0 OR kind = 'folder')
@@ -107,6 +110,17 @@ CREATE TABLE invalidations (
 );
 CREATE INDEX invalidations_group_committed_idx ON invalidations (group_id, committed_at);
 COMMENT ON TABLE invalidations IS 'Transactional outbox: one row per committed call that changed something, numbered by core_groups.event_seq; pruned by retention.';
+
+-- One counter per service key (0006): cg_service_key() is a 53-bit hash of a service id,
+-- computed by the library; every register or unregister of a resource with a service id of
+-- that key raises it. The version of a core's cached find result. Never deleted.
+CREATE TABLE service_versions (
+    group_id    text   NOT NULL REFERENCES core_groups ON DELETE CASCADE,
+    service_key bigint NOT NULL CHECK (service_key >= 0 AND service_key <= 9007199254740991),
+    version     bigint NOT NULL DEFAULT 1 CHECK (version >= 1),
+    PRIMARY KEY (group_id, service_key)
+);
+COMMENT ON TABLE service_versions IS 'One counter per service key (53-bit hash of a service id): the version of the cached find result; never deleted.';
 
 -- Every group has its root folder from the moment it exists.
 CREATE FUNCTION core_groups_make_root() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -156,6 +170,9 @@ GRANT UPDATE (version, body) ON resource_parts TO coregroup_app;
 GRANT SELECT, INSERT, DELETE ON name_bindings TO coregroup_app;
 GRANT SELECT, INSERT, DELETE ON invalidations TO coregroup_app;
 GRANT USAGE ON SEQUENCE resource_handle_seq TO coregroup_app;
+GRANT UPDATE (names_version) ON resources TO coregroup_app;      -- 0006
+GRANT SELECT, INSERT ON service_versions TO coregroup_app;      -- 0006
+GRANT UPDATE (version) ON service_versions TO coregroup_app;    -- 0006
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 
 -- Not FORCE ROW LEVEL SECURITY (0005): the owner is not confined, as superusers are not.
@@ -165,6 +182,7 @@ ALTER TABLE resources      ENABLE ROW LEVEL SECURITY;
 ALTER TABLE resource_parts ENABLE ROW LEVEL SECURITY;
 ALTER TABLE name_bindings  ENABLE ROW LEVEL SECURITY;
 ALTER TABLE invalidations  ENABLE ROW LEVEL SECURITY;
+ALTER TABLE service_versions ENABLE ROW LEVEL SECURITY;
 
 -- A row is visible and writable when its group is the login's (an InitPlan: once per
 -- statement). An unmapped login gets NULL and sees and writes nothing.
@@ -184,6 +202,9 @@ CREATE POLICY group_fence ON name_bindings
     USING (group_id = (SELECT l.group_id FROM group_logins l WHERE l.role_name = session_user))
     WITH CHECK (group_id = (SELECT l.group_id FROM group_logins l WHERE l.role_name = session_user));
 CREATE POLICY group_fence ON invalidations
+    USING (group_id = (SELECT l.group_id FROM group_logins l WHERE l.role_name = session_user))
+    WITH CHECK (group_id = (SELECT l.group_id FROM group_logins l WHERE l.role_name = session_user));
+CREATE POLICY group_fence ON service_versions
     USING (group_id = (SELECT l.group_id FROM group_logins l WHERE l.role_name = session_user))
     WITH CHECK (group_id = (SELECT l.group_id FROM group_logins l WHERE l.role_name = session_user));
 

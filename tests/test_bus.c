@@ -422,7 +422,7 @@ START_TEST(bad_messages_are_dropped_and_counted)
     cg_core *b = bus_core("b6-b", "bus-bad", &f, 1, 3600000);
     void *ctx = zmq_ctx_new(), *pub = zmq_socket(ctx, ZMQ_PUB);
     char ep[64];
-    const char *junk[] = {"{not json", "{\"v\":2,\"type\":\"inval\"}",
+    const char *junk[] = {"{not json", "{\"v\":3,\"type\":\"inval\"}",
                           "{\"v\":1,\"type\":\"inval\",\"group\":\"bus-other\",\"seq\":1,"
                           "\"origin\":\"x\",\"inc\":1,\"at\":1,\"items\":[{\"h\":1,\"p\":\"state\","
                           "\"v\":2}]}",

@@ -438,7 +438,7 @@ START_TEST(foreign_and_malformed_are_dropped_before_any_effect)
             ",\"origin\":\"x\",\"inc\":1,\"at\":1,\"items\":[{\"h\":%" PRId64
             ",\"p\":\"state\",\"v\":9007199254740991}]}",
             /* a version from the future */
-            "{\"v\":2,\"type\":\"inval\",\"group\":\"forge-bad\",\"seq\":%" PRId64
+            "{\"v\":3,\"type\":\"inval\",\"group\":\"forge-bad\",\"seq\":%" PRId64
             ",\"origin\":\"x\",\"inc\":1,\"at\":1,\"items\":[{\"h\":%" PRId64
             ",\"p\":\"state\",\"v\":9007199254740991}]}",
             /* 2^53: might have been 2^53 + 1 */

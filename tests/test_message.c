@@ -222,6 +222,85 @@ START_TEST(invalidation_round_trip)
 }
 END_TEST
 
+/* Wire version 2 (PROTOCOL.md): the item kinds "names" and "find"; a message is written as
+ * v1 unless an item needs v2; v1 may not name them. */
+#define INVAL_V2                                                                                   \
+    "{\"v\":2,\"type\":\"inval\",\"group\":\"payments\",\"seq\":43,\"origin\":\"core-a\","         \
+    "\"inc\":3,\"at\":1763780000223456,\"items\":[{\"h\":0,\"p\":\"names\",\"v\":5},"             \
+    "{\"h\":12,\"p\":\"specification\",\"v\":2}]}"
+
+START_TEST(wire_version_2)
+{
+    cg_bus_item items[2] = {{0, CG_ITEM_NAMES, 5}, {12, CG_PART_SPECIFICATION, 2}};
+    cg_bus_msg in = example_inval(), *m;
+    char *text;
+
+    in.seq = 43;
+    in.at_us = 1763780000223456;
+    in.items = items;
+    in.n_items = 2;
+    /* the exact bytes documented in PROTOCOL.md, "Wire version 2" */
+    text = encode_ok(&in, NULL);
+    ck_assert_str_eq(text, INVAL_V2);
+    m = decode_ok(text, "payments");
+    ck_assert_int_eq(m->version, CG_BUS_WIRE_V2);
+    ck_assert_uint_eq(m->n_items, 2);
+    ck_assert_int_eq(m->items[0].kind, CG_ITEM_NAMES);
+    ck_assert_int_eq(m->items[0].handle, 0);
+    ck_assert_int_eq(m->items[0].version, 5);
+    ck_assert_int_eq(m->items[1].kind, CG_PART_SPECIFICATION);
+    cg_bus_msg_free(m);
+    free(text);
+
+    /* "find": the service key */
+    items[0] = (cg_bus_item){cg_service_key("printer-7"), CG_ITEM_FIND, 1};
+    text = encode_ok(&in, NULL);
+    ck_assert_ptr_nonnull(strstr(text, "\"p\":\"find\""));
+    ck_assert_ptr_nonnull(strstr(text, "{\"v\":2,"));
+    m = decode_ok(text, "payments");
+    ck_assert_int_eq(m->items[0].kind, CG_ITEM_FIND);
+    ck_assert_int_eq(m->items[0].handle, cg_service_key("printer-7"));
+    cg_bus_msg_free(m);
+    free(text);
+    ck_assert_int_ge(cg_service_key("printer-7"), 0);
+    ck_assert_int_le(cg_service_key("printer-7"), CG_BUS_INT_MAX);
+    ck_assert_int_ne(cg_service_key("printer-7"), cg_service_key("printer-8"));
+
+    /* parts only: still v1, byte for byte (an older core hears it) */
+    in = example_inval();
+    text = encode_ok(&in, NULL);
+    ck_assert_str_eq(text, INVAL);
+    free(text);
+    /* a v2 message of parts only is read, and written back as v2 */
+    in.version = 2;
+    text = encode_ok(&in, NULL);
+    ck_assert_ptr_nonnull(strstr(text, "{\"v\":2,"));
+    m = decode_ok(text, "payments");
+    ck_assert_int_eq(m->version, 2);
+    cg_bus_msg_free(m);
+    free(text);
+    /* v1 may not carry the new kinds, neither read nor written */
+    in = example_inval();
+    in.version = 1;
+    items[0] = (cg_bus_item){0, CG_ITEM_NAMES, 5};
+    in.items = items;
+    in.n_items = 2;
+    encode_refused(&in, "items[0].p");
+    refused("{\"v\":1,\"type\":\"inval\",\"group\":\"payments\",\"seq\":43,\"origin\":\"core-a\","
+            "\"inc\":3,\"at\":1,\"items\":[{\"h\":0,\"p\":\"names\",\"v\":5}]}",
+            CG_DROP_MALFORMED, "unknown part \"names\"", "description or state)");
+    refused("{\"v\":2,\"type\":\"inval\",\"group\":\"payments\",\"seq\":43,\"origin\":\"core-a\","
+            "\"inc\":3,\"at\":1,\"items\":[{\"h\":0,\"p\":\"Names\",\"v\":5}]}",
+            CG_DROP_MALFORMED, "unknown part \"Names\"", "names or find");
+    /* heartbeats and membership events read the same in v2 */
+    m = decode_ok("{\"v\":2,\"type\":\"heartbeat\",\"group\":\"payments\",\"seq\":42,"
+                  "\"origin\":\"core-b\",\"inc\":1,\"at\":1,\"applied\":41}",
+                  "payments");
+    ck_assert_int_eq(m->version, 2);
+    cg_bus_msg_free(m);
+}
+END_TEST
+
 START_TEST(heartbeat_round_trip)
 {
     cg_bus_msg in = example_heartbeat(), *m;
@@ -575,8 +654,8 @@ END_TEST
 START_TEST(unknown_version)
 {
     char *text;
-    text = with_field(INVAL, 0, "v", "2");
-    refused(text, CG_DROP_VERSION, "field \"v\": unknown wire version 2", "reads 1");
+    text = with_field(INVAL, 0, "v", "3");
+    refused(text, CG_DROP_VERSION, "field \"v\": unknown wire version 3", "reads 1 and 2");
     cJSON_free(text);
     text = with_field(INVAL, 0, "v", "0");
     refused(text, CG_DROP_VERSION, "unknown wire version 0", NULL);
@@ -584,10 +663,10 @@ START_TEST(unknown_version)
     text = with_field(INVAL, 0, "v", "-1");
     refused(text, CG_DROP_VERSION, "unknown wire version -1", NULL);
     cJSON_free(text);
-    /* a v2 message may look like anything else: still counted as VERSION, not MALFORMED */
-    refused("{\"v\":2,\"kind\":\"invalidate-all\"}", CG_DROP_VERSION, "unknown wire version 2",
+    /* a v3 message may look like anything else: still counted as VERSION, not MALFORMED */
+    refused("{\"v\":3,\"kind\":\"invalidate-all\"}", CG_DROP_VERSION, "unknown wire version 3",
             NULL);
-    refused("{\"v\":2,\"group\":\"elsewhere\"}", CG_DROP_VERSION, "version", NULL);
+    refused("{\"v\":3,\"group\":\"elsewhere\"}", CG_DROP_VERSION, "version", NULL);
     /* a "v" that is no integer at all is malformed */
     refused_with(INVAL, 0, "v", "\"1\"", "expected an integer wire version, got a string");
     refused_with(INVAL, 0, "v", "1.5", "got 1.5");
@@ -745,7 +824,7 @@ START_TEST(encode_refusals)
     cg_bus_msg m;
 
     m = example_inval();
-    m.version = 2;
+    m.version = 3;
     encode_refused(&m, "field \"v\"");
     m = example_inval();
     m.type = (cg_bus_msg_type)0;
@@ -774,8 +853,14 @@ START_TEST(encode_refusals)
     m = example_inval();
     m.items = &bad_item;
     m.n_items = 1;
-    bad_item.kind = 3;
+    bad_item.kind = CG_ITEM_COUNT; /* beyond every kind of wire version 2 */
     encode_refused(&m, "field \"items[0].p\"");
+    bad_item.kind = -1;
+    encode_refused(&m, "field \"items[0].p\"");
+    bad_item.kind = CG_ITEM_NAMES; /* a v2 kind in a message the caller wants as v1 */
+    m.version = 1;
+    encode_refused(&m, "field \"items[0].p\"");
+    m.version = 0;
     bad_item.kind = CG_PART_STATE;
     bad_item.version = 0;
     encode_refused(&m, "field \"items[0].v\"");
@@ -912,6 +997,7 @@ static Suite *message_suite(void)
     TCase *tc = tcase_create("round-trip");
     tcase_add_test(tc, invalidation_round_trip);
     tcase_add_test(tc, heartbeat_round_trip);
+    tcase_add_test(tc, wire_version_2);
     tcase_add_test(tc, membership_round_trip);
     tcase_add_test(tc, every_part_kind);
     tcase_add_test(tc, largest_values);
