@@ -333,8 +333,7 @@ int cg_bus_msg_decode(cg_bus_msg **out, const char *data, size_t len, const char
     if (j->valuedouble != CG_BUS_WIRE_VERSION && j->valuedouble != CG_BUS_WIRE_V2) {
         err = drop(CG_DROP_VERSION,
                    "field \"v\": unknown wire version %s (this core reads %d and %d)",
-                   cg_json__number_text(num, j->valuedouble), CG_BUS_WIRE_VERSION,
-                   CG_BUS_WIRE_V2);
+                   cg_json__number_text(num, j->valuedouble), CG_BUS_WIRE_VERSION, CG_BUS_WIRE_V2);
         goto done;
     }
     h.version = (int)j->valuedouble;

@@ -226,7 +226,7 @@ END_TEST
  * v1 unless an item needs v2; v1 may not name them. */
 #define INVAL_V2                                                                                   \
     "{\"v\":2,\"type\":\"inval\",\"group\":\"payments\",\"seq\":43,\"origin\":\"core-a\","         \
-    "\"inc\":3,\"at\":1763780000223456,\"items\":[{\"h\":0,\"p\":\"names\",\"v\":5},"             \
+    "\"inc\":3,\"at\":1763780000223456,\"items\":[{\"h\":0,\"p\":\"names\",\"v\":5},"              \
     "{\"h\":12,\"p\":\"specification\",\"v\":2}]}"
 
 START_TEST(wire_version_2)
