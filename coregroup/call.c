@@ -23,6 +23,28 @@
  *    while idle, the repository restarting) is retried per [retry] after reconnecting; once a
  *    statement of the call has succeeded, a retryable failure ends the call with
  *    CG_ERETRYABLE and nothing half-applied. cg_call_run() retries whole calls.
+ *
+ * Cached names. `lookup`, `list` and `find` are served from the cache like parts, under the
+ * keys of include/coregroup/sys/item.h: (folder, CG_ITEM_NAMES) at the folder's names version
+ * holds the folder's whole listing, which `list` returns and `lookup` searches;
+ * (cg_service_key(service_id), CG_ITEM_FIND) at the key's counter holds `find`'s handles.
+ *  - Writes stage an item with no body, like a deleted part: bind and unbind (folder, names,
+ *    raised names version), register with a service id (key, find, raised counter),
+ *    unregister (every item cg_repo_resource_delete returns). So the outbox row, the bus
+ *    message (wire version 2 when it has such an item), the abort's eviction and the
+ *    after-commit invalidation are the parts' own code.
+ *  - Reads use cg_cache_load (single flight, tickets and floors against a late stale fill,
+ *    TTL, reset), behind the same lease check as a part's read. A call that changed a key
+ *    itself reads that key from the repository through its own transaction, which sees the
+ *    change; the cache does not know it before the commit.
+ *  - Values are cg_parts whose body is packed, not JSON: a listing is, per binding in the
+ *    repository's order, the target (8 bytes, host order) then the name and a NUL; a find
+ *    result is the service id and a NUL, then the handles (8 bytes each). A find result of
+ *    another service id under the same key (a hash collision) is not used: that read goes
+ *    to the repository.
+ *  - Only the invalidation strategy caches names. With "none" and "version-check" they go to
+ *    the repository every time (a version check for names would cost the same round trip as
+ *    the read; not worth it).
  */
 #include <assert.h>
 #include <signal.h>
@@ -510,25 +532,25 @@ static int load_part(cg_part **out, void *arg)
  * why: the repository may well be back before the apply thread has noticed, and then the read
  * succeeds.
  */
-static int read_past_lease(cg_part **out, load_ctx *lc)
+static int read_past_lease_with(cg_part **out, cg_call *call, int64_t key, int kind,
+                                cg_cache_loader load, void *ctx)
 {
-    cg_call *call = lc->call;
     cg_core *core = call->core;
     char why[160];
     int err;
     atomic_fetch_add(&core->lease_misses, 1);
     if (atomic_load(&core->repo_ok) || call->conn != NULL) {
-        err = load_part(out, lc);
+        err = load(out, ctx);
     } else {
         call->no_retry = 1;
-        err = load_part(out, lc);
+        err = load(out, ctx);
         call->no_retry = 0;
     }
     if (err == 0) {
         /* Nothing is filled past the lease, but what the repository just said is a floor: a
          * cached copy older than it must not be served once a proof renews the lease (I4, no
          * read goes backwards on one core; the fault harness saw it after a partition). */
-        cg_cache_invalidate(core->cache, lc->handle, lc->kind, cg_part_version(*out));
+        cg_cache_invalidate(core->cache, key, kind, cg_part_version(*out));
         return 0;
     }
     if (err == CG_ERETRYABLE) {
@@ -543,6 +565,11 @@ static int read_past_lease(cg_part **out, load_ctx *lc)
         }
     }
     return err;
+}
+
+static int read_past_lease(cg_part **out, load_ctx *lc)
+{
+    return read_past_lease_with(out, lc->call, lc->handle, lc->kind, load_part, lc);
 }
 
 int cg_part_get(cg_part **out, cg_call *call, int64_t handle, cg_part_kind kind)
@@ -672,6 +699,171 @@ int cg_part_update_json(int64_t *new_version, cg_call *call, int64_t handle, cg_
     return err;
 }
 
+/* ---- cached names (see the file header) ------------------------------------------------ */
+
+static cg_part *pack_names(int64_t folder, int64_t version, const cg_name_list *l)
+{
+    size_t i, len = 0, at = 0;
+    char *buf;
+    cg_part *p;
+    for (i = 0; i < l->n; i++)
+        len += 8 + strlen(l->entries[i].name) + 1;
+    if ((buf = malloc(len ? len : 1)) == NULL)
+        return NULL;
+    for (i = 0; i < l->n; i++) {
+        size_t nl = strlen(l->entries[i].name) + 1;
+        memcpy(buf + at, &l->entries[i].target, 8);
+        memcpy(buf + at + 8, l->entries[i].name, nl);
+        at += 8 + nl;
+    }
+    p = cg_part__new(folder, CG_ITEM_NAMES, version, buf, len);
+    free(buf);
+    return p;
+}
+
+/* The target of `name` in a packed listing; CG_ENOTFOUND as the repository would say it. */
+static int names_find(int64_t *target, const cg_part *p, int64_t folder, const char *name)
+{
+    size_t at = 0;
+    while (at + 8 < p->len) {
+        const char *n = p->body + at + 8;
+        size_t nl = strlen(n) + 1;
+        if (strcmp(n, name) == 0) {
+            memcpy(target, p->body + at, 8);
+            return 0;
+        }
+        at += 8 + nl;
+    }
+    return cg_error_set(CG_ENOTFOUND, CG_ERRCLASS_REPOSITORY,
+                        "name \"%s\" is not bound in folder %" PRId64, name, folder);
+}
+
+static int unpack_names(cg_name_list *out, const cg_part *p)
+{
+    size_t at, n = 0, i = 0;
+    out->entries = NULL;
+    out->n = 0;
+    for (at = 0; at + 8 < p->len; at += 8 + strlen(p->body + at + 8) + 1)
+        n++;
+    if (n == 0)
+        return 0;
+    if ((out->entries = calloc(n, sizeof(*out->entries))) == NULL)
+        return cg_error_nomem();
+    for (at = 0; at + 8 < p->len; at += 8 + strlen(p->body + at + 8) + 1, i++) {
+        memcpy(&out->entries[i].target, p->body + at, 8);
+        if ((out->entries[i].name = strdup(p->body + at + 8)) == NULL) {
+            out->n = i;
+            cg_name_list_dispose(out);
+            return cg_error_nomem();
+        }
+    }
+    out->n = n;
+    return 0;
+}
+
+static cg_part *pack_find(int64_t key, int64_t version, const char *sid, const cg_handle_list *l)
+{
+    size_t sl = strlen(sid) + 1, len = sl + 8 * l->n;
+    char *buf;
+    cg_part *p;
+    if ((buf = malloc(len)) == NULL)
+        return NULL;
+    memcpy(buf, sid, sl);
+    if (l->n > 0)
+        memcpy(buf + sl, l->handles, 8 * l->n);
+    p = cg_part__new(key, CG_ITEM_FIND, version, buf, len);
+    free(buf);
+    return p;
+}
+
+/* 1 when a packed find result is the one of `sid` (not of another id with the same key). */
+static int find_matches(const cg_part *p, const char *sid)
+{
+    return strcmp(p->body, sid) == 0;
+}
+
+static int unpack_find(cg_handle_list *out, const cg_part *p)
+{
+    size_t sl = strlen(p->body) + 1, n = (p->len - sl) / 8;
+    out->handles = NULL;
+    out->n = 0;
+    if (n == 0)
+        return 0;
+    if ((out->handles = malloc(n * sizeof(int64_t))) == NULL)
+        return cg_error_nomem();
+    memcpy(out->handles, p->body + sl, n * 8);
+    out->n = n;
+    return 0;
+}
+
+typedef struct {
+    cg_call *call;
+    int64_t key; /* the folder, or the service key */
+    const char *service_id;
+} names_ctx;
+
+/* The cache's loader of a folder's listing: one statement, the listing and its version. */
+static int load_names(cg_part **out, void *arg)
+{
+    names_ctx *nc = arg;
+    cg_call *call = nc->call;
+    cg_name_list l = {NULL, 0};
+    int64_t v = 1;
+    int err;
+    atomic_fetch_add(&call->core->repository_reads, 1);
+    REPO(call, err, cg_repo_name_list(&l, &v, call->conn, call->core->cfg->group_id, nc->key));
+    if (err < 0)
+        return err;
+    *out = pack_names(nc->key, v, &l);
+    cg_name_list_dispose(&l);
+    return *out ? 0 : cg_error_nomem();
+}
+
+/* The cache's loader of a find result: one statement, the handles and the key's counter. */
+static int load_find(cg_part **out, void *arg)
+{
+    names_ctx *nc = arg;
+    cg_call *call = nc->call;
+    cg_handle_list l = {NULL, 0};
+    int64_t v = 1;
+    int err;
+    atomic_fetch_add(&call->core->repository_reads, 1);
+    REPO(call, err,
+         cg_repo_resource_find(&l, &v, call->conn, call->core->cfg->group_id, nc->service_id));
+    if (err < 0)
+        return err;
+    *out = pack_find(nc->key, v, nc->service_id, &l);
+    cg_handle_list_dispose(&l);
+    return *out ? 0 : cg_error_nomem();
+}
+
+/* 1 when a read of (key, kind) may use the cache: the invalidation strategy, and the call has
+ * not changed the key itself (its transaction sees its change; the cache does not yet). */
+static int names_cacheable(cg_call *call, int64_t key, int kind)
+{
+    return call->core->cfg->strategy == CG_CACHE_INVALIDATE && staged(call, key, kind) == NULL;
+}
+
+/* A names or find read through the cache: behind the lease like a part's read. */
+static int names_load(cg_part **out, cg_call *call, int64_t key, int kind, names_ctx *nc)
+{
+    cg_cache_loader load = kind == CG_ITEM_NAMES ? load_names : load_find;
+    if (!cg_lease_valid(call->core))
+        return read_past_lease_with(out, call, key, kind, load, nc);
+    return cg_cache_load(call->core->cache, key, kind, load, nc, out);
+}
+
+/* Stage a names or find item (no body): invalidated after the commit, evicted on abort. */
+static int stage_item(cg_call *call, int64_t key, int kind, int64_t version)
+{
+    int err;
+    if (version <= 0)
+        return 0;
+    if ((err = stage(call, key, kind, version, NULL)) < 0)
+        return end_failed(call, err);
+    return 0;
+}
+
 /* ---- resources ------------------------------------------------------------------------ */
 
 int cg_resource_create(int64_t *handle, cg_call *call, const cg_resource_options *opts)
@@ -679,6 +871,7 @@ int cg_resource_create(int64_t *handle, cg_call *call, const cg_resource_options
     cg_resource_options defaults = CG_RESOURCE_OPTIONS_INIT;
     const char *bodies[CG_PART_COUNT];
     const char *kind;
+    int64_t sv = 0;
     int err, k;
 
     assert(handle != NULL);
@@ -695,9 +888,13 @@ int cg_resource_create(int64_t *handle, cg_call *call, const cg_resource_options
         if ((err = check_json(cg_part_kind_name(k), bodies[k])) < 0)
             return err;
     REPO(call, err,
-         cg_repo_resource_create(handle, call->conn, call->core->cfg->group_id, kind,
+         cg_repo_resource_create(handle, &sv, call->conn, call->core->cfg->group_id, kind,
                                  opts->service_id, bodies));
-    return err;
+    if (err < 0)
+        return err;
+    /* a new handle is in nobody's cache; the service id's find results are stale */
+    return opts->service_id ? stage_item(call, cg_service_key(opts->service_id), CG_ITEM_FIND, sv)
+                            : 0;
 }
 
 int cg_resource_get(cg_resource *out, cg_call *call, int64_t handle)
@@ -711,22 +908,22 @@ int cg_resource_get(cg_resource *out, cg_call *call, int64_t handle)
 
 int cg_resource_delete(cg_call *call, int64_t handle)
 {
-    int64_t versions[CG_PART_COUNT];
-    int err, k;
+    cg_bus_item *items = NULL;
+    size_t n = 0, i;
+    int err;
 
     if ((err = check_usable(call)) < 0 || (err = check_handle(handle)) < 0)
         return err;
     if (handle == CG_ROOT_FOLDER)
         return bad_input("delete", "the root folder cannot be deleted");
     REPO(call, err,
-         cg_repo_resource_delete(versions, call->conn, call->core->cfg->group_id, handle));
-    if (err < 0)
-        return err;
-    /* each part is invalidated at one past the version it had: no copy may survive */
-    for (k = 0; k < CG_PART_COUNT; k++)
-        if (versions[k] > 0 && (err = stage(call, handle, k, versions[k] + 1, NULL)) < 0)
-            return end_failed(call, err);
-    return 0;
+         cg_repo_resource_delete(&items, &n, call->conn, call->core->cfg->group_id, handle));
+    /* each part and a folder's own listing at one past the version it had (no copy may
+     * survive), the folders that named it and its service id's find results as raised */
+    for (i = 0; err == 0 && i < n; i++)
+        err = stage_item(call, items[i].handle, items[i].kind, items[i].version);
+    free(items);
+    return err;
 }
 
 int cg_resource_find(cg_handle_list *out, cg_call *call, const char *service_id)
@@ -740,7 +937,20 @@ int cg_resource_find(cg_handle_list *out, cg_call *call, const char *service_id)
         return bad_input("find", "NULL service_id");
     if ((err = check_service_id(service_id)) < 0)
         return err;
-    REPO(call, err, cg_repo_resource_find(out, call->conn, call->core->cfg->group_id, service_id));
+    if (names_cacheable(call, cg_service_key(service_id), CG_ITEM_FIND)) {
+        names_ctx nc = {call, cg_service_key(service_id), service_id};
+        cg_part *p = NULL;
+        if ((err = names_load(&p, call, nc.key, CG_ITEM_FIND, &nc)) < 0)
+            return err;
+        if (find_matches(p, service_id)) {
+            err = unpack_find(out, p);
+            cg_part_free(p);
+            return err;
+        }
+        cg_part_free(p); /* another service id with the same key: read it uncached */
+    }
+    REPO(call, err,
+         cg_repo_resource_find(out, NULL, call->conn, call->core->cfg->group_id, service_id));
     return err;
 }
 
@@ -748,22 +958,25 @@ int cg_resource_find(cg_handle_list *out, cg_call *call, const char *service_id)
 
 int cg_name_bind(cg_call *call, int64_t folder, const char *name, int64_t target)
 {
+    int64_t nv = 0;
     int err;
     if ((err = check_usable(call)) < 0 || (err = check_handle(folder)) < 0 ||
         (err = check_handle(target)) < 0 || (err = check_name(name)) < 0)
         return err;
-    REPO(call, err, cg_repo_name_bind(call->conn, call->core->cfg->group_id, folder, name, target));
-    return err;
+    REPO(call, err,
+         cg_repo_name_bind(&nv, call->conn, call->core->cfg->group_id, folder, name, target));
+    return err < 0 ? err : stage_item(call, folder, CG_ITEM_NAMES, nv);
 }
 
 int cg_name_unbind(cg_call *call, int64_t folder, const char *name)
 {
+    int64_t nv = 0;
     int err;
     if ((err = check_usable(call)) < 0 || (err = check_handle(folder)) < 0 ||
         (err = check_name(name)) < 0)
         return err;
-    REPO(call, err, cg_repo_name_unbind(call->conn, call->core->cfg->group_id, folder, name));
-    return err;
+    REPO(call, err, cg_repo_name_unbind(&nv, call->conn, call->core->cfg->group_id, folder, name));
+    return err < 0 ? err : stage_item(call, folder, CG_ITEM_NAMES, nv);
 }
 
 int cg_name_lookup(int64_t *target, cg_call *call, int64_t folder, const char *name)
@@ -772,6 +985,15 @@ int cg_name_lookup(int64_t *target, cg_call *call, int64_t folder, const char *n
     if ((err = check_usable(call)) < 0 || (err = check_handle(folder)) < 0 ||
         (err = check_name(name)) < 0)
         return err;
+    if (names_cacheable(call, folder, CG_ITEM_NAMES)) {
+        names_ctx nc = {call, folder, NULL};
+        cg_part *p = NULL;
+        if ((err = names_load(&p, call, folder, CG_ITEM_NAMES, &nc)) < 0)
+            return err;
+        err = names_find(target, p, folder, name);
+        cg_part_free(p);
+        return err;
+    }
     REPO(call, err,
          cg_repo_name_lookup(target, call->conn, call->core->cfg->group_id, folder, name));
     return err;
@@ -784,6 +1006,15 @@ int cg_name_list_get(cg_name_list *out, cg_call *call, int64_t folder)
     out->n = 0;
     if ((err = check_usable(call)) < 0 || (err = check_handle(folder)) < 0)
         return err;
-    REPO(call, err, cg_repo_name_list(out, call->conn, call->core->cfg->group_id, folder));
+    if (names_cacheable(call, folder, CG_ITEM_NAMES)) {
+        names_ctx nc = {call, folder, NULL};
+        cg_part *p = NULL;
+        if ((err = names_load(&p, call, folder, CG_ITEM_NAMES, &nc)) < 0)
+            return err;
+        err = unpack_names(out, p);
+        cg_part_free(p);
+        return err;
+    }
+    REPO(call, err, cg_repo_name_list(out, NULL, call->conn, call->core->cfg->group_id, folder));
     return err;
 }

@@ -69,6 +69,7 @@ enum {
     ST_SESSION_ADVERTISE,
     ST_FENCE_SESSIONS,
     ST_AUDIT,
+    ST_RES_LOCK,
     ST_COUNT
 };
 
@@ -87,6 +88,7 @@ static const struct {
                         "UPDATE resource_parts SET body = $5::jsonb, version = version + 1 "
                         "WHERE group_id = $1 AND handle = $2 AND part = $3 AND version = $4 "
                         "RETURNING version, body::text"},
+    /* $7: the service id's key (NULL without one), whose counter the register raises */
     [ST_RES_CREATE] = {"cg_res_create",
                        "WITH r AS (INSERT INTO resources (group_id, kind, service_id) "
                        "           VALUES ($1, $2, $3) RETURNING handle), "
@@ -94,18 +96,51 @@ static const struct {
                        "           SELECT $1, r.handle, x.part, x.body FROM r, "
                        "           (VALUES ('specification', $4::jsonb), "
                        "                   ('description', $5::jsonb), "
-                       "                   ('state', $6::jsonb)) AS x (part, body)) "
-                       "SELECT handle FROM r"},
+                       "                   ('state', $6::jsonb)) AS x (part, body)), "
+                       "     s AS (INSERT INTO service_versions (group_id, service_key, version) "
+                       "           SELECT $1, $7::bigint, 2 WHERE $7::bigint IS NOT NULL "
+                       "           ON CONFLICT (group_id, service_key) DO UPDATE "
+                       "           SET version = service_versions.version + 1 RETURNING version) "
+                       "SELECT handle, (SELECT version FROM s) FROM r"},
     [ST_RES_GET] = {"cg_res_get", "SELECT kind, coalesce(service_id, '') FROM resources "
                                   "WHERE group_id = $1 AND handle = $2"},
+    /* The row is locked first (ST_RES_LOCK, its own statement), so no bind to it can commit
+     * after this statement's snapshot: b sees every name the cascade will delete. One row
+     * per invalidation item: each part at its last version + 1, a folder's own listing at
+     * its last names version + 1, every folder that held a name bound to it at its raised
+     * names version, and the service key ($3, NULL without a service id) at its raised
+     * counter. */
     [ST_RES_DELETE] = {"cg_res_delete",
                        "WITH p AS (SELECT part, version FROM resource_parts "
                        "           WHERE group_id = $1 AND handle = $2 FOR UPDATE), "
+                       "     b AS (SELECT DISTINCT folder_handle FROM name_bindings "
+                       "           WHERE group_id = $1 AND target_handle = $2 "
+                       "           AND folder_handle <> $2), "
                        "     d AS (DELETE FROM resources WHERE group_id = $1 AND handle = $2 "
-                       "           RETURNING handle) "
-                       "SELECT d.handle, p.part, p.version FROM d LEFT JOIN p ON true"},
-    [ST_RES_FIND] = {"cg_res_find", "SELECT handle FROM resources "
-                                    "WHERE group_id = $1 AND service_id = $2 ORDER BY handle"},
+                       "           RETURNING handle, kind, names_version), "
+                       "     u AS (UPDATE resources r SET names_version = r.names_version + 1 "
+                       "           FROM b WHERE r.group_id = $1 AND r.handle = b.folder_handle "
+                       "           AND EXISTS (SELECT 1 FROM d) "
+                       "           RETURNING r.handle, r.names_version), "
+                       "     s AS (INSERT INTO service_versions (group_id, service_key, version) "
+                       "           SELECT $1, $3::bigint, 2 "
+                       "           WHERE $3::bigint IS NOT NULL AND EXISTS (SELECT 1 FROM d) "
+                       "           ON CONFLICT (group_id, service_key) DO UPDATE "
+                       "           SET version = service_versions.version + 1 RETURNING version) "
+                       "SELECT p.part, d.handle, p.version + 1 FROM d JOIN p ON true "
+                       "UNION ALL SELECT 'names', d.handle, d.names_version + 1 FROM d "
+                       "          WHERE d.kind = 'folder' "
+                       "UNION ALL SELECT 'names', u.handle, u.names_version FROM u "
+                       "UNION ALL SELECT 'find', $3::bigint, s.version FROM s "
+                       "UNION ALL SELECT 'deleted', d.handle, 1 FROM d"},
+    [ST_RES_LOCK] = {"cg_res_lock", "SELECT service_id FROM resources "
+                                    "WHERE group_id = $1 AND handle = $2 FOR UPDATE"},
+    /* the key's counter (1 while it has no row) and the handles, from one snapshot */
+    [ST_RES_FIND] = {"cg_res_find",
+                     "SELECT coalesce((SELECT version FROM service_versions "
+                     "                 WHERE group_id = $1 AND service_key = $3), 1), r.handle "
+                     "FROM (SELECT 1) AS one LEFT JOIN resources r "
+                     "     ON r.group_id = $1 AND r.service_id = $2 ORDER BY r.handle"},
     /* Inserting with ON CONFLICT DO NOTHING waits for a concurrent binder of the same name and
      * then reports "not inserted" instead of failing the transaction, so the call can go on. */
     [ST_NAME_BIND] = {"cg_name_bind",
@@ -115,18 +150,25 @@ static const struct {
                       "                                      target_handle) "
                       "           SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM t) "
                       "           AND EXISTS (SELECT 1 FROM f WHERE kind = 'folder') "
-                      "           ON CONFLICT DO NOTHING RETURNING 1) "
+                      "           ON CONFLICT DO NOTHING RETURNING 1), "
+                      "     u AS (UPDATE resources SET names_version = names_version + 1 "
+                      "           WHERE group_id = $1 AND handle = $2 "
+                      "           AND EXISTS (SELECT 1 FROM i) RETURNING names_version) "
                       "SELECT (SELECT kind FROM f), EXISTS (SELECT 1 FROM t), "
-                      "       EXISTS (SELECT 1 FROM i)"},
+                      "       EXISTS (SELECT 1 FROM i), (SELECT names_version FROM u)"},
     [ST_NAME_UNBIND] = {"cg_name_unbind",
-                        "DELETE FROM name_bindings "
-                        "WHERE group_id = $1 AND folder_handle = $2 AND name = $3 "
-                        "RETURNING target_handle"},
+                        "WITH d AS (DELETE FROM name_bindings "
+                        "           WHERE group_id = $1 AND folder_handle = $2 AND name = $3 "
+                        "           RETURNING target_handle), "
+                        "     u AS (UPDATE resources SET names_version = names_version + 1 "
+                        "           WHERE group_id = $1 AND handle = $2 "
+                        "           AND EXISTS (SELECT 1 FROM d) RETURNING names_version) "
+                        "SELECT d.target_handle, u.names_version FROM d LEFT JOIN u ON true"},
     [ST_NAME_LOOKUP] = {"cg_name_lookup",
                         "SELECT target_handle FROM name_bindings "
                         "WHERE group_id = $1 AND folder_handle = $2 AND name = $3"},
     [ST_NAME_LIST] = {"cg_name_list",
-                      "SELECT r.kind, b.name, b.target_handle FROM resources r "
+                      "SELECT r.kind, b.name, b.target_handle, r.names_version FROM resources r "
                       "LEFT JOIN name_bindings b "
                       "       ON b.group_id = r.group_id AND b.folder_handle = r.handle "
                       "WHERE r.group_id = $1 AND r.handle = $2 ORDER BY b.name"},
@@ -790,6 +832,16 @@ void cg_outbox_rows_dispose(cg_outbox_rows *rows)
     rows->n = 0;
 }
 
+/* The item kind of a wire name ("state", "names", ...), or -1. */
+static int item_kind_parse(const char *name)
+{
+    int k;
+    for (k = 0; k < CG_ITEM_COUNT; k++)
+        if (strcmp(name, cg_item_kind_name(k)) == 0)
+            return k;
+    return -1;
+}
+
 /* The rows of an outbox query (seq, h, p, v[, committed µs]) into *out; when committed_us is
  * not NULL the fifth column goes there (one per item). Clears r. */
 static int outbox_rows(cg_outbox_rows *out, int64_t **committed_us, PGresult *r, const char *group)
@@ -804,8 +856,8 @@ static int outbox_rows(cg_outbox_rows *out, int64_t **committed_us, PGresult *r,
         goto done;
     }
     for (i = 0; i < n; i++) {
-        cg_part_kind k;
-        if (cg_part_kind_parse(&k, PQgetvalue(r, i, 2)) < 0) {
+        int k = item_kind_parse(PQgetvalue(r, i, 2));
+        if (k < 0) {
             err = cg_error_set(CG_ERROR, CG_ERRCLASS_REPOSITORY,
                                "outbox row %s of group \"%s\" has an unknown part \"%s\"",
                                PQgetvalue(r, i, 0), group, PQgetvalue(r, i, 2));
@@ -862,14 +914,24 @@ int cg_repo_outbox_of(cg_outbox_rows *out, int64_t **committed_us, cg_conn *c, c
 
 /* ---- resources ------------------------------------------------------------------------ */
 
-int cg_repo_resource_create(int64_t *handle, cg_conn *c, const char *group, const char *kind,
-                            const char *service_id, const char *const bodies[CG_PART_COUNT])
+int cg_repo_resource_create(int64_t *handle, int64_t *service_version, cg_conn *c,
+                            const char *group, const char *kind, const char *service_id,
+                            const char *const bodies[CG_PART_COUNT])
 {
-    const char *vals[6] = {group, kind, service_id, bodies[0], bodies[1], bodies[2]};
-    PGresult *r = run(c, ST_RES_CREATE, 6, vals, PGRES_TUPLES_OK, "create a resource");
+    char b_k[24];
+    const char *vals[7] = {group,
+                           kind,
+                           service_id,
+                           bodies[0],
+                           bodies[1],
+                           bodies[2],
+                           service_id ? I64(b_k, cg_service_key(service_id)) : NULL};
+    PGresult *r = run(c, ST_RES_CREATE, 7, vals, PGRES_TUPLES_OK, "create a resource");
     if (r == NULL)
         return cg_error_last()->code;
     *handle = get_i64(r, 0, 0);
+    if (service_version)
+        *service_version = PQgetisnull(r, 0, 1) ? 0 : get_i64(r, 0, 1);
     PQclear(r);
     return 0;
 }
@@ -894,47 +956,73 @@ int cg_repo_resource_get(cg_resource *out, cg_conn *c, const char *group, int64_
     return err;
 }
 
-int cg_repo_resource_delete(int64_t versions[CG_PART_COUNT], cg_conn *c, const char *group,
+int cg_repo_resource_delete(cg_bus_item **items, size_t *n_items, cg_conn *c, const char *group,
                             int64_t handle)
 {
-    char b_h[24];
-    const char *vals[2] = {group, I64(b_h, handle)};
-    PGresult *r = run(c, ST_RES_DELETE, 2, vals, PGRES_TUPLES_OK, "delete a resource");
-    int i, err = 0;
-    if (r == NULL)
+    char b_h[24], b_k[24];
+    const char *vals[3] = {group, I64(b_h, handle), NULL};
+    PGresult *r;
+    int i, n, err = 0;
+
+    *items = NULL;
+    *n_items = 0;
+    /* first lock the row, so that no bind to it commits after the delete's snapshot */
+    if ((r = run(c, ST_RES_LOCK, 2, vals, PGRES_TUPLES_OK, "lock a resource")) == NULL)
         return cg_error_last()->code;
-    for (i = 0; i < CG_PART_COUNT; i++)
-        versions[i] = 0;
-    if (PQntuples(r) == 0)
+    if (PQntuples(r) == 0) {
+        PQclear(r);
+        return cg_error_set(CG_ENOTFOUND, CG_ERRCLASS_REPOSITORY,
+                            "resource %" PRId64 " does not exist in group \"%s\"", handle, group);
+    }
+    if (!PQgetisnull(r, 0, 0))
+        vals[2] = I64(b_k, cg_service_key(PQgetvalue(r, 0, 0)));
+    PQclear(r);
+    if ((r = run(c, ST_RES_DELETE, 3, vals, PGRES_TUPLES_OK, "delete a resource")) == NULL)
+        return cg_error_last()->code;
+    n = PQntuples(r);
+    if (n == 0) {
         err = cg_error_set(CG_ENOTFOUND, CG_ERRCLASS_REPOSITORY,
                            "resource %" PRId64 " does not exist in group \"%s\"", handle, group);
-    for (i = 0; i < PQntuples(r); i++) {
-        cg_part_kind k;
-        if (!PQgetisnull(r, i, 1) && cg_part_kind_parse(&k, PQgetvalue(r, i, 1)) == 0)
-            versions[k] = get_i64(r, i, 2);
+        goto done;
     }
+    if ((*items = malloc((size_t)n * sizeof(**items))) == NULL) {
+        err = cg_error_nomem();
+        goto done;
+    }
+    for (i = 0; i < n; i++) {
+        int k = item_kind_parse(PQgetvalue(r, i, 0));
+        if (k < 0)
+            continue; /* the "deleted" row: the resource existed */
+        (*items)[(*n_items)++] = (cg_bus_item){get_i64(r, i, 1), k, get_i64(r, i, 2)};
+    }
+done:
     PQclear(r);
     return err;
 }
 
-int cg_repo_resource_find(cg_handle_list *out, cg_conn *c, const char *group,
+int cg_repo_resource_find(cg_handle_list *out, int64_t *version, cg_conn *c, const char *group,
                           const char *service_id)
 {
-    const char *vals[2] = {group, service_id};
-    PGresult *r = run(c, ST_RES_FIND, 2, vals, PGRES_TUPLES_OK, "find resources");
+    char b_k[24];
+    const char *vals[3] = {group, service_id, I64(b_k, cg_service_key(service_id))};
+    PGresult *r = run(c, ST_RES_FIND, 3, vals, PGRES_TUPLES_OK, "find resources");
     int i, n, err = 0;
 
     out->handles = NULL;
     out->n = 0;
     if (r == NULL)
         return cg_error_last()->code;
-    n = PQntuples(r);
+    n = PQntuples(r); /* at least one row: the counter, with a NULL handle when none */
+    if (version)
+        *version = n > 0 ? get_i64(r, 0, 0) : 1;
+    if (n == 1 && PQgetisnull(r, 0, 1))
+        n = 0;
     if (n > 0 && (out->handles = malloc((size_t)n * sizeof(int64_t))) == NULL) {
         err = cg_error_nomem();
         goto done;
     }
     for (i = 0; i < n; i++)
-        out->handles[i] = get_i64(r, i, 0);
+        out->handles[i] = get_i64(r, i, 1);
     out->n = (size_t)n;
 done:
     PQclear(r);
@@ -1057,8 +1145,8 @@ int cg_repo_part_update(cg_part **out, cg_conn *c, const char *group, int64_t ha
 
 /* ---- names ---------------------------------------------------------------------------- */
 
-int cg_repo_name_bind(cg_conn *c, const char *group, int64_t folder, const char *name,
-                      int64_t target)
+int cg_repo_name_bind(int64_t *names_version, cg_conn *c, const char *group, int64_t folder,
+                      const char *name, int64_t target)
 {
     char b_f[24], b_t[24];
     const char *vals[4] = {group, I64(b_f, folder), name, I64(b_t, target)};
@@ -1080,11 +1168,14 @@ int cg_repo_name_bind(cg_conn *c, const char *group, int64_t folder, const char 
     else if (strcmp(PQgetvalue(r, 0, 2), "t") != 0)
         err = cg_error_set(CG_EEXISTS, CG_ERRCLASS_REPOSITORY,
                            "name \"%s\" is already bound in folder %" PRId64, name, folder);
+    else if (names_version)
+        *names_version = get_i64(r, 0, 3);
     PQclear(r);
     return err;
 }
 
-int cg_repo_name_unbind(cg_conn *c, const char *group, int64_t folder, const char *name)
+int cg_repo_name_unbind(int64_t *names_version, cg_conn *c, const char *group, int64_t folder,
+                        const char *name)
 {
     char b_f[24];
     const char *vals[3] = {group, I64(b_f, folder), name};
@@ -1095,6 +1186,8 @@ int cg_repo_name_unbind(cg_conn *c, const char *group, int64_t folder, const cha
     if (PQntuples(r) == 0)
         err = cg_error_set(CG_ENOTFOUND, CG_ERRCLASS_REPOSITORY,
                            "name \"%s\" is not bound in folder %" PRId64, name, folder);
+    else if (names_version)
+        *names_version = PQgetisnull(r, 0, 1) ? 0 : get_i64(r, 0, 1);
     PQclear(r);
     return err;
 }
@@ -1117,7 +1210,8 @@ int cg_repo_name_lookup(int64_t *target, cg_conn *c, const char *group, int64_t 
     return err;
 }
 
-int cg_repo_name_list(cg_name_list *out, cg_conn *c, const char *group, int64_t folder)
+int cg_repo_name_list(cg_name_list *out, int64_t *names_version, cg_conn *c, const char *group,
+                      int64_t folder)
 {
     char b_f[24];
     const char *vals[2] = {group, I64(b_f, folder)};
@@ -1140,6 +1234,8 @@ int cg_repo_name_list(cg_name_list *out, cg_conn *c, const char *group, int64_t 
                          "resource %" PRId64 " is a %s, not a folder", folder, PQgetvalue(r, 0, 0));
         goto done;
     }
+    if (names_version)
+        *names_version = get_i64(r, 0, 3);
     if (PQgetisnull(r, 0, 1))
         goto done; /* an empty folder: one row with no binding */
     if ((out->entries = calloc((size_t)n, sizeof(*out->entries))) == NULL) {
@@ -1175,7 +1271,7 @@ static char *items_json(const cg_bus_item *items, size_t n)
     for (i = 0; i < n; i++) {
         int w = snprintf(buf + len, cap - len,
                          "%s{\"h\":%" PRId64 ",\"p\":\"%s\",\"v\":%" PRId64 "}", i ? "," : "",
-                         items[i].handle, cg_part_kind_name(items[i].kind), items[i].version);
+                         items[i].handle, cg_item_kind_name(items[i].kind), items[i].version);
         if (w < 0 || (size_t)w >= cap - len) { /* cannot happen within ITEM_JSON_MAX */
             free(buf);
             return NULL;

@@ -137,13 +137,19 @@ int cg_repo_outbox_of(cg_outbox_rows *out, int64_t **committed_us, cg_conn *c, c
                       const char *origin, int64_t incarnation, int64_t after);
 
 /* ---- inside a call (BEGIN is sent with the first statement) ---- */
-int cg_repo_resource_create(int64_t *handle, cg_conn *c, const char *group, const char *kind,
-                            const char *service_id, const char *const bodies[CG_PART_COUNT]);
+/* *service_version (may be NULL): the service key's raised counter, 0 without a service id */
+int cg_repo_resource_create(int64_t *handle, int64_t *service_version, cg_conn *c,
+                            const char *group, const char *kind, const char *service_id,
+                            const char *const bodies[CG_PART_COUNT]);
 int cg_repo_resource_get(cg_resource *out, cg_conn *c, const char *group, int64_t handle);
-/* Delete; versions[k] gets the version each part had (for the invalidation). */
-int cg_repo_resource_delete(int64_t versions[CG_PART_COUNT], cg_conn *c, const char *group,
+/* Delete (two statements: lock the row, then delete). *items (free()) gets what the delete
+ * invalidates, final versions included: each part at its last version + 1, a folder's own
+ * listing at its last names version + 1, every folder that held a name bound to it at its
+ * raised names version, and its service key at the raised counter. */
+int cg_repo_resource_delete(cg_bus_item **items, size_t *n_items, cg_conn *c, const char *group,
                             int64_t handle);
-int cg_repo_resource_find(cg_handle_list *out, cg_conn *c, const char *group,
+/* *version (may be NULL): the service key's counter, read in the same snapshot. */
+int cg_repo_resource_find(cg_handle_list *out, int64_t *version, cg_conn *c, const char *group,
                           const char *service_id);
 
 /* Read a part (lock: SELECT ... FOR UPDATE). *out is a new part. CG_ENOTFOUND if absent. */
@@ -160,12 +166,16 @@ int cg_repo_part_version(int64_t *version, cg_conn *c, const char *group, int64_
 int cg_repo_part_update(cg_part **out, cg_conn *c, const char *group, int64_t handle, int kind,
                         int64_t expected, const char *body);
 
-int cg_repo_name_bind(cg_conn *c, const char *group, int64_t folder, const char *name,
-                      int64_t target);
-int cg_repo_name_unbind(cg_conn *c, const char *group, int64_t folder, const char *name);
+/* Bind and unbind raise the folder's names version; *names_version (may be NULL) gets it. */
+int cg_repo_name_bind(int64_t *names_version, cg_conn *c, const char *group, int64_t folder,
+                      const char *name, int64_t target);
+int cg_repo_name_unbind(int64_t *names_version, cg_conn *c, const char *group, int64_t folder,
+                        const char *name);
 int cg_repo_name_lookup(int64_t *target, cg_conn *c, const char *group, int64_t folder,
                         const char *name);
-int cg_repo_name_list(cg_name_list *out, cg_conn *c, const char *group, int64_t folder);
+/* The listing and (names_version may be NULL) its names version, from one snapshot. */
+int cg_repo_name_list(cg_name_list *out, int64_t *names_version, cg_conn *c, const char *group,
+                      int64_t folder);
 
 /*
  * End the transaction. With items (n > 0): append the outbox row through cg_outbox_append()

@@ -75,7 +75,7 @@ static int64_t create(cg_conn *c, const char *group, int64_t inc, const char *se
 {
     const char *bodies[CG_PART_COUNT] = {"{}", "{}", state};
     int64_t h = -1;
-    CGT_OK(cg_repo_resource_create(&h, c, group, "service", service_id, bodies));
+    CGT_OK(cg_repo_resource_create(&h, NULL, c, group, "service", service_id, bodies));
     ck_assert_int_gt(h, 0); /* 0 is the root folder */
     commit(c, group, inc);
     return h;
@@ -161,14 +161,16 @@ START_TEST(resource_create_get_find_and_delete)
 {
     const char *g = "repo-res";
     const char *bodies[CG_PART_COUNT] = {"{\"spec\":1}", "[\"d\"]", "{\"n\":0}"};
-    int64_t inc, h, h2, versions[CG_PART_COUNT];
+    int64_t inc, h, h2;
+    cg_bus_item *ditems = NULL;
+    size_t dn = 0;
     cg_conn *c = session(g, &inc);
     cg_resource r;
     cg_handle_list found;
     char body[256];
     int k;
 
-    CGT_OK(cg_repo_resource_create(&h, c, g, "service", "svc-repo", bodies));
+    CGT_OK(cg_repo_resource_create(&h, NULL, c, g, "service", "svc-repo", bodies));
     ck_assert(c->in_tx && c->wrote);
     commit(c, g, inc);
     h2 = create(c, g, inc, "svc-repo", "{}");
@@ -184,7 +186,7 @@ START_TEST(resource_create_get_find_and_delete)
         ck_assert_int_eq(cg_part_version(p), 1);
         cg_part_free(p);
     }
-    CGT_OK(cg_repo_resource_find(&found, c, g, "svc-repo"));
+    CGT_OK(cg_repo_resource_find(&found, NULL, c, g, "svc-repo"));
     ck_assert_uint_eq(found.n, 2);
     ck_assert_int_eq(found.handles[0], h); /* by handle */
     ck_assert_int_eq(found.handles[1], h2);
@@ -195,17 +197,25 @@ START_TEST(resource_create_get_find_and_delete)
     ck_assert_int_eq(version_of(c, g, h, CG_PART_DESCRIPTION, body, sizeof(body)), 1);
     ck_assert_str_eq(body, "[\"d\"]");
 
-    /* delete reports each part's version, for the invalidation */
-    CGT_OK(cg_repo_resource_delete(versions, c, g, h));
-    for (k = 0; k < CG_PART_COUNT; k++)
-        ck_assert_int_eq(versions[k], 1);
+    /* delete reports what it invalidates: each part at its version + 1, the service key */
+    CGT_OK(cg_repo_resource_delete(&ditems, &dn, c, g, h));
+    ck_assert_uint_eq(dn, CG_PART_COUNT + 1);
+    for (k = 0; k < (int)dn; k++)
+        if (ditems[k].kind < CG_PART_COUNT) {
+            ck_assert_int_eq(ditems[k].handle, h);
+            ck_assert_int_eq(ditems[k].version, 2);
+        } else {
+            ck_assert_int_eq(ditems[k].kind, CG_ITEM_FIND);
+            ck_assert_int_eq(ditems[k].handle, cg_service_key("svc-repo"));
+        }
+    free(ditems);
     commit(c, g, inc);
     CGT_EXPECT(CG_ENOTFOUND, cg_repo_resource_get(&r, c, g, h));
     cg_repo_rollback(c);
-    CGT_EXPECT(CG_ENOTFOUND, cg_repo_resource_delete(versions, c, g, h));
+    CGT_EXPECT(CG_ENOTFOUND, cg_repo_resource_delete(&ditems, &dn, c, g, h));
     cg_repo_rollback(c);
     CGT_EXPECT(CG_ENOTFOUND, cg_repo_part_read_once(&(cg_part *){NULL}, c, g, h, CG_PART_STATE));
-    CGT_OK(cg_repo_resource_find(&found, c, g, "svc-repo"));
+    CGT_OK(cg_repo_resource_find(&found, NULL, c, g, "svc-repo"));
     ck_assert_uint_eq(found.n, 1);
     cg_handle_list_dispose(&found);
     cg_repo_rollback(c);
@@ -221,10 +231,10 @@ START_TEST(an_aborted_create_leaves_nothing)
     cg_conn *c = session(g, &inc);
     cg_handle_list found;
 
-    CGT_OK(cg_repo_resource_create(&h, c, g, "service", "svc-abort", bodies));
+    CGT_OK(cg_repo_resource_create(&h, NULL, c, g, "service", "svc-abort", bodies));
     cg_repo_rollback(c);
     ck_assert(!c->in_tx);
-    CGT_OK(cg_repo_resource_find(&found, c, g, "svc-abort"));
+    CGT_OK(cg_repo_resource_find(&found, NULL, c, g, "svc-abort"));
     ck_assert_uint_eq(found.n, 0);
     cg_handle_list_dispose(&found);
     cg_repo_rollback(c);
@@ -321,17 +331,17 @@ START_TEST(names_bind_look_up_list_and_unbind)
 
     a = create(c, g, inc, NULL, "{}");
     b = create(c, g, inc, NULL, "{}");
-    CGT_OK(cg_repo_resource_create(&folder, c, g, "folder", NULL, bodies));
-    CGT_OK(cg_repo_name_bind(c, g, CG_ROOT_FOLDER, "zeta", a));
-    CGT_OK(cg_repo_name_bind(c, g, CG_ROOT_FOLDER, "alpha", b));
-    CGT_OK(cg_repo_name_bind(c, g, folder, "inner", a));
+    CGT_OK(cg_repo_resource_create(&folder, NULL, c, g, "folder", NULL, bodies));
+    CGT_OK(cg_repo_name_bind(NULL, c, g, CG_ROOT_FOLDER, "zeta", a));
+    CGT_OK(cg_repo_name_bind(NULL, c, g, CG_ROOT_FOLDER, "alpha", b));
+    CGT_OK(cg_repo_name_bind(NULL, c, g, folder, "inner", a));
     commit(c, g, inc);
 
     CGT_OK(cg_repo_name_lookup(&target, c, g, CG_ROOT_FOLDER, "zeta"));
     ck_assert_int_eq(target, a);
     CGT_OK(cg_repo_name_lookup(&target, c, g, folder, "inner"));
     ck_assert_int_eq(target, a);
-    CGT_OK(cg_repo_name_list(&list, c, g, CG_ROOT_FOLDER));
+    CGT_OK(cg_repo_name_list(&list, NULL, c, g, CG_ROOT_FOLDER));
     ck_assert_uint_eq(list.n, 2);
     ck_assert_str_eq(list.entries[0].name, "alpha"); /* by name */
     ck_assert_int_eq(list.entries[0].target, b);
@@ -340,24 +350,24 @@ START_TEST(names_bind_look_up_list_and_unbind)
     commit(c, g, inc);
 
     /* taken, missing target, missing folder, not a folder */
-    CGT_EXPECT(CG_EEXISTS, cg_repo_name_bind(c, g, CG_ROOT_FOLDER, "zeta", b));
+    CGT_EXPECT(CG_EEXISTS, cg_repo_name_bind(NULL, c, g, CG_ROOT_FOLDER, "zeta", b));
     cg_repo_rollback(c);
-    CGT_EXPECT(CG_ENOTFOUND, cg_repo_name_bind(c, g, CG_ROOT_FOLDER, "ghost", b + 1000));
+    CGT_EXPECT(CG_ENOTFOUND, cg_repo_name_bind(NULL, c, g, CG_ROOT_FOLDER, "ghost", b + 1000));
     cg_repo_rollback(c);
-    CGT_EXPECT(CG_ENOTFOUND, cg_repo_name_bind(c, g, b + 1000, "x", a));
+    CGT_EXPECT(CG_ENOTFOUND, cg_repo_name_bind(NULL, c, g, b + 1000, "x", a));
     cg_repo_rollback(c);
-    CGT_EXPECT(CG_EINVALID, cg_repo_name_bind(c, g, a, "x", b));
+    CGT_EXPECT(CG_EINVALID, cg_repo_name_bind(NULL, c, g, a, "x", b));
     cg_repo_rollback(c);
-    CGT_EXPECT(CG_EINVALID, cg_repo_name_list(&list, c, g, a));
+    CGT_EXPECT(CG_EINVALID, cg_repo_name_list(&list, NULL, c, g, a));
     cg_repo_rollback(c);
 
-    CGT_OK(cg_repo_name_unbind(c, g, CG_ROOT_FOLDER, "zeta"));
+    CGT_OK(cg_repo_name_unbind(NULL, c, g, CG_ROOT_FOLDER, "zeta"));
     commit(c, g, inc);
     CGT_EXPECT(CG_ENOTFOUND, cg_repo_name_lookup(&target, c, g, CG_ROOT_FOLDER, "zeta"));
     cg_repo_rollback(c);
-    CGT_EXPECT(CG_ENOTFOUND, cg_repo_name_unbind(c, g, CG_ROOT_FOLDER, "zeta"));
+    CGT_EXPECT(CG_ENOTFOUND, cg_repo_name_unbind(NULL, c, g, CG_ROOT_FOLDER, "zeta"));
     cg_repo_rollback(c);
-    CGT_OK(cg_repo_name_list(&list, c, g, folder));
+    CGT_OK(cg_repo_name_list(&list, NULL, c, g, folder));
     ck_assert_uint_eq(list.n, 1);
     cg_name_list_dispose(&list);
     cg_repo_rollback(c);
@@ -427,11 +437,10 @@ END_TEST
 START_TEST(the_audit_compares_cached_versions_in_one_statement)
 {
     const char *g = "repo-audit";
-    int64_t inc, h1, h2, h3, seq, at, deleted = 0, versions[CG_PART_COUNT];
+    int64_t inc, h1, h2, h3, seq, at, deleted = 0;
     cg_conn *c = session(g, &inc);
     cg_repo_audit_row rows[6];
     cg_part *p;
-    int k;
 
     h1 = create(c, g, inc, NULL, "{}");
     h2 = create(c, g, inc, NULL, "{}");
@@ -452,15 +461,13 @@ START_TEST(the_audit_compares_cached_versions_in_one_statement)
         cg_bus_item item = {h2, CG_PART_STATE, 3};
         CGT_OK(cg_repo_commit(&seq, &at, c, g, CORE, inc, &item, 1));
     }
-    CGT_OK(cg_repo_resource_delete(versions, c, g, h3));
     {
-        cg_bus_item items[CG_PART_COUNT];
-        for (k = 0; k < CG_PART_COUNT; k++) {
-            items[k].handle = h3;
-            items[k].kind = k;
-            items[k].version = versions[k] + 1; /* as a call invalidates a deleted part */
-        }
-        CGT_OK(cg_repo_commit(&seq, &at, c, g, CORE, inc, items, CG_PART_COUNT));
+        cg_bus_item *items = NULL; /* each part at its version + 1, as a call invalidates it */
+        size_t n = 0;
+        CGT_OK(cg_repo_resource_delete(&items, &n, c, g, h3));
+        ck_assert_uint_eq(n, CG_PART_COUNT);
+        CGT_OK(cg_repo_commit(&seq, &at, c, g, CORE, inc, items, n));
+        free(items);
     }
 
     memset(rows, 0, sizeof(rows));
