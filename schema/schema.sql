@@ -70,6 +70,7 @@ CREATE TABLE resources (
 ALTER SEQUENCE resource_handle_seq OWNED BY resources.handle;
 CREATE INDEX resources_service_idx ON resources (group_id, service_id) WHERE service_id IS NOT NULL;
 COMMENT ON TABLE resources IS 'Registered resources of a group; handle 0 is the group''s root folder.';
+COMMENT ON COLUMN resources.names_version IS 'A folder''s names version: raised by every bind, unbind, or unregister of a bound target; the version of the cached listing.';
 
 CREATE TABLE resource_parts (
     group_id   text   NOT NULL,
