@@ -117,6 +117,7 @@
 
 #include "cache.h"
 #include "coregroup/sys/error.h"
+#include "coregroup/sys/item.h"
 
 #define MAX_SHARDS      64
 #define MIN_PER_SHARD   32  /* fewer shards for small caches */
@@ -1075,8 +1076,8 @@ static int lead(cg_cache *c, shard *s, uint32_t h, int64_t handle, int kind, cg_
         trash_part(t, p);
         if (runs == MAX_LOAD_RUNS)
             return cg_error_set(CG_ERETRYABLE, CG_ERRCLASS_CACHE,
-                                "resource %lld part %s changed during each of %d reads",
-                                (long long)handle, cg_part_kind_name(kind), MAX_LOAD_RUNS);
+                                "resource %lld %s changed during each of %d reads",
+                                (long long)handle, cg_item_kind_name(kind), MAX_LOAD_RUNS);
     }
 }
 

@@ -634,6 +634,259 @@ START_TEST(late_stale_fill_is_refused)
 }
 END_TEST
 
+/* ---- names, lists and finds are cached (include/coregroup/sys/item.h) ---- */
+
+static int names_published;
+static cg_bus_item names_items[16];
+static size_t names_n;
+
+static void count_publish(void *ctx, const cg_inval_batch *b)
+{
+    size_t i;
+    (void)ctx;
+    names_published++;
+    names_n = b->n < 16 ? b->n : 16;
+    for (i = 0; i < names_n; i++)
+        names_items[i] = b->items[i];
+}
+
+/* A folder's names version or a service key's counter, read past every cache. */
+static int64_t db_names_version(const char *group, int64_t folder)
+{
+    char sql[256];
+    snprintf(sql, sizeof(sql),
+             "SELECT names_version FROM resources WHERE group_id = '%s' AND handle = %" PRId64,
+             group, folder);
+    return db_count(sql);
+}
+
+static int64_t db_service_version(const char *group, const char *sid)
+{
+    char sql[256];
+    snprintf(sql, sizeof(sql),
+             "SELECT coalesce((SELECT version FROM service_versions WHERE group_id = '%s' AND "
+             "service_key = %" PRId64 "), 1)",
+             group, cg_service_key(sid));
+    return db_count(sql);
+}
+
+static int lookup(int64_t *target, cg_core *core, int64_t folder, const char *name)
+{
+    cg_call *call;
+    int err;
+    CGT_OK(cg_call_begin(&call, core));
+    err = cg_name_lookup(target, call, folder, name);
+    CGT_OK(cg_call_commit(call));
+    return err;
+}
+
+static size_t list_n(cg_core *core, int64_t folder)
+{
+    cg_call *call;
+    cg_name_list l;
+    size_t n;
+    CGT_OK(cg_call_begin(&call, core));
+    CGT_OK(cg_name_list_get(&l, call, folder));
+    CGT_OK(cg_call_commit(call));
+    n = l.n;
+    cg_name_list_dispose(&l);
+    return n;
+}
+
+static size_t find_n(cg_core *core, const char *sid)
+{
+    cg_call *call;
+    cg_handle_list l;
+    size_t n;
+    CGT_OK(cg_call_begin(&call, core));
+    CGT_OK(cg_resource_find(&l, call, sid));
+    CGT_OK(cg_call_commit(call));
+    n = l.n;
+    cg_handle_list_dispose(&l);
+    return n;
+}
+
+static void bind(cg_core *core, int64_t folder, const char *name, int64_t target)
+{
+    cg_call *call;
+    CGT_OK(cg_call_begin(&call, core));
+    CGT_OK(cg_name_bind(call, folder, name, target));
+    CGT_OK(cg_call_commit(call));
+}
+
+START_TEST(names_lists_and_finds_are_cached)
+{
+    cg_core *a = cgt_core_open(dsn, "nc-a", "g-nc"), *b = cgt_core_open(dsn, "nc-b", "g-nc");
+    int64_t s1 = create(a, NULL, "svc-nc"), s2 = create(b, NULL, NULL), t = -1, v;
+    cg_core_stats st0, st1;
+    cg_bus_item item;
+    cg_call *call;
+
+    bind(a, CG_ROOT_FOLDER, "one", s1);
+    /* the bind's outbox row names the root folder's listing at its new names version */
+    v = db_names_version("g-nc", CG_ROOT_FOLDER);
+    ck_assert_int_eq(v, 2);
+    {
+        char *items = cgt_query1(dba, "SELECT items::text FROM invalidations WHERE group_id = "
+                                      "'g-nc' ORDER BY seq DESC LIMIT 1");
+        ck_assert_str_eq(items, "[{\"h\": 0, \"p\": \"names\", \"v\": 2}]");
+        free(items);
+    }
+    /* lookup, list: one repository read, then hits */
+    CGT_OK(lookup(&t, a, CG_ROOT_FOLDER, "one"));
+    ck_assert_int_eq(t, s1);
+    cg_core_stats_get(a, &st0);
+    CGT_OK(lookup(&t, a, CG_ROOT_FOLDER, "one"));
+    CGT_EXPECT(CG_ENOTFOUND, lookup(&t, a, CG_ROOT_FOLDER, "two")); /* absent from the listing */
+    ck_assert_uint_eq(list_n(a, CG_ROOT_FOLDER), 1);
+    cg_core_stats_get(a, &st1);
+    ck_assert_uint_eq(st1.repository_reads, st0.repository_reads);
+    ck_assert_uint_ge(st1.cache_hits, st0.cache_hits + 3);
+
+    /* b binds: a (no bus in this suite) serves its cached listing until the invalidation
+     * arrives, then the new one */
+    bind(b, CG_ROOT_FOLDER, "two", s2);
+    v = db_names_version("g-nc", CG_ROOT_FOLDER);
+    ck_assert_int_eq(v, 3);
+    item = (cg_bus_item){CG_ROOT_FOLDER, CG_ITEM_NAMES, v};
+    cg_core__invalidate(a, &item, 1);
+    CGT_OK(lookup(&t, a, CG_ROOT_FOLDER, "two"));
+    ck_assert_int_eq(t, s2);
+    ck_assert_uint_eq(list_n(a, CG_ROOT_FOLDER), 2);
+
+    /* a call sees its own bind at once (its transaction, not the cache) */
+    CGT_OK(cg_call_begin(&call, a));
+    CGT_OK(cg_name_bind(call, CG_ROOT_FOLDER, "three", s2));
+    CGT_OK(cg_name_lookup(&t, call, CG_ROOT_FOLDER, "three"));
+    ck_assert_int_eq(t, s2);
+    CGT_OK(cg_call_commit(call));
+    CGT_OK(lookup(&t, a, CG_ROOT_FOLDER, "three")); /* and its commit invalidated a's copy */
+
+    /* find: cached, and a register of the same service id invalidates it */
+    ck_assert_uint_eq(find_n(a, "svc-nc"), 1);
+    cg_core_stats_get(a, &st0);
+    ck_assert_uint_eq(find_n(a, "svc-nc"), 1);
+    cg_core_stats_get(a, &st1);
+    ck_assert_uint_eq(st1.repository_reads, st0.repository_reads);
+    create(b, NULL, "svc-nc");
+    v = db_service_version("g-nc", "svc-nc");
+    ck_assert_int_eq(v, 3); /* registered twice: 1 -> 2 -> 3 */
+    item = (cg_bus_item){cg_service_key("svc-nc"), CG_ITEM_FIND, v};
+    cg_core__invalidate(a, &item, 1);
+    ck_assert_uint_eq(find_n(a, "svc-nc"), 2);
+
+    /* unregister: its parts, the folders that named it, its service key */
+    names_published = 0;
+    cg_core__set_publisher(b, count_publish, NULL);
+    CGT_OK(cg_call_begin(&call, b));
+    CGT_OK(cg_resource_delete(call, s1));
+    CGT_OK(cg_call_commit(call));
+    ck_assert_int_eq(names_published, 1);
+    {
+        size_t i;
+        int names = 0, find = 0, parts = 0;
+        for (i = 0; i < names_n; i++) {
+            if (names_items[i].kind == CG_ITEM_NAMES && names_items[i].handle == CG_ROOT_FOLDER) {
+                names++;
+                ck_assert_int_eq(names_items[i].version, db_names_version("g-nc", 0));
+            } else if (names_items[i].kind == CG_ITEM_FIND) {
+                find++;
+                ck_assert_int_eq(names_items[i].handle, cg_service_key("svc-nc"));
+            } else if (names_items[i].handle == s1 && names_items[i].kind < CG_PART_COUNT)
+                parts++;
+        }
+        ck_assert_int_eq(names, 1);
+        ck_assert_int_eq(find, 1);
+        ck_assert_int_eq(parts, CG_PART_COUNT);
+        cg_core__invalidate(a, names_items, names_n);
+    }
+    CGT_EXPECT(CG_ENOTFOUND, lookup(&t, a, CG_ROOT_FOLDER, "one"));
+    ck_assert_uint_eq(find_n(a, "svc-nc"), 1);
+    cg_core_close(a);
+    cg_core_close(b);
+}
+END_TEST
+
+START_TEST(aborted_bind_publishes_nothing)
+{
+    cg_core *a = cgt_core_open(dsn, "nab-a", "g-nab");
+    int64_t s = create(a, NULL, NULL), t = -1, rows, nv;
+    cg_call *call;
+
+    CGT_EXPECT(CG_ENOTFOUND, lookup(&t, a, CG_ROOT_FOLDER, "x")); /* the listing is cached */
+    rows = db_count("SELECT count(*) FROM invalidations WHERE group_id = 'g-nab'");
+    nv = db_names_version("g-nab", CG_ROOT_FOLDER);
+    names_published = 0;
+    cg_core__set_publisher(a, count_publish, NULL);
+    CGT_OK(cg_call_begin(&call, a));
+    CGT_OK(cg_name_bind(call, CG_ROOT_FOLDER, "x", s));
+    cg_call_abort(call);
+    ck_assert_int_eq(names_published, 0);
+    ck_assert_int_eq(db_count("SELECT count(*) FROM invalidations WHERE group_id = 'g-nab'"), rows);
+    ck_assert_int_eq(db_names_version("g-nab", CG_ROOT_FOLDER), nv);
+    CGT_EXPECT(CG_ENOTFOUND, lookup(&t, a, CG_ROOT_FOLDER, "x"));
+    /* a committed bind publishes one message naming the listing */
+    bind(a, CG_ROOT_FOLDER, "x", s);
+    ck_assert_int_eq(names_published, 1);
+    ck_assert_uint_eq(names_n, 1);
+    ck_assert_int_eq(names_items[0].kind, CG_ITEM_NAMES);
+    ck_assert_int_eq(names_items[0].version, nv + 1);
+    CGT_OK(lookup(&t, a, CG_ROOT_FOLDER, "x"));
+    cg_core_close(a);
+}
+END_TEST
+
+START_TEST(late_stale_list_fill_is_refused)
+{
+    /* The interleaving of late_stale_fill_is_refused, for a folder's listing:
+     *   1. a's reader takes its ticket and reads the root's listing (one name);
+     *   2. b binds a second name, and a hears the invalidation of the listing;
+     *   3. a's reader, late, offers the one-name listing to the cache.
+     * The fill must be refused and a must list both names. */
+    cg_core *a = cgt_core_open(dsn, "lsl-a", "g-lsl"), *b = cgt_core_open(dsn, "lsl-b", "g-lsl");
+    int64_t s = create(a, NULL, NULL), v_old = 0;
+    cg_conn *reader;
+    cg_name_list l;
+    cg_part *old;
+    cg_bus_item item;
+    cg_core_stats st;
+    uint64_t ticket;
+    char body[64];
+    size_t len;
+
+    bind(a, CG_ROOT_FOLDER, "first", s);
+    CGT_OK(cg_repo_connect(&reader, a->cfg, "late-lister"));
+    ticket = cg_cache_ticket(a->cache, CG_ROOT_FOLDER, CG_ITEM_NAMES);
+    CGT_OK(cg_repo_name_list(&l, &v_old, reader, "g-lsl", CG_ROOT_FOLDER));
+    ck_assert_uint_eq(l.n, 1);
+    cg_repo_rollback(reader);
+    /* packed as call.c caches a listing: target (8 bytes), name, NUL */
+    memcpy(body, &l.entries[0].target, 8);
+    len = 8 + strlen(l.entries[0].name) + 1;
+    memcpy(body + 8, l.entries[0].name, len - 8);
+    cg_name_list_dispose(&l);
+    ck_assert_ptr_nonnull(old = cg_part__new(CG_ROOT_FOLDER, CG_ITEM_NAMES, v_old, body, len));
+
+    bind(b, CG_ROOT_FOLDER, "second", s);
+    item = (cg_bus_item){CG_ROOT_FOLDER, CG_ITEM_NAMES, db_names_version("g-lsl", 0)};
+    ck_assert_int_gt(item.version, v_old);
+    cg_core__invalidate(a, &item, 1);
+
+    ck_assert_int_eq(cg_cache_fill(a->cache, old, ticket), 0);
+    cg_core_stats_get(a, &st);
+    ck_assert_uint_ge(st.cache_fills_refused, 1);
+    ck_assert_uint_eq(list_n(a, CG_ROOT_FOLDER), 2);
+    /* once the newer listing was served, the older one is never accepted again */
+    ck_assert_int_eq(
+        cg_cache_fill(a->cache, old, cg_cache_ticket(a->cache, CG_ROOT_FOLDER, CG_ITEM_NAMES)), 0);
+    ck_assert_uint_eq(list_n(a, CG_ROOT_FOLDER), 2);
+    cg_part_free(old);
+    cg_repo_close(reader);
+    cg_core_close(a);
+    cg_core_close(b);
+}
+END_TEST
+
 typedef struct {
     cg_core *other;
     int64_t handle;
@@ -951,6 +1204,9 @@ int main(void)
     tcase_add_test(tc, stale_update_is_named_evicted_and_rolled_back);
     tcase_add_test(tc, call_rolls_back_with_its_cache);
     tcase_add_test(tc, late_stale_fill_is_refused);
+    tcase_add_test(tc, names_lists_and_finds_are_cached);
+    tcase_add_test(tc, aborted_bind_publishes_nothing);
+    tcase_add_test(tc, late_stale_list_fill_is_refused);
     tcase_add_test(tc, retry_helper_reruns_stale_calls);
     tcase_add_test(tc, fenced_incarnation_cannot_write);
     tcase_add_test(tc, a_call_from_before_a_rejoin_cannot_commit);

@@ -257,7 +257,7 @@ static char *event_json(const watch *w, const cg_bus_msg *m, int64_t recv_us, do
             if (ok) {
                 cJSON_AddItemToArray(arr, it);
                 ok = add_int(it, "h", m->items[i].handle) &&
-                     cJSON_AddStringToObject(it, "p", cg_part_kind_name(m->items[i].kind)) &&
+                     cJSON_AddStringToObject(it, "p", cg_item_kind_name(m->items[i].kind)) &&
                      add_int(it, "v", m->items[i].version);
             }
         }
@@ -317,7 +317,7 @@ static void print_human(const watch *w, const cg_bus_msg *m, int64_t recv_us, do
         for (i = 0; i < m->n_items; i++)
             if (shown_item(w, &m->items[i]))
                 printf(" %lld:%s@%lld", (long long)m->items[i].handle,
-                       cg_part_kind_name(m->items[i].kind), (long long)m->items[i].version);
+                       cg_item_kind_name(m->items[i].kind), (long long)m->items[i].version);
         break;
     case CG_MSG_HEARTBEAT:
         printf(" applied=%lld", (long long)m->applied_seq);

@@ -46,12 +46,12 @@ typedef struct cg_bus_item {
     int64_t version; /* "v": >= 1 */
 } cg_bus_item;
 
-/* The item kind's wire name ("specification", ..., "names", "find"), or NULL. */
+/* The item kind's wire name ("specification", ..., "names", "find"), or "?". */
 static inline const char *cg_item_kind_name(int kind)
 {
     static const char *const names[CG_ITEM_COUNT] = {"specification", "description", "state",
                                                      "names", "find"};
-    return kind >= 0 && kind < CG_ITEM_COUNT ? names[kind] : NULL;
+    return kind >= 0 && kind < CG_ITEM_COUNT ? names[kind] : "?";
 }
 
 /* The cache and wire key of a service id: FNV-1a 64 of its bytes, cut to 53 bits (a bus
