@@ -240,6 +240,89 @@ START_TEST(update_reaches_the_group_and_only_the_group)
 }
 END_TEST
 
+/* Whether `name` is bound in the root folder, as `core` answers (cache or repository). */
+static int root_has(cg_core *core, const char *name)
+{
+    cg_call *call;
+    int64_t t;
+    int err;
+    CGT_OK(cg_call_begin(&call, core));
+    err = cg_name_lookup(&t, call, CG_ROOT_FOLDER, name);
+    CGT_OK(cg_call_commit(call));
+    ck_assert_msg(err == 0 || err == CG_ENOTFOUND, "lookup: %s", cg_error_last()->message);
+    return err == 0;
+}
+
+/* Milliseconds until `core` finds `name` in the root folder, or -1 after `limit_ms`. */
+static int64_t wait_name(cg_core *core, const char *name, int64_t limit_ms)
+{
+    int64_t t0 = ms_now();
+    while (ms_now() - t0 <= limit_ms) {
+        if (root_has(core, name))
+            return ms_now() - t0;
+        usleep(2000);
+    }
+    return -1;
+}
+
+static void bind_root(cg_core *core, const char *name, int64_t target)
+{
+    cg_call *call;
+    CGT_OK(cg_call_begin(&call, core));
+    CGT_OK(cg_name_bind(call, CG_ROOT_FOLDER, name, target));
+    CGT_OK(cg_call_commit(call));
+}
+
+START_TEST(bind_reaches_lookup_on_another_core)
+{
+    forwarder f = busd_new();
+    cg_core *a = bus_core("b10-a", "bus-names", &f, 1, 3600000);
+    cg_core *b = bus_core("b10-b", "bus-names", &f, 1, 3600000);
+    cg_core_stats s0, s1;
+    int64_t h, t;
+
+    wait_hearing(a);
+    wait_hearing(b);
+    h = create(a);
+    ck_assert_int_eq(root_has(b, "printer"), 0); /* b caches the root's listing */
+    cg_core_stats_get(b, &s0);
+    ck_assert_int_eq(root_has(b, "printer"), 0);
+    cg_core_stats_get(b, &s1);
+    ck_assert_uint_eq(s1.repository_reads, s0.repository_reads); /* a hit */
+    bind_root(a, "printer", h);
+    t = wait_name(b, "printer", 2000);
+    ck_assert_msg(t >= 0, "b still serves the listing from before the bind");
+    cg_core_stats_get(b, &s1);
+    ck_assert_uint_eq(s1.polls, 0); /* the bus did it (a wire version 2 message) */
+    ck_assert_uint_eq(s1.messages_dropped, 0);
+    printf("bind seen by b's lookup after %" PRId64 " ms\n", t);
+
+    /* a names message lost on the bus: caught up from the outbox at the next gap */
+    ck_assert_int_eq(root_has(b, "scanner"), 0);
+    a->hooks.drop_every = 1;
+    bind_root(a, "scanner", h);
+    a->hooks.drop_every = 0;
+    bump(a, h); /* sent: b sees the gap before it */
+    ck_assert_msg(wait_name(b, "scanner", 2000) >= 0, "the lost bind was never caught up");
+    cg_core_stats_get(b, &s1);
+    ck_assert_uint_ge(s1.catchups, 1);
+
+    /* lost and pruned from the outbox: b resets its whole cache, listings included */
+    ck_assert_int_eq(root_has(b, "fax"), 0);
+    a->hooks.drop_every = 1;
+    bind_root(a, "fax", h);
+    free(cgt_query1(dba, "DELETE FROM invalidations WHERE group_id = 'bus-names'"));
+    a->hooks.drop_every = 0;
+    bump(a, h);
+    ck_assert_msg(wait_name(b, "fax", 2000) >= 0, "the pruned bind was never seen");
+    cg_core_stats_get(b, &s1);
+    ck_assert_uint_ge(s1.cache_resets, 1);
+    cg_core_close(a);
+    cg_core_close(b);
+    busd_kill(&f, SIGTERM);
+}
+END_TEST
+
 START_TEST(lost_messages_are_caught_up_from_the_outbox)
 {
     forwarder f = busd_new();
@@ -663,6 +746,7 @@ int main(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, update_reaches_the_group_and_only_the_group);
     tcase_add_test(tc, lost_messages_are_caught_up_from_the_outbox);
+    tcase_add_test(tc, bind_reaches_lookup_on_another_core);
     tcase_add_test(tc, core_killed_between_commit_and_publish);
     tcase_add_test(tc, forwarder_killed_and_restarted);
     tcase_add_test(tc, two_forwarders_one_killed);
