@@ -95,7 +95,7 @@ int cg_apply_start(cg_core *core)
     cg_bus_options opts = CG_BUS_OPTIONS_INIT;
     cg_bus_handlers h = {core, on_apply, on_gap, on_advanced, on_tick, NULL};
     int64_t seq = 0, t0;
-    int err, every;
+    int err, every, all_v2 = 0;
 
     /* a proof at least four times per bound, and at least every poll interval */
     every = cfg->max_staleness_ms / 4 < cfg->poll_interval_ms ? cfg->max_staleness_ms / 4
@@ -128,8 +128,9 @@ int cg_apply_start(cg_core *core)
     t0 = cg_clock_mono_us();
     if (cg_apply__conn(core) == NULL)
         return cg_error_last()->code ? cg_error_last()->code : CG_ERROR;
-    if ((err = cg_repo_event_seq(&seq, core->apply.conn, cfg->group_id)) < 0)
+    if ((err = cg_repo_event_seq(&seq, &all_v2, core->apply.conn, cfg->group_id)) < 0)
         return err;
+    cg_core__names_ok(core, all_v2);
     atomic_store(&core->repo_ok, 1);
     /* the cache is empty, so it reflects every event up to seq: fresh as of t0. Both before
      * cg_bus_start: from then on the apply thread owns core->apply and renews the lease. */

@@ -45,6 +45,13 @@
  *  - Only the invalidation strategy caches names. With "none" and "version-check" they go to
  *    the repository every time (a version check for names would cost the same round trip as
  *    the read; not worth it).
+ *  - Rollout (invalidation/PROTOCOL.md, "Wire version 2"): names are cached only while every
+ *    live member of the group reads wire version 2, as the apply thread last read it with
+ *    event_seq. A core of an older release binds without raising any names version and
+ *    without an item, so while one is a member, names are read from the repository; when
+ *    one joins, the next proof (at most a quarter of the bound later) resets the cache, so
+ *    the freshness bound holds for names too. Writers always stage their name items: the
+ *    outbox keeps them in items_v2, where an older core never looks (migration 0006).
  */
 #include <assert.h>
 #include <signal.h>
@@ -837,11 +844,14 @@ static int load_find(cg_part **out, void *arg)
     return *out ? 0 : cg_error_nomem();
 }
 
-/* 1 when a read of (key, kind) may use the cache: the invalidation strategy, and the call has
- * not changed the key itself (its transaction sees its change; the cache does not yet). */
+/* 1 when a read of (key, kind) may use the cache: the invalidation strategy, every live member
+ * of the group reads wire version 2 (a core of an older release binds without raising any
+ * names version: core.c, cg_core__names_ok), and the call has not changed the key itself
+ * (its transaction sees its change; the cache does not yet). */
 static int names_cacheable(cg_call *call, int64_t key, int kind)
 {
-    return call->core->cfg->strategy == CG_CACHE_INVALIDATE && staged(call, key, kind) == NULL;
+    return call->core->cfg->strategy == CG_CACHE_INVALIDATE && atomic_load(&call->core->names_ok) &&
+           staged(call, key, kind) == NULL;
 }
 
 /* A names or find read through the cache: behind the lease like a part's read. */

@@ -28,14 +28,15 @@ int64_t cg_catchup_run(cg_core *core, int64_t applied)
     const char *group = core->cfg->group_id;
     int64_t target, t0 = cg_clock_mono_us(), from = applied;
     cg_conn *c = cg_apply__conn(core);
-    int err;
+    int err, all_v2 = 0;
 
     if (c == NULL)
         return -1;
-    if ((err = cg_repo_event_seq(&target, c, group)) < 0) {
+    if ((err = cg_repo_event_seq(&target, &all_v2, c, group)) < 0) {
         cg_apply__note(core, err);
         return -1;
     }
+    cg_core__names_ok(core, all_v2);
     while (applied < target) {
         int64_t hi = target < applied + CATCHUP_STEP ? target : applied + CATCHUP_STEP;
         cg_outbox_rows rows;

@@ -434,7 +434,7 @@ int cg_core_health_get(cg_core_health *out, cg_core *core)
         conn = core->idle[--core->n_idle];
     pthread_mutex_unlock(&core->pool_mu);
     if (conn) {
-        out->repository_ok = cg_repo_event_seq(&seq, conn, core->cfg->group_id) == 0;
+        out->repository_ok = cg_repo_event_seq(&seq, NULL, conn, core->cfg->group_id) == 0;
         cg_core__conn_release(core, conn);
     } else {
         out->repository_ok = atomic_load(&core->repo_ok);
@@ -518,4 +518,10 @@ void cg_core__reset(cg_core *core)
 {
     cg_cache_reset(core->cache);
     atomic_fetch_add(&core->cache_resets, 1);
+}
+
+void cg_core__names_ok(cg_core *core, int all_v2)
+{
+    if (atomic_exchange(&core->names_ok, all_v2 ? 1 : 0) && !all_v2)
+        cg_core__reset(core);
 }

@@ -69,6 +69,9 @@ struct cg_core {
         int proof_every_ms;
     } apply;
     atomic_int repo_ok;    /* the apply thread's last repository contact worked */
+    atomic_int names_ok;   /* every live member read bus wire version 2 at the last reading of
+                              event_seq (a proof, a catch-up, the start): names, lists and
+                              finds may be cached (call.c, "Cached names") */
     char apply_error[256]; /* why it did not (guarded by apply_error_mu) */
     pthread_mutex_t apply_error_mu;
 
@@ -156,6 +159,11 @@ void cg_core__set_publisher(cg_core *core, void (*fn)(void *, const cg_inval_bat
 void cg_core__invalidate(cg_core *core, const cg_bus_item *items, size_t n);
 /* Forget the whole group cache (a gap that cannot be caught up, or a rejoin). */
 void cg_core__reset(cg_core *core);
+/* What the apply thread learnt with event_seq: whether every live member reads wire version
+ * 2. When that stops being true the whole cache is reset (cached listings may miss a
+ * version-1 member's binds, which raise no names version), and names are read from the
+ * repository until it is true again. */
+void cg_core__names_ok(cg_core *core, int all_v2);
 
 /* ---- the apply thread (apply.c, catchup.c, poll.c) ---- */
 

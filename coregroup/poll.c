@@ -49,7 +49,7 @@ void cg_poll_tick(cg_core *core)
 {
     int64_t now = cg_clock_mono_us(), e, t0;
     cg_conn *c;
-    int err;
+    int err, all_v2 = 0;
 
 #ifdef CG_TEST_HOOKS
     if (atomic_load(&core->hooks.no_proofs))
@@ -68,10 +68,11 @@ void cg_poll_tick(cg_core *core)
     t0 = cg_clock_mono_us();
     if ((c = cg_apply__conn(core)) == NULL)
         return;
-    if ((err = cg_repo_event_seq(&e, c, core->cfg->group_id)) < 0) {
+    if ((err = cg_repo_event_seq(&e, &all_v2, c, core->cfg->group_id)) < 0) {
         cg_apply__note(core, err);
         return;
     }
+    cg_core__names_ok(core, all_v2); /* before the lease is renewed from t0 */
     cg_apply__note(core, 0);
     /* Anything the bus delivered so far was heard before this read, so a real event of it is
      * numbered <= e: a seq above e counted as applied was forged (the NEXT seq, published

@@ -16,8 +16,22 @@
 --    service id, so two ids that collide share one monotonic counter. A row is never deleted:
 --    a service id that is registered again must get a higher version than any cached before.
 --
--- The cores' role may UPDATE resources.names_version only, and insert and update
--- service_versions' counter; row-level security confines both to the login's group.
+--  - cores.wire2_incarnation: the incarnation at which the member said it reads bus wire
+--    version 2 (it caches names, and so requires every writer to invalidate them). A core
+--    of an older release re-registers without setting it, so the column no longer equals its
+--    incarnation: it counts as a version-1 member. A core caches names only while every
+--    live member of its group reads version 2, as of its last freshness proof: a core of an
+--    older release binds without raising any names version.
+--  - invalidations.items_v2: the call's whole item list when it has a "names" or "find" item
+--    (wire version 2; NULL otherwise). `items` then keeps only the part items, or the no-op
+--    item {"h":0,"p":"specification","v":1} when there are none, so that a core of an
+--    older release, which reads `items` only, finds every event with an item it knows (its
+--    catch-up takes an event without one for a pruned outbox). Cores of this release read
+--    coalesce(items_v2, items).
+--
+-- The cores' role may UPDATE resources.names_version and cores.wire2_incarnation only, and
+-- insert and update service_versions' counter; row-level security confines all to the
+-- login's group.
 ALTER TABLE resources ADD COLUMN names_version bigint NOT NULL DEFAULT 1
     CHECK (names_version >= 1);
 COMMENT ON COLUMN resources.names_version IS 'A folder''s names version: raised by every bind, unbind, or unregister of a bound target; the version of the cached listing.';
@@ -38,3 +52,42 @@ CREATE POLICY group_fence ON service_versions
 GRANT UPDATE (names_version) ON resources TO coregroup_app;
 GRANT SELECT, INSERT ON service_versions TO coregroup_app;
 GRANT UPDATE (version) ON service_versions TO coregroup_app;
+
+ALTER TABLE cores ADD COLUMN wire2_incarnation bigint;
+COMMENT ON COLUMN cores.wire2_incarnation IS 'The incarnation at which the member said it reads bus wire version 2; another value: it reads version 1 only.';
+GRANT UPDATE (wire2_incarnation) ON cores TO coregroup_app;
+
+ALTER TABLE invalidations ADD COLUMN items_v2 jsonb
+    CHECK (items_v2 IS NULL OR jsonb_typeof(items_v2) = 'array');
+COMMENT ON COLUMN invalidations.items_v2 IS 'The whole item list when it has a names or find item (wire version 2); items then holds the part items only (or a no-op item).';
+
+-- The outbox append takes the version-2 list too; a core of an older release calls it with
+-- four arguments and gets NULL.
+DROP FUNCTION cg_outbox_append(text, text, bigint, jsonb);
+CREATE FUNCTION cg_outbox_append(p_group text, p_core text, p_incarnation bigint, p_items jsonb,
+                                 p_items_v2 jsonb DEFAULT NULL,
+                                 OUT seq bigint, OUT committed_us bigint)
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM 1 FROM cores
+     WHERE group_id = p_group AND core_name = p_core AND incarnation = p_incarnation
+       AND state NOT IN ('failed', 'left')
+       FOR SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'core "%" incarnation % of group "%" is fenced', p_core, p_incarnation, p_group
+            USING ERRCODE = 'CGF01';
+    END IF;
+    UPDATE core_groups SET event_seq = event_seq + 1 WHERE group_id = p_group
+        RETURNING event_seq INTO seq;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'group "%" does not exist', p_group USING ERRCODE = 'CGF02';
+    END IF;
+    committed_us := (extract(epoch FROM clock_timestamp()) * 1000000)::bigint;
+    INSERT INTO invalidations (group_id, seq, origin_core, origin_incarnation, items, items_v2,
+                               committed_at)
+    VALUES (p_group, seq, p_core, p_incarnation, p_items, p_items_v2,
+            to_timestamp(committed_us / 1000000.0));
+END
+$$;
+REVOKE ALL ON FUNCTION cg_outbox_append(text, text, bigint, jsonb, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION cg_outbox_append(text, text, bigint, jsonb, jsonb) TO coregroup_app;

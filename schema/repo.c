@@ -172,30 +172,38 @@ static const struct {
                       "LEFT JOIN name_bindings b "
                       "       ON b.group_id = r.group_id AND b.folder_handle = r.handle "
                       "WHERE r.group_id = $1 AND r.handle = $2 ORDER BY b.name"},
+    /* $4: the part items (or the no-op item), $5: every item when one is of wire version 2 */
     [ST_OUTBOX] = {"cg_outbox", "SELECT seq, committed_us FROM cg_outbox_append($1, $2, $3, "
-                                "$4::jsonb)"},
+                                "$4::jsonb, $5::jsonb)"},
     [ST_GROUP_ENSURE] = {"cg_group_ensure", "INSERT INTO core_groups (group_id) VALUES ($1) "
                                             "ON CONFLICT DO NOTHING"},
     [ST_CORE_REGISTER] = {"cg_core_register",
-                          "INSERT INTO cores (group_id, core_name, host, pid, state) "
-                          "VALUES ($1, $2, $3, $4, 'alive') "
+                          "INSERT INTO cores (group_id, core_name, host, pid, state, "
+                          "                   wire2_incarnation) "
+                          "VALUES ($1, $2, $3, $4, 'alive', 1) "
                           "ON CONFLICT (group_id, core_name) DO UPDATE "
                           "SET incarnation = cores.incarnation + 1, host = EXCLUDED.host, "
                           "    pid = EXCLUDED.pid, started_at = now(), heartbeat_at = now(), "
-                          "    state = 'alive' "
+                          "    state = 'alive', wire2_incarnation = cores.incarnation + 1 "
                           "WHERE cores.incarnation = $5 " /* the row the caller judged */
                           "RETURNING incarnation"},
     [ST_CORE_LEAVE] = {"cg_core_leave", "UPDATE cores SET state = 'left', heartbeat_at = now() "
                                         "WHERE group_id = $1 AND core_name = $2 "
                                         "AND incarnation = $3"},
-    [ST_EVENT_SEQ] = {"cg_event_seq", "SELECT event_seq FROM core_groups WHERE group_id = $1"},
+    /* and whether every live member reads wire version 2 (migration 0006) */
+    [ST_EVENT_SEQ] = {"cg_event_seq",
+                      "SELECT event_seq, NOT EXISTS (SELECT 1 FROM cores c "
+                      "       WHERE c.group_id = $1 AND c.state IN ('joining', 'alive', 'suspect') "
+                      "       AND c.wire2_incarnation IS DISTINCT FROM c.incarnation) "
+                      "FROM core_groups WHERE group_id = $1"},
     /* prepared too: in a pipeline, parsing them per call costs as much as the SELECT */
     [ST_BEGIN] = {"cg_begin", "BEGIN"},
     [ST_COMMIT] = {"cg_commit", "COMMIT"},
     /* catch-up: the outbox's items, one row each, in event order */
     [ST_OUTBOX_ITEMS] = {"cg_outbox_items",
                          "SELECT i.seq, (x ->> 'h')::bigint, x ->> 'p', (x ->> 'v')::bigint "
-                         "FROM invalidations i CROSS JOIN LATERAL jsonb_array_elements(i.items) x "
+                         "FROM invalidations i "
+                         "CROSS JOIN LATERAL jsonb_array_elements(coalesce(i.items_v2, i.items)) x "
                          "WHERE i.group_id = $1 AND i.seq > $2 AND i.seq <= $3 ORDER BY i.seq"},
     /* the member's own heartbeat; no row: this incarnation was fenced */
     [ST_CORE_BEAT] = {"cg_core_beat",
@@ -230,7 +238,8 @@ static const struct {
     [ST_OUTBOX_OF] = {"cg_outbox_of",
                       "SELECT i.seq, (x ->> 'h')::bigint, x ->> 'p', (x ->> 'v')::bigint, "
                       "       (extract(epoch FROM i.committed_at) * 1000000)::bigint "
-                      "FROM invalidations i CROSS JOIN LATERAL jsonb_array_elements(i.items) x "
+                      "FROM invalidations i "
+                      "CROSS JOIN LATERAL jsonb_array_elements(coalesce(i.items_v2, i.items)) x "
                       "WHERE i.group_id = $1 AND i.origin_core = $2 "
                       "AND i.origin_incarnation = $3 AND i.seq > $4 ORDER BY i.seq"},
     [ST_FENCE_CHECK] = {"cg_fence_check", "SELECT cg_fence_check($1, $2, $3)"},
@@ -593,7 +602,7 @@ int cg_repo_core_leave(cg_conn *c, const char *group, const char *core, int64_t 
     return 0;
 }
 
-int cg_repo_event_seq(int64_t *seq, cg_conn *c, const char *group)
+int cg_repo_event_seq(int64_t *seq, int *all_v2, cg_conn *c, const char *group)
 {
     const char *vals[1] = {group};
     PGresult *r = run_auto(c, ST_EVENT_SEQ, 1, vals, PGRES_TUPLES_OK, "read the event sequence");
@@ -603,8 +612,11 @@ int cg_repo_event_seq(int64_t *seq, cg_conn *c, const char *group)
     if (PQntuples(r) == 0)
         err = cg_error_set(CG_ENOTFOUND, CG_ERRCLASS_REPOSITORY, "group \"%s\" does not exist",
                            group);
-    else
+    else {
         *seq = get_i64(r, 0, 0);
+        if (all_v2)
+            *all_v2 = strcmp(PQgetvalue(r, 0, 1), "t") == 0;
+    }
     PQclear(r);
     return err;
 }
@@ -1261,26 +1273,44 @@ done:
 /* The outbox's item list as JSON: [{"h":12,"p":"state","v":7}, ...] (the bus's item shape).
  * An item is at most 76 bytes: two 20-digit numbers and the longest part name. */
 #define ITEM_JSON_MAX 96
-static char *items_json(const cg_bus_item *items, size_t n)
+/* Invalidates nothing (every version is >= 1) but names an event to a reader of `items` only:
+ * the `items` of a call that changed names and no part (migration 0006). */
+#define OUTBOX_NOOP_ITEM "{\"h\":0,\"p\":\"specification\",\"v\":1}"
+static char *items_json(const cg_bus_item *items, size_t n, int parts_only)
 {
-    size_t cap = 3 + n * ITEM_JSON_MAX, len = 0, i;
+    size_t cap = 3 + n * ITEM_JSON_MAX, len = 0, i, k = 0;
     char *buf = malloc(cap);
     if (buf == NULL)
         return NULL;
     buf[len++] = '[';
     for (i = 0; i < n; i++) {
-        int w = snprintf(buf + len, cap - len,
-                         "%s{\"h\":%" PRId64 ",\"p\":\"%s\",\"v\":%" PRId64 "}", i ? "," : "",
-                         items[i].handle, cg_item_kind_name(items[i].kind), items[i].version);
+        int w;
+        if (parts_only && items[i].kind >= CG_PART_COUNT)
+            continue;
+        w = snprintf(buf + len, cap - len, "%s{\"h\":%" PRId64 ",\"p\":\"%s\",\"v\":%" PRId64 "}",
+                     k++ ? "," : "", items[i].handle, cg_item_kind_name(items[i].kind),
+                     items[i].version);
         if (w < 0 || (size_t)w >= cap - len) { /* cannot happen within ITEM_JSON_MAX */
             free(buf);
             return NULL;
         }
         len += (size_t)w;
     }
+    if (parts_only && k == 0) /* the no-op item: a reader of `items` finds this event */
+        len += (size_t)snprintf(buf + len, cap - len, "%s", OUTBOX_NOOP_ITEM);
     buf[len++] = ']';
     buf[len] = '\0';
     return buf;
+}
+
+/* 1 when an item needs wire version 2 (a "names" or "find" item). */
+static int needs_v2(const cg_bus_item *items, size_t n)
+{
+    size_t i;
+    for (i = 0; i < n; i++)
+        if (items[i].kind >= CG_PART_COUNT)
+            return 1;
+    return 0;
 }
 
 void cg_repo_rollback(cg_conn *c)
@@ -1310,8 +1340,8 @@ static int commit_deferred(cg_conn *c)
 int cg_repo_commit(int64_t *seq, int64_t *committed_us, cg_conn *c, const char *group,
                    const char *core, int64_t incarnation, const cg_bus_item *items, size_t n)
 {
-    char b_inc[24], *json = NULL;
-    const char *vals[4];
+    char b_inc[24], *json = NULL, *json_v2 = NULL;
+    const char *vals[5];
     command cmds[2];
     PGresult *res[2] = {NULL, NULL};
     int err = 0, ncmds = 0;
@@ -1328,12 +1358,14 @@ int cg_repo_commit(int64_t *seq, int64_t *committed_us, cg_conn *c, const char *
     if (n == 0) /* it wrote, but no part: still only a current incarnation may commit */
         cmds[ncmds++] = (command){statements[ST_FENCE_CHECK].name, NULL, 3, vals};
     if (n > 0) {
-        if ((json = items_json(items, n)) == NULL) {
+        if ((json = items_json(items, n, 1)) == NULL ||
+            (needs_v2(items, n) && (json_v2 = items_json(items, n, 0)) == NULL)) {
             err = cg_error_nomem();
             goto fail;
         }
         vals[3] = json;
-        cmds[ncmds++] = (command){statements[ST_OUTBOX].name, NULL, 4, vals};
+        vals[4] = json_v2; /* NULL: no item of wire version 2 */
+        cmds[ncmds++] = (command){statements[ST_OUTBOX].name, NULL, 5, vals};
     }
     cmds[ncmds++] = (command){statements[ST_COMMIT].name, NULL, 0, NULL};
     if ((err = pipeline(c, cmds, ncmds, res)) < 0)
@@ -1367,5 +1399,6 @@ done:
     PQclear(res[0]);
     PQclear(res[1]);
     free(json);
+    free(json_v2);
     return err;
 }

@@ -55,7 +55,9 @@ int cg_repo_group_ensure(cg_conn *c, const char *group);
 int cg_repo_core_register(int64_t *incarnation, cg_conn *c, const char *group, const char *core,
                           const char *host, int pid, int64_t seen);
 int cg_repo_core_leave(cg_conn *c, const char *group, const char *core, int64_t incarnation);
-int cg_repo_event_seq(int64_t *seq, cg_conn *c, const char *group);
+/* The group's event_seq; *all_v2 (may be NULL): 1 when every live member (joining, alive,
+ * suspect) said at its current incarnation that it reads bus wire version 2. */
+int cg_repo_event_seq(int64_t *seq, int *all_v2, cg_conn *c, const char *group);
 /* Record this core's applied event seq and a heartbeat in its membership row (a suspect
  * member becomes alive again). 1 when recorded; 0 when this incarnation is no longer a member
  * (fenced, failed or left); or an error. */

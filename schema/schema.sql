@@ -48,9 +48,12 @@ CREATE TABLE cores (
     applied_seq  bigint      NOT NULL DEFAULT 0 CHECK (applied_seq >= 0),
     state        text        NOT NULL DEFAULT 'joining'
                  CHECK (state IN ('joining', 'alive', 'suspect', 'failed', 'left')),
+    -- 0006: the incarnation at which the member said it reads bus wire version 2
+    wire2_incarnation bigint,
     PRIMARY KEY (group_id, core_name)
 );
 COMMENT ON TABLE cores IS 'Group membership; incarnation is the fencing token: writes from an older incarnation are refused.';
+COMMENT ON COLUMN cores.wire2_incarnation IS 'The incarnation at which the member said it reads bus wire version 2; another value: it reads version 1 only.';
 
 CREATE SEQUENCE resource_handle_seq AS bigint MINVALUE 1;
 
@@ -107,9 +110,12 @@ CREATE TABLE invalidations (
     origin_incarnation bigint      NOT NULL CHECK (origin_incarnation >= 1),
     items              jsonb       NOT NULL CHECK (jsonb_typeof(items) = 'array'),
     committed_at       timestamptz NOT NULL DEFAULT now(),
+    -- 0006: the whole item list when it has a names or find item (wire version 2)
+    items_v2           jsonb       CHECK (items_v2 IS NULL OR jsonb_typeof(items_v2) = 'array'),
     PRIMARY KEY (group_id, seq)
 );
 CREATE INDEX invalidations_group_committed_idx ON invalidations (group_id, committed_at);
+COMMENT ON COLUMN invalidations.items_v2 IS 'The whole item list when it has a names or find item (wire version 2); items then holds the part items only (or a no-op item).';
 COMMENT ON TABLE invalidations IS 'Transactional outbox: one row per committed call that changed something, numbered by core_groups.event_seq; pruned by retention.';
 
 -- One counter per service key (0006): cg_service_key() is a 53-bit hash of a service id,
@@ -172,6 +178,7 @@ GRANT SELECT, INSERT, DELETE ON name_bindings TO coregroup_app;
 GRANT SELECT, INSERT, DELETE ON invalidations TO coregroup_app;
 GRANT USAGE ON SEQUENCE resource_handle_seq TO coregroup_app;
 GRANT UPDATE (names_version) ON resources TO coregroup_app;      -- 0006
+GRANT UPDATE (wire2_incarnation) ON cores TO coregroup_app;      -- 0006
 GRANT SELECT, INSERT ON service_versions TO coregroup_app;      -- 0006
 GRANT UPDATE (version) ON service_versions TO coregroup_app;    -- 0006
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
@@ -227,6 +234,7 @@ $$;
 -- order), and write the outbox row. A fenced core gets SQLSTATE CGF01 and its transaction
 -- is aborted: nothing it did is committed.
 CREATE FUNCTION cg_outbox_append(p_group text, p_core text, p_incarnation bigint, p_items jsonb,
+                                 p_items_v2 jsonb DEFAULT NULL,
                                  OUT seq bigint, OUT committed_us bigint)
 LANGUAGE plpgsql AS $$
 BEGIN
@@ -244,12 +252,14 @@ BEGIN
         RAISE EXCEPTION 'group "%" does not exist', p_group USING ERRCODE = 'CGF02';
     END IF;
     committed_us := (extract(epoch FROM clock_timestamp()) * 1000000)::bigint;
-    INSERT INTO invalidations (group_id, seq, origin_core, origin_incarnation, items, committed_at)
-    VALUES (p_group, seq, p_core, p_incarnation, p_items, to_timestamp(committed_us / 1000000.0));
+    INSERT INTO invalidations (group_id, seq, origin_core, origin_incarnation, items, items_v2,
+                               committed_at)
+    VALUES (p_group, seq, p_core, p_incarnation, p_items, p_items_v2,
+            to_timestamp(committed_us / 1000000.0));
 END
 $$;
-REVOKE ALL ON FUNCTION cg_outbox_append(text, text, bigint, jsonb) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION cg_outbox_append(text, text, bigint, jsonb) TO coregroup_app;
+REVOKE ALL ON FUNCTION cg_outbox_append(text, text, bigint, jsonb, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION cg_outbox_append(text, text, bigint, jsonb, jsonb) TO coregroup_app;
 
 -- ---- 0003_fence_check: writing calls that change no part are fenced too ----
 CREATE FUNCTION cg_fence_check(p_group text, p_core text, p_incarnation bigint)

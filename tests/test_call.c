@@ -723,13 +723,16 @@ START_TEST(names_lists_and_finds_are_cached)
     cg_call *call;
 
     bind(a, CG_ROOT_FOLDER, "one", s1);
-    /* the bind's outbox row names the root folder's listing at its new names version */
+    /* the bind's outbox row names the root folder's listing at its new names version, in
+     * items_v2; items, which an older core reads, holds only the no-op item */
     v = db_names_version("g-nc", CG_ROOT_FOLDER);
     ck_assert_int_eq(v, 2);
     {
-        char *items = cgt_query1(dba, "SELECT items::text FROM invalidations WHERE group_id = "
-                                      "'g-nc' ORDER BY seq DESC LIMIT 1");
-        ck_assert_str_eq(items, "[{\"h\": 0, \"p\": \"names\", \"v\": 2}]");
+        char *items = cgt_query1(dba, "SELECT items_v2::text || ' ' || items::text FROM "
+                                      "invalidations WHERE group_id = 'g-nc' ORDER BY seq DESC "
+                                      "LIMIT 1");
+        ck_assert_str_eq(items, "[{\"h\": 0, \"p\": \"names\", \"v\": 2}] "
+                                "[{\"h\": 0, \"p\": \"specification\", \"v\": 1}]");
         free(items);
     }
     /* lookup, list: one repository read, then hits */
@@ -832,6 +835,72 @@ START_TEST(aborted_bind_publishes_nothing)
     ck_assert_int_eq(names_items[0].kind, CG_ITEM_NAMES);
     ck_assert_int_eq(names_items[0].version, nv + 1);
     CGT_OK(lookup(&t, a, CG_ROOT_FOLDER, "x"));
+    cg_core_close(a);
+}
+END_TEST
+
+/* cache hits of `core` so far */
+static uint64_t hits_of(cg_core *core)
+{
+    cg_core_stats st;
+    cg_core_stats_get(core, &st);
+    return st.cache_hits;
+}
+
+START_TEST(names_not_cached_beside_an_older_core)
+{
+    /* A core of an older release binds without raising any names version: while one is a
+     * live member, names are read from the repository; once it has left, they are cached;
+     * when one joins again, the next proof resets the cache. */
+    cg_core *old = cgt_core_open(dsn, "nold-old", "g-nold"), *a;
+    cg_config *cfg;
+    int64_t s = create(old, NULL, NULL), t = -1, until;
+    uint64_t r0;
+    cg_core_stats st;
+
+    free(cgt_query1(dba, "UPDATE cores SET wire2_incarnation = NULL WHERE group_id = 'g-nold' "
+                         "AND core_name = 'nold-old' RETURNING 1"));
+    cfg = cgt_core_config(dsn, "nold-a", "g-nold");
+    cfg->poll_interval_ms = 20; /* proofs every 20 ms */
+    a = cgt_core_open_cfg(cfg);
+    bind(a, CG_ROOT_FOLDER, "x", s);
+    CGT_OK(lookup(&t, a, CG_ROOT_FOLDER, "x"));
+    r0 = hits_of(a);
+    CGT_OK(lookup(&t, a, CG_ROOT_FOLDER, "x"));
+    ck_assert_uint_eq(hits_of(a), r0); /* not cached: no hit */
+
+    cg_core_close(old); /* it leaves: every live member reads version 2 */
+    until = (int64_t)time(NULL) + 10;
+    do {
+        usleep(20000);
+        CGT_OK(lookup(&t, a, CG_ROOT_FOLDER, "x"));
+        r0 = hits_of(a);
+        CGT_OK(lookup(&t, a, CG_ROOT_FOLDER, "x"));
+    } while (hits_of(a) == r0 && (int64_t)time(NULL) < until);
+    ck_assert_msg(hits_of(a) > r0, "names are still not cached after the old core left");
+
+    /* an older core joins (a's own row stands in for it): the cache is reset, and names are
+     * read from the repository again */
+    cg_core_stats_get(a, &st);
+    free(cgt_query1(dba, "UPDATE cores SET wire2_incarnation = NULL WHERE group_id = 'g-nold' "
+                         "AND core_name = 'nold-a' RETURNING 1"));
+    until = (int64_t)time(NULL) + 10;
+    for (;;) {
+        cg_core_stats s2;
+        cg_core_stats_get(a, &s2);
+        if (s2.cache_resets > st.cache_resets || (int64_t)time(NULL) >= until)
+            break;
+        usleep(10000);
+    }
+    {
+        cg_core_stats s3;
+        cg_core_stats_get(a, &s3);
+        ck_assert_uint_gt(s3.cache_resets, st.cache_resets);
+    }
+    r0 = hits_of(a);
+    CGT_OK(lookup(&t, a, CG_ROOT_FOLDER, "x"));
+    CGT_OK(lookup(&t, a, CG_ROOT_FOLDER, "x"));
+    ck_assert_uint_eq(hits_of(a), r0);
     cg_core_close(a);
 }
 END_TEST
@@ -1207,6 +1276,7 @@ int main(void)
     tcase_add_test(tc, names_lists_and_finds_are_cached);
     tcase_add_test(tc, aborted_bind_publishes_nothing);
     tcase_add_test(tc, late_stale_list_fill_is_refused);
+    tcase_add_test(tc, names_not_cached_beside_an_older_core);
     tcase_add_test(tc, retry_helper_reruns_stale_calls);
     tcase_add_test(tc, fenced_incarnation_cannot_write);
     tcase_add_test(tc, a_call_from_before_a_rejoin_cannot_commit);

@@ -251,12 +251,12 @@ START_TEST(fencing_ends_the_fenced_incarnations_sessions)
     ck_assert(backend_gone_within(pid1, 5000));
     ck_assert(backend_gone_within(pid2, 5000));
     CGT_EXPECT(CG_ERETRYABLE, cg_repo_part_get(&p, x1, "fa", h, CG_PART_STATE, 0));
-    CGT_EXPECT(CG_ERETRYABLE, cg_repo_event_seq(&seq, x2, "fa"));
+    CGT_EXPECT(CG_ERETRYABLE, cg_repo_event_seq(&seq, NULL, x2, "fa"));
     expect_dba("0", "SELECT count(*) FROM core_sessions WHERE core_name = 'x'");
     /* the survivors are untouched, and a second call finds nothing left to end */
     CGT_OK(cg_repo_fence_sessions(&ended, survivor, "fa", "x", inc_x));
     ck_assert_int_eq(ended, 0);
-    CGT_OK(cg_repo_event_seq(&seq, third, "fa"));
+    CGT_OK(cg_repo_event_seq(&seq, NULL, third, "fa"));
 
     cg_repo_close(survivor);
     cg_repo_close(third);
@@ -283,7 +283,7 @@ START_TEST(a_rejoined_session_is_spared)
     expect_dba("1", "SELECT count(*) FROM core_sessions WHERE core_name = 'y'");
     CGT_OK(cg_repo_fence_sessions(&ended, survivor, "rj", "y", inc));
     ck_assert_int_eq(ended, 0);
-    CGT_OK(cg_repo_event_seq(&seq, y, "rj"));
+    CGT_OK(cg_repo_event_seq(&seq, NULL, y, "rj"));
 
     /* a reconnected session has advertised nothing */
     ck_assert_int_ne(y->advertised, 0);
@@ -324,7 +324,7 @@ START_TEST(another_groups_fenced_core_is_refused)
                   cg_error_last()->message);
 
     ck_assert(backend_alive(pid));
-    CGT_OK(cg_repo_event_seq(&seq, y, "pb"));
+    CGT_OK(cg_repo_event_seq(&seq, NULL, y, "pb"));
     expect_dba("1", "SELECT count(*) FROM core_sessions WHERE group_id = 'pb'");
     cg_repo_close(a);
     cg_repo_close(y);
@@ -349,7 +349,7 @@ START_TEST(a_live_incarnations_sessions_are_refused)
     ck_assert_str_eq(cg_error_last()->sqlstate, "42501");
 
     ck_assert(backend_alive(pid));
-    CGT_OK(cg_repo_event_seq(&seq, z, "pl"));
+    CGT_OK(cg_repo_event_seq(&seq, NULL, z, "pl"));
     expect_dba("1", "SELECT count(*) FROM core_sessions WHERE core_name = 'z'");
     cg_repo_close(s);
     cg_repo_close(z);

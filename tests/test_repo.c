@@ -65,7 +65,7 @@ static void commit(cg_conn *c, const char *group, int64_t inc)
 static int64_t event_seq(cg_conn *c, const char *group)
 {
     int64_t seq = -1;
-    CGT_OK(cg_repo_event_seq(&seq, c, group));
+    CGT_OK(cg_repo_event_seq(&seq, NULL, c, group));
     return seq;
 }
 
@@ -111,7 +111,7 @@ START_TEST(a_session_belongs_to_one_group)
     ck_assert_int_eq(event_seq(c, "repo-session"), 0);
     /* another group exists, but row-level security hides it from this session */
     free(cgt_query1(dba, "INSERT INTO core_groups (group_id) VALUES ('repo-other')"));
-    CGT_EXPECT(CG_ENOTFOUND, cg_repo_event_seq(&seq, c, "repo-other"));
+    CGT_EXPECT(CG_ENOTFOUND, cg_repo_event_seq(&seq, NULL, c, "repo-other"));
     ck_assert_int_eq(seq, -1);
     PQfinish(dba);
     cg_repo_close(c);
