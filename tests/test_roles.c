@@ -76,7 +76,7 @@ START_TEST(the_dba_owns_every_table_and_function)
                      "JOIN pg_namespace n ON n.oid = c.relnamespace "
                      "WHERE n.nspname = 'public' AND c.relkind = 'r'",
                      "core_groups,core_sessions,cores,group_logins,invalidations,name_bindings,"
-                     "resource_parts,resources,schema_migrations");
+                     "resource_parts,resources,schema_migrations,service_versions");
     cgt_expect_query(dba,
                      "SELECT string_agg(proname, ',' ORDER BY proname) FROM pg_proc p "
                      "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'public'",
@@ -104,7 +104,7 @@ START_TEST(the_dba_owns_every_table_and_function)
                      "AND relname <> 'schema_migrations'",
                      "core_groups:truefalse,core_sessions:truefalse,cores:truefalse,"
                      "group_logins:truefalse,invalidations:truefalse,name_bindings:truefalse,"
-                     "resource_parts:truefalse,resources:truefalse");
+                     "resource_parts:truefalse,resources:truefalse,service_versions:truefalse");
 }
 END_TEST
 
@@ -127,16 +127,18 @@ START_TEST(the_core_role_holds_only_what_the_library_does)
         "  || ')', ' ' ORDER BY t) "
         "FROM unnest(ARRAY['core_groups', 'cores', 'resources', 'resource_parts', "
         "'name_bindings', 'invalidations', 'core_sessions', 'group_logins', "
-        "'schema_migrations']) t",
+        "'schema_migrations', 'service_versions']) t",
         "core_groups:SI(event_seq) "
         "core_sessions:S() "
-        "cores:SI(incarnation host pid started_at heartbeat_at applied_seq state) "
+        "cores:SI(incarnation host pid started_at heartbeat_at applied_seq state "
+        "wire2_incarnation) "
         "group_logins:S() "
         "invalidations:SID() "
         "name_bindings:SID() "
         "resource_parts:SI(version body) "
-        "resources:SID() "
-        "schema_migrations:()");
+        "resources:SID(names_version) "
+        "schema_migrations:() "
+        "service_versions:SI(version)");
     cgt_expect_query(
         dba,
         "SELECT has_sequence_privilege('coregroup_app', 'resource_handle_seq', 'USAGE')"
