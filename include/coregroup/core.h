@@ -239,8 +239,9 @@ typedef struct cg_audit_report {
 /**
  * Audit the core's cache: sample up to max_entries cached entries, spread over the cache's
  * shards (each shard locked only while its keys are copied), then compare them with the
- * repository in ONE round trip on a pool connection, with no cache lock held. The cache holds
- * metadata parts only (names are not cached), so parts are what is checked.
+ * repository in ONE round trip on a pool connection, with no cache lock held. Parts only are
+ * checked: cached folder listings and find results (coregroup/call.c, "Cached names") are
+ * skipped.
  *
  * An entry older than the repository is allowed by design while its newer version is younger
  * than the bound (the bus may not have delivered yet, or did so between the sample and the
@@ -342,7 +343,9 @@ typedef struct cg_handle_list {
 } cg_handle_list;
 CG_EXTERN(void) cg_handle_list_dispose(cg_handle_list *list);
 
-/** Find every resource of this group registered with `service_id` (replicas), by handle. */
+/** Find every resource of this group registered with `service_id` (replicas), by handle.
+ *  Cached like a folder's listing, per service id, invalidated by every register and
+ *  unregister of a resource with that service id. */
 CG_EXTERN(int) cg_resource_find(cg_handle_list *out, cg_call *call, const char *service_id);
 
 /* ---- parts ---------------------------------------------------------------------------- */
@@ -405,7 +408,8 @@ CG_EXTERN(int) cg_name_bind(cg_call *call, int64_t folder, const char *name, int
 /** Remove a binding. CG_ENOTFOUND if it is not there. */
 CG_EXTERN(int) cg_name_unbind(cg_call *call, int64_t folder, const char *name);
 
-/** Resolve one name in a folder to its target handle. */
+/** Resolve one name in a folder to its target handle. Served from the core's cached listing
+ *  of the folder when it can be (the same freshness bound as a part; see cg_name_list_get). */
 CG_EXTERN(int) cg_name_lookup(int64_t *target, cg_call *call, int64_t folder, const char *name);
 
 typedef struct cg_name_entry {
@@ -417,7 +421,11 @@ typedef struct cg_name_list {
     size_t n;
 } cg_name_list;
 
-/** List the bindings of a folder, by name. Free with cg_name_list_dispose(). */
+/** List the bindings of a folder, by name. Free with cg_name_list_dispose(). With the
+ *  invalidation strategy the listing is cached per folder (its version is the folder's names
+ *  version, which every bind and unbind in it raises), under the guarantees of a part: no
+ *  late stale fill, single flight, TTL, reset, and the freshness bound. A call that changed
+ *  the folder itself reads it from the repository (it sees its own change). */
 CG_EXTERN(int) cg_name_list_get(cg_name_list *out, cg_call *call, int64_t folder);
 CG_EXTERN(void) cg_name_list_dispose(cg_name_list *list);
 
