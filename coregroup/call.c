@@ -28,10 +28,13 @@
  * keys of include/coregroup/sys/item.h: (folder, CG_ITEM_NAMES) at the folder's names version
  * holds the folder's whole listing, which `list` returns and `lookup` searches;
  * (cg_service_key(service_id), CG_ITEM_FIND) at the key's counter holds `find`'s handles.
- *  - Writes stage an item with no body, like a deleted part: bind and unbind (folder, names,
- *    raised names version), register with a service id (key, find, raised counter),
- *    unregister (every item cg_repo_resource_delete returns). So the outbox row, the bus
- *    message (wire version 2 when it has such an item), the abort's eviction and the
+ *  - Writes stage an item with no body, like a deleted part: bind and unbind (folder,
+ *    names), register with a service id (key, find), unregister (every item
+ *    cg_repo_resource_delete returns). Their version is the call's event number, given at
+ *    commit by the outbox append (which also stores it as the folder's names_version or the
+ *    key's service_versions row) and by cg_call_commit to the staged items: it follows
+ *    commit order and needs no row lock held for the rest of the call. So the outbox row,
+ *    the bus message (wire version 2 when it has such an item), the abort's eviction and the
  *    after-commit invalidation are the parts' own code.
  *  - Reads use cg_cache_load (single flight, tickets and floors against a late stale fill,
  *    TTL, reset), behind the same lease check as a part's read. A call that changed a key
@@ -421,13 +424,19 @@ int cg_call_commit(cg_call *call)
             goto done;
         }
     }
-    /* Committed. Only now does the cache learn about the call's writes. */
+    /* Committed. Names and find items take the event's number as their version (the outbox
+     * append gave it to them in the repository too). */
+    for (i = 0; i < n; i++)
+        if (items[i].kind >= CG_PART_COUNT)
+            items[i].version = seq;
+    /* Only now does the cache learn about the call's writes. */
     for (i = 0; i < call->n_writes; i++) {
         staged_write *w = &call->writes[i];
         if (w->part && core->cfg->strategy != CG_CACHE_NONE)
             cg_cache_put(core->cache, w->part);
         else
-            cg_cache_invalidate(core->cache, w->handle, w->kind, w->version);
+            cg_cache_invalidate(core->cache, w->handle, w->kind,
+                                w->kind >= CG_PART_COUNT ? seq : w->version);
     }
 #ifdef CG_TEST_HOOKS
     if (core->hooks.exit_after_commit &&
@@ -863,12 +872,11 @@ static int names_load(cg_part **out, cg_call *call, int64_t key, int kind, names
     return cg_cache_load(call->core->cache, key, kind, load, nc, out);
 }
 
-/* Stage a names or find item (no body): invalidated after the commit, evicted on abort. */
+/* Stage an item with no body: invalidated after the commit, evicted on abort. A names or find
+ * item is staged with version 0: it takes the event's number at commit (cg_call_commit). */
 static int stage_item(cg_call *call, int64_t key, int kind, int64_t version)
 {
     int err;
-    if (version <= 0)
-        return 0;
     if ((err = stage(call, key, kind, version, NULL)) < 0)
         return end_failed(call, err);
     return 0;
@@ -881,7 +889,6 @@ int cg_resource_create(int64_t *handle, cg_call *call, const cg_resource_options
     cg_resource_options defaults = CG_RESOURCE_OPTIONS_INIT;
     const char *bodies[CG_PART_COUNT];
     const char *kind;
-    int64_t sv = 0;
     int err, k;
 
     assert(handle != NULL);
@@ -898,12 +905,12 @@ int cg_resource_create(int64_t *handle, cg_call *call, const cg_resource_options
         if ((err = check_json(cg_part_kind_name(k), bodies[k])) < 0)
             return err;
     REPO(call, err,
-         cg_repo_resource_create(handle, &sv, call->conn, call->core->cfg->group_id, kind,
+         cg_repo_resource_create(handle, call->conn, call->core->cfg->group_id, kind,
                                  opts->service_id, bodies));
     if (err < 0)
         return err;
     /* a new handle is in nobody's cache; the service id's find results are stale */
-    return opts->service_id ? stage_item(call, cg_service_key(opts->service_id), CG_ITEM_FIND, sv)
+    return opts->service_id ? stage_item(call, cg_service_key(opts->service_id), CG_ITEM_FIND, 0)
                             : 0;
 }
 
@@ -968,25 +975,22 @@ int cg_resource_find(cg_handle_list *out, cg_call *call, const char *service_id)
 
 int cg_name_bind(cg_call *call, int64_t folder, const char *name, int64_t target)
 {
-    int64_t nv = 0;
     int err;
     if ((err = check_usable(call)) < 0 || (err = check_handle(folder)) < 0 ||
         (err = check_handle(target)) < 0 || (err = check_name(name)) < 0)
         return err;
-    REPO(call, err,
-         cg_repo_name_bind(&nv, call->conn, call->core->cfg->group_id, folder, name, target));
-    return err < 0 ? err : stage_item(call, folder, CG_ITEM_NAMES, nv);
+    REPO(call, err, cg_repo_name_bind(call->conn, call->core->cfg->group_id, folder, name, target));
+    return err < 0 ? err : stage_item(call, folder, CG_ITEM_NAMES, 0);
 }
 
 int cg_name_unbind(cg_call *call, int64_t folder, const char *name)
 {
-    int64_t nv = 0;
     int err;
     if ((err = check_usable(call)) < 0 || (err = check_handle(folder)) < 0 ||
         (err = check_name(name)) < 0)
         return err;
-    REPO(call, err, cg_repo_name_unbind(&nv, call->conn, call->core->cfg->group_id, folder, name));
-    return err < 0 ? err : stage_item(call, folder, CG_ITEM_NAMES, nv);
+    REPO(call, err, cg_repo_name_unbind(call->conn, call->core->cfg->group_id, folder, name));
+    return err < 0 ? err : stage_item(call, folder, CG_ITEM_NAMES, 0);
 }
 
 int cg_name_lookup(int64_t *target, cg_call *call, int64_t folder, const char *name)

@@ -1,21 +1,20 @@
 -- 0006_name_versions: the versions that let cores cache names and service lookups (wire
 -- version 2, invalidation/PROTOCOL.md; include/coregroup/sys/item.h).
 --
---  - resources.names_version: a folder's NAMES VERSION, the version of its whole listing.
---    Every bind or unbind in the folder raises it by one in the same statement (so binders
---    of one folder queue on the folder's row for the rest of their call: a listing's version
---    must be taken in commit order, as a part's is), and an unregister raises it for every
---    folder that held a name bound to the unregistered resource. A core caches a folder's
---    listing at this version and announces a change as the item ("names", folder, version).
---    It is kept on every resource (not only folders) to keep the row shape one; only a
---    folder's ever changes.
---  - service_versions: one counter per SERVICE KEY (cg_service_key(): a 53-bit hash of the
---    service id, computed by the library), raised by every register or unregister of a
---    resource with a service id of that key. A core caches a find result at this version and
---    announces a change as ("find", key, version). The counter belongs to the key, not to the
---    service id, so two ids that collide share one monotonic counter. A row is never deleted:
---    a service id that is registered again must get a higher version than any cached before.
---
+--  - resources.names_version: a folder's NAMES VERSION, the version of its whole listing:
+--    the event number (core_groups.event_seq) of the last committed call that changed the
+--    listing, 0 for none. cg_outbox_append sets it, at commit, for every "names" item of
+--    the call: a bind or unbind in the folder, an unregister of the folder or of a resource
+--    bound in it. Event numbers are taken under the group's row lock, so they follow commit
+--    order, and no binder holds a folder's row for the rest of its call (two binders of the
+--    root folder do not wait for each other). A core caches a folder's listing at this
+--    version and announces a change as the item ("names", folder, event number).
+--  - service_versions: per SERVICE KEY (cg_service_key(): a 53-bit hash of the service id,
+--    computed by the library), the event number of the last register or unregister of a
+--    resource with a service id of that key (no row: 0), set the same way from "find" items.
+--    A core caches a find result at this version. The version belongs to the key, not to the
+--    service id, so two ids that collide share one monotonic version. A row is never deleted.
+--    Both are kept on every resource / key; only the library's items change them.
 --  - cores.wire2_incarnation: the incarnation at which the member said it reads bus wire
 --    version 2 (it caches names, and so requires every writer to invalidate them). A core
 --    of an older release re-registers without setting it, so the column no longer equals its
@@ -32,17 +31,17 @@
 -- The cores' role may UPDATE resources.names_version and cores.wire2_incarnation only, and
 -- insert and update service_versions' counter; row-level security confines all to the
 -- login's group.
-ALTER TABLE resources ADD COLUMN names_version bigint NOT NULL DEFAULT 1
-    CHECK (names_version >= 1);
-COMMENT ON COLUMN resources.names_version IS 'A folder''s names version: raised by every bind, unbind, or unregister of a bound target; the version of the cached listing.';
+ALTER TABLE resources ADD COLUMN names_version bigint NOT NULL DEFAULT 0
+    CHECK (names_version >= 0);
+COMMENT ON COLUMN resources.names_version IS 'A folder''s names version: the event number of the last bind, unbind or unregister that changed its listing (0: none); the version of the cached listing.';
 
 CREATE TABLE service_versions (
     group_id    text   NOT NULL REFERENCES core_groups ON DELETE CASCADE,
     service_key bigint NOT NULL CHECK (service_key >= 0 AND service_key <= 9007199254740991),
-    version     bigint NOT NULL DEFAULT 1 CHECK (version >= 1),
+    version     bigint NOT NULL CHECK (version >= 1),
     PRIMARY KEY (group_id, service_key)
 );
-COMMENT ON TABLE service_versions IS 'One counter per service key (53-bit hash of a service id): the version of the cached find result; never deleted.';
+COMMENT ON TABLE service_versions IS 'Per service key (53-bit hash of a service id): the event number of the last register or unregister with such a service id; the version of the cached find result; never deleted.';
 
 ALTER TABLE service_versions ENABLE ROW LEVEL SECURITY;
 CREATE POLICY group_fence ON service_versions
@@ -83,6 +82,23 @@ BEGIN
         RAISE EXCEPTION 'group "%" does not exist', p_group USING ERRCODE = 'CGF02';
     END IF;
     committed_us := (extract(epoch FROM clock_timestamp()) * 1000000)::bigint;
+    IF p_items_v2 IS NOT NULL THEN
+        -- names and find items take the event's number as their version: it is taken under
+        -- the group's row lock, so it follows commit order without holding a folder's row
+        -- for the rest of the call
+        p_items_v2 := (SELECT jsonb_agg(CASE WHEN e.x ->> 'p' IN ('names', 'find')
+                                             THEN jsonb_set(e.x, '{v}', to_jsonb(seq))
+                                             ELSE e.x END ORDER BY e.n)
+                         FROM jsonb_array_elements(p_items_v2) WITH ORDINALITY AS e (x, n));
+        UPDATE resources SET names_version = seq
+         WHERE group_id = p_group
+           AND handle IN (SELECT (e.x ->> 'h')::bigint FROM jsonb_array_elements(p_items_v2) AS e (x)
+                           WHERE e.x ->> 'p' = 'names');
+        INSERT INTO service_versions (group_id, service_key, version)
+        SELECT p_group, (e.x ->> 'h')::bigint, seq FROM jsonb_array_elements(p_items_v2) AS e (x)
+         WHERE e.x ->> 'p' = 'find'
+        ON CONFLICT (group_id, service_key) DO UPDATE SET version = EXCLUDED.version;
+    END IF;
     INSERT INTO invalidations (group_id, seq, origin_core, origin_incarnation, items, items_v2,
                                committed_at)
     VALUES (p_group, seq, p_core, p_incarnation, p_items, p_items_v2,

@@ -88,7 +88,6 @@ static const struct {
                         "UPDATE resource_parts SET body = $5::jsonb, version = version + 1 "
                         "WHERE group_id = $1 AND handle = $2 AND part = $3 AND version = $4 "
                         "RETURNING version, body::text"},
-    /* $7: the service id's key (NULL without one), whose counter the register raises */
     [ST_RES_CREATE] = {"cg_res_create",
                        "WITH r AS (INSERT INTO resources (group_id, kind, service_id) "
                        "           VALUES ($1, $2, $3) RETURNING handle), "
@@ -96,20 +95,15 @@ static const struct {
                        "           SELECT $1, r.handle, x.part, x.body FROM r, "
                        "           (VALUES ('specification', $4::jsonb), "
                        "                   ('description', $5::jsonb), "
-                       "                   ('state', $6::jsonb)) AS x (part, body)), "
-                       "     s AS (INSERT INTO service_versions (group_id, service_key, version) "
-                       "           SELECT $1, $7::bigint, 2 WHERE $7::bigint IS NOT NULL "
-                       "           ON CONFLICT (group_id, service_key) DO UPDATE "
-                       "           SET version = service_versions.version + 1 RETURNING version) "
-                       "SELECT handle, (SELECT version FROM s) FROM r"},
+                       "                   ('state', $6::jsonb)) AS x (part, body)) "
+                       "SELECT handle FROM r"},
     [ST_RES_GET] = {"cg_res_get", "SELECT kind, coalesce(service_id, '') FROM resources "
                                   "WHERE group_id = $1 AND handle = $2"},
     /* The row is locked first (ST_RES_LOCK, its own statement), so no bind to it can commit
      * after this statement's snapshot: b sees every name the cascade will delete. One row
-     * per invalidation item: each part at its last version + 1, a folder's own listing at
-     * its last names version + 1, every folder that held a name bound to it at its raised
-     * names version, and the service key ($3, NULL without a service id) at its raised
-     * counter. */
+     * per invalidation item: each part at its last version + 1; with version 0, which the
+     * outbox append replaces by the event's number, a folder's own listing, every folder
+     * that held a name bound to it, and the service key ($3, NULL without a service id). */
     [ST_RES_DELETE] = {"cg_res_delete",
                        "WITH p AS (SELECT part, version FROM resource_parts "
                        "           WHERE group_id = $1 AND handle = $2 FOR UPDATE), "
@@ -117,28 +111,18 @@ static const struct {
                        "           WHERE group_id = $1 AND target_handle = $2 "
                        "           AND folder_handle <> $2), "
                        "     d AS (DELETE FROM resources WHERE group_id = $1 AND handle = $2 "
-                       "           RETURNING handle, kind, names_version), "
-                       "     u AS (UPDATE resources r SET names_version = r.names_version + 1 "
-                       "           FROM b WHERE r.group_id = $1 AND r.handle = b.folder_handle "
-                       "           AND EXISTS (SELECT 1 FROM d) "
-                       "           RETURNING r.handle, r.names_version), "
-                       "     s AS (INSERT INTO service_versions (group_id, service_key, version) "
-                       "           SELECT $1, $3::bigint, 2 "
-                       "           WHERE $3::bigint IS NOT NULL AND EXISTS (SELECT 1 FROM d) "
-                       "           ON CONFLICT (group_id, service_key) DO UPDATE "
-                       "           SET version = service_versions.version + 1 RETURNING version) "
+                       "           RETURNING handle, kind) "
                        "SELECT p.part, d.handle, p.version + 1 FROM d JOIN p ON true "
-                       "UNION ALL SELECT 'names', d.handle, d.names_version + 1 FROM d "
-                       "          WHERE d.kind = 'folder' "
-                       "UNION ALL SELECT 'names', u.handle, u.names_version FROM u "
-                       "UNION ALL SELECT 'find', $3::bigint, s.version FROM s "
+                       "UNION ALL SELECT 'names', d.handle, 0 FROM d WHERE d.kind = 'folder' "
+                       "UNION ALL SELECT 'names', b.folder_handle, 0 FROM d, b "
+                       "UNION ALL SELECT 'find', $3::bigint, 0 FROM d WHERE $3::bigint IS NOT NULL "
                        "UNION ALL SELECT 'deleted', d.handle, 1 FROM d"},
     [ST_RES_LOCK] = {"cg_res_lock", "SELECT service_id FROM resources "
                                     "WHERE group_id = $1 AND handle = $2 FOR UPDATE"},
-    /* the key's counter (1 while it has no row) and the handles, from one snapshot */
+    /* the key's version (0 while it has no row) and the handles, from one snapshot */
     [ST_RES_FIND] = {"cg_res_find",
                      "SELECT coalesce((SELECT version FROM service_versions "
-                     "                 WHERE group_id = $1 AND service_key = $3), 1), r.handle "
+                     "                 WHERE group_id = $1 AND service_key = $3), 0), r.handle "
                      "FROM (SELECT 1) AS one LEFT JOIN resources r "
                      "     ON r.group_id = $1 AND r.service_id = $2 ORDER BY r.handle"},
     /* Inserting with ON CONFLICT DO NOTHING waits for a concurrent binder of the same name and
@@ -150,20 +134,13 @@ static const struct {
                       "                                      target_handle) "
                       "           SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM t) "
                       "           AND EXISTS (SELECT 1 FROM f WHERE kind = 'folder') "
-                      "           ON CONFLICT DO NOTHING RETURNING 1), "
-                      "     u AS (UPDATE resources SET names_version = names_version + 1 "
-                      "           WHERE group_id = $1 AND handle = $2 "
-                      "           AND EXISTS (SELECT 1 FROM i) RETURNING names_version) "
+                      "           ON CONFLICT DO NOTHING RETURNING 1) "
                       "SELECT (SELECT kind FROM f), EXISTS (SELECT 1 FROM t), "
-                      "       EXISTS (SELECT 1 FROM i), (SELECT names_version FROM u)"},
+                      "       EXISTS (SELECT 1 FROM i)"},
     [ST_NAME_UNBIND] = {"cg_name_unbind",
-                        "WITH d AS (DELETE FROM name_bindings "
-                        "           WHERE group_id = $1 AND folder_handle = $2 AND name = $3 "
-                        "           RETURNING target_handle), "
-                        "     u AS (UPDATE resources SET names_version = names_version + 1 "
-                        "           WHERE group_id = $1 AND handle = $2 "
-                        "           AND EXISTS (SELECT 1 FROM d) RETURNING names_version) "
-                        "SELECT d.target_handle, u.names_version FROM d LEFT JOIN u ON true"},
+                        "DELETE FROM name_bindings "
+                        "WHERE group_id = $1 AND folder_handle = $2 AND name = $3 "
+                        "RETURNING target_handle"},
     [ST_NAME_LOOKUP] = {"cg_name_lookup",
                         "SELECT target_handle FROM name_bindings "
                         "WHERE group_id = $1 AND folder_handle = $2 AND name = $3"},
@@ -926,24 +903,14 @@ int cg_repo_outbox_of(cg_outbox_rows *out, int64_t **committed_us, cg_conn *c, c
 
 /* ---- resources ------------------------------------------------------------------------ */
 
-int cg_repo_resource_create(int64_t *handle, int64_t *service_version, cg_conn *c,
-                            const char *group, const char *kind, const char *service_id,
-                            const char *const bodies[CG_PART_COUNT])
+int cg_repo_resource_create(int64_t *handle, cg_conn *c, const char *group, const char *kind,
+                            const char *service_id, const char *const bodies[CG_PART_COUNT])
 {
-    char b_k[24];
-    const char *vals[7] = {group,
-                           kind,
-                           service_id,
-                           bodies[0],
-                           bodies[1],
-                           bodies[2],
-                           service_id ? I64(b_k, cg_service_key(service_id)) : NULL};
-    PGresult *r = run(c, ST_RES_CREATE, 7, vals, PGRES_TUPLES_OK, "create a resource");
+    const char *vals[6] = {group, kind, service_id, bodies[0], bodies[1], bodies[2]};
+    PGresult *r = run(c, ST_RES_CREATE, 6, vals, PGRES_TUPLES_OK, "create a resource");
     if (r == NULL)
         return cg_error_last()->code;
     *handle = get_i64(r, 0, 0);
-    if (service_version)
-        *service_version = PQgetisnull(r, 0, 1) ? 0 : get_i64(r, 0, 1);
     PQclear(r);
     return 0;
 }
@@ -1026,7 +993,7 @@ int cg_repo_resource_find(cg_handle_list *out, int64_t *version, cg_conn *c, con
         return cg_error_last()->code;
     n = PQntuples(r); /* at least one row: the counter, with a NULL handle when none */
     if (version)
-        *version = n > 0 ? get_i64(r, 0, 0) : 1;
+        *version = n > 0 ? get_i64(r, 0, 0) : 0;
     if (n == 1 && PQgetisnull(r, 0, 1))
         n = 0;
     if (n > 0 && (out->handles = malloc((size_t)n * sizeof(int64_t))) == NULL) {
@@ -1157,8 +1124,8 @@ int cg_repo_part_update(cg_part **out, cg_conn *c, const char *group, int64_t ha
 
 /* ---- names ---------------------------------------------------------------------------- */
 
-int cg_repo_name_bind(int64_t *names_version, cg_conn *c, const char *group, int64_t folder,
-                      const char *name, int64_t target)
+int cg_repo_name_bind(cg_conn *c, const char *group, int64_t folder, const char *name,
+                      int64_t target)
 {
     char b_f[24], b_t[24];
     const char *vals[4] = {group, I64(b_f, folder), name, I64(b_t, target)};
@@ -1180,14 +1147,11 @@ int cg_repo_name_bind(int64_t *names_version, cg_conn *c, const char *group, int
     else if (strcmp(PQgetvalue(r, 0, 2), "t") != 0)
         err = cg_error_set(CG_EEXISTS, CG_ERRCLASS_REPOSITORY,
                            "name \"%s\" is already bound in folder %" PRId64, name, folder);
-    else if (names_version)
-        *names_version = get_i64(r, 0, 3);
     PQclear(r);
     return err;
 }
 
-int cg_repo_name_unbind(int64_t *names_version, cg_conn *c, const char *group, int64_t folder,
-                        const char *name)
+int cg_repo_name_unbind(cg_conn *c, const char *group, int64_t folder, const char *name)
 {
     char b_f[24];
     const char *vals[3] = {group, I64(b_f, folder), name};
@@ -1198,8 +1162,6 @@ int cg_repo_name_unbind(int64_t *names_version, cg_conn *c, const char *group, i
     if (PQntuples(r) == 0)
         err = cg_error_set(CG_ENOTFOUND, CG_ERRCLASS_REPOSITORY,
                            "name \"%s\" is not bound in folder %" PRId64, name, folder);
-    else if (names_version)
-        *names_version = PQgetisnull(r, 0, 1) ? 0 : get_i64(r, 0, 1);
     PQclear(r);
     return err;
 }

@@ -139,15 +139,13 @@ int cg_repo_outbox_of(cg_outbox_rows *out, int64_t **committed_us, cg_conn *c, c
                       const char *origin, int64_t incarnation, int64_t after);
 
 /* ---- inside a call (BEGIN is sent with the first statement) ---- */
-/* *service_version (may be NULL): the service key's raised counter, 0 without a service id */
-int cg_repo_resource_create(int64_t *handle, int64_t *service_version, cg_conn *c,
-                            const char *group, const char *kind, const char *service_id,
-                            const char *const bodies[CG_PART_COUNT]);
+int cg_repo_resource_create(int64_t *handle, cg_conn *c, const char *group, const char *kind,
+                            const char *service_id, const char *const bodies[CG_PART_COUNT]);
 int cg_repo_resource_get(cg_resource *out, cg_conn *c, const char *group, int64_t handle);
 /* Delete (two statements: lock the row, then delete). *items (free()) gets what the delete
- * invalidates, final versions included: each part at its last version + 1, a folder's own
- * listing at its last names version + 1, every folder that held a name bound to it at its
- * raised names version, and its service key at the raised counter. */
+ * invalidates: each part at its last version + 1; with version 0 (the outbox append of
+ * cg_repo_commit gives them the event's number), a folder's own listing, every folder that
+ * held a name bound to it, and its service key. */
 int cg_repo_resource_delete(cg_bus_item **items, size_t *n_items, cg_conn *c, const char *group,
                             int64_t handle);
 /* *version (may be NULL): the service key's counter, read in the same snapshot. */
@@ -168,11 +166,9 @@ int cg_repo_part_version(int64_t *version, cg_conn *c, const char *group, int64_
 int cg_repo_part_update(cg_part **out, cg_conn *c, const char *group, int64_t handle, int kind,
                         int64_t expected, const char *body);
 
-/* Bind and unbind raise the folder's names version; *names_version (may be NULL) gets it. */
-int cg_repo_name_bind(int64_t *names_version, cg_conn *c, const char *group, int64_t folder,
-                      const char *name, int64_t target);
-int cg_repo_name_unbind(int64_t *names_version, cg_conn *c, const char *group, int64_t folder,
-                        const char *name);
+int cg_repo_name_bind(cg_conn *c, const char *group, int64_t folder, const char *name,
+                      int64_t target);
+int cg_repo_name_unbind(cg_conn *c, const char *group, int64_t folder, const char *name);
 int cg_repo_name_lookup(int64_t *target, cg_conn *c, const char *group, int64_t folder,
                         const char *name);
 /* The listing and (names_version may be NULL) its names version, from one snapshot. */
@@ -182,7 +178,10 @@ int cg_repo_name_list(cg_name_list *out, int64_t *names_version, cg_conn *c, con
 /*
  * End the transaction. With items (n > 0): append the outbox row through cg_outbox_append()
  * (fenced: CG_EFENCED when this core's incarnation is no longer current) and COMMIT in one
- * round trip; *seq and *committed_us get the event number and commit time. Without items,
+ * round trip; *seq and *committed_us get the event number and commit time. A "names" or
+ * "find" item (wire version 2) takes the event number as its version, in the outbox and in
+ * the repository's names_version / service_versions (migration 0006); the caller gives them
+ * that version after the commit. Without items,
  * a transaction that wrote or locked something gets a plain COMMIT; a read-only one gets a
  * DEFERRED COMMIT: sent now, its result read on the connection's next use, so a read-only
  * call costs no round trip for ending it (nothing it did can be lost if that COMMIT fails).

@@ -63,9 +63,9 @@ CREATE TABLE resources (
     kind          text        NOT NULL CHECK (kind ~ '^[a-z][a-z0-9_-]{0,31}$'),
     service_id    text        CHECK (service_id <> '' AND length(service_id) <= 255),
     created_at    timestamptz NOT NULL DEFAULT now(),
-    -- a folder's names version (0006): raised by every bind, unbind, or unregister of a
-    -- bound target; the version of a core's cached listing of the folder
-    names_version bigint      NOT NULL DEFAULT 1 CHECK (names_version >= 1),
+    -- a folder's names version (0006): the event number of the last call that changed its
+    -- listing (set by cg_outbox_append); the version of a core's cached listing
+    names_version bigint      NOT NULL DEFAULT 0 CHECK (names_version >= 0),
     PRIMARY KEY (group_id, handle),
     UNIQUE (group_id, handle, kind),
     CHECK (handle <> 0 OR kind = 'folder')
@@ -73,7 +73,7 @@ CREATE TABLE resources (
 ALTER SEQUENCE resource_handle_seq OWNED BY resources.handle;
 CREATE INDEX resources_service_idx ON resources (group_id, service_id) WHERE service_id IS NOT NULL;
 COMMENT ON TABLE resources IS 'Registered resources of a group; handle 0 is the group''s root folder.';
-COMMENT ON COLUMN resources.names_version IS 'A folder''s names version: raised by every bind, unbind, or unregister of a bound target; the version of the cached listing.';
+COMMENT ON COLUMN resources.names_version IS 'A folder''s names version: the event number of the last bind, unbind or unregister that changed its listing (0: none); the version of the cached listing.';
 
 CREATE TABLE resource_parts (
     group_id   text   NOT NULL,
@@ -118,16 +118,17 @@ CREATE INDEX invalidations_group_committed_idx ON invalidations (group_id, commi
 COMMENT ON COLUMN invalidations.items_v2 IS 'The whole item list when it has a names or find item (wire version 2); items then holds the part items only (or a no-op item).';
 COMMENT ON TABLE invalidations IS 'Transactional outbox: one row per committed call that changed something, numbered by core_groups.event_seq; pruned by retention.';
 
--- One counter per service key (0006): cg_service_key() is a 53-bit hash of a service id,
--- computed by the library; every register or unregister of a resource with a service id of
--- that key raises it. The version of a core's cached find result. Never deleted.
+-- Per service key (0006): cg_service_key() is a 53-bit hash of a service id, computed by the
+-- library; the event number of the last register or unregister of a resource with a service
+-- id of that key (set by cg_outbox_append). The version of a core's cached find result.
+-- Never deleted.
 CREATE TABLE service_versions (
     group_id    text   NOT NULL REFERENCES core_groups ON DELETE CASCADE,
     service_key bigint NOT NULL CHECK (service_key >= 0 AND service_key <= 9007199254740991),
-    version     bigint NOT NULL DEFAULT 1 CHECK (version >= 1),
+    version     bigint NOT NULL CHECK (version >= 1),
     PRIMARY KEY (group_id, service_key)
 );
-COMMENT ON TABLE service_versions IS 'One counter per service key (53-bit hash of a service id): the version of the cached find result; never deleted.';
+COMMENT ON TABLE service_versions IS 'Per service key (53-bit hash of a service id): the event number of the last register or unregister with such a service id; the version of the cached find result; never deleted.';
 
 -- Every group has its root folder from the moment it exists.
 CREATE FUNCTION core_groups_make_root() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -252,6 +253,23 @@ BEGIN
         RAISE EXCEPTION 'group "%" does not exist', p_group USING ERRCODE = 'CGF02';
     END IF;
     committed_us := (extract(epoch FROM clock_timestamp()) * 1000000)::bigint;
+    IF p_items_v2 IS NOT NULL THEN
+        -- names and find items take the event's number as their version: it is taken under
+        -- the group's row lock, so it follows commit order without holding a folder's row
+        -- for the rest of the call
+        p_items_v2 := (SELECT jsonb_agg(CASE WHEN e.x ->> 'p' IN ('names', 'find')
+                                             THEN jsonb_set(e.x, '{v}', to_jsonb(seq))
+                                             ELSE e.x END ORDER BY e.n)
+                         FROM jsonb_array_elements(p_items_v2) WITH ORDINALITY AS e (x, n));
+        UPDATE resources SET names_version = seq
+         WHERE group_id = p_group
+           AND handle IN (SELECT (e.x ->> 'h')::bigint FROM jsonb_array_elements(p_items_v2) AS e (x)
+                           WHERE e.x ->> 'p' = 'names');
+        INSERT INTO service_versions (group_id, service_key, version)
+        SELECT p_group, (e.x ->> 'h')::bigint, seq FROM jsonb_array_elements(p_items_v2) AS e (x)
+         WHERE e.x ->> 'p' = 'find'
+        ON CONFLICT (group_id, service_key) DO UPDATE SET version = EXCLUDED.version;
+    END IF;
     INSERT INTO invalidations (group_id, seq, origin_core, origin_incarnation, items, items_v2,
                                committed_at)
     VALUES (p_group, seq, p_core, p_incarnation, p_items, p_items_v2,

@@ -226,12 +226,12 @@ END_TEST
  * v1 unless an item needs v2; v1 may not name them. */
 #define INVAL_V2                                                                                   \
     "{\"v\":2,\"type\":\"inval\",\"group\":\"payments\",\"seq\":43,\"origin\":\"core-a\","         \
-    "\"inc\":3,\"at\":1763780000223456,\"items\":[{\"h\":0,\"p\":\"names\",\"v\":5},"              \
+    "\"inc\":3,\"at\":1763780000223456,\"items\":[{\"h\":0,\"p\":\"names\",\"v\":43},"             \
     "{\"h\":12,\"p\":\"specification\",\"v\":2}]}"
 
 START_TEST(wire_version_2)
 {
-    cg_bus_item items[2] = {{0, CG_ITEM_NAMES, 5}, {12, CG_PART_SPECIFICATION, 2}};
+    cg_bus_item items[2] = {{0, CG_ITEM_NAMES, 43}, {12, CG_PART_SPECIFICATION, 2}};
     cg_bus_msg in = example_inval(), *m;
     char *text;
 
@@ -247,13 +247,13 @@ START_TEST(wire_version_2)
     ck_assert_uint_eq(m->n_items, 2);
     ck_assert_int_eq(m->items[0].kind, CG_ITEM_NAMES);
     ck_assert_int_eq(m->items[0].handle, 0);
-    ck_assert_int_eq(m->items[0].version, 5);
+    ck_assert_int_eq(m->items[0].version, 43);
     ck_assert_int_eq(m->items[1].kind, CG_PART_SPECIFICATION);
     cg_bus_msg_free(m);
     free(text);
 
     /* "find": the service key */
-    items[0] = (cg_bus_item){cg_service_key("printer-7"), CG_ITEM_FIND, 1};
+    items[0] = (cg_bus_item){cg_service_key("printer-7"), CG_ITEM_FIND, 43};
     text = encode_ok(&in, NULL);
     ck_assert_ptr_nonnull(strstr(text, "\"p\":\"find\""));
     ck_assert_ptr_nonnull(strstr(text, "{\"v\":2,"));

@@ -75,7 +75,7 @@ static int64_t create(cg_conn *c, const char *group, int64_t inc, const char *se
 {
     const char *bodies[CG_PART_COUNT] = {"{}", "{}", state};
     int64_t h = -1;
-    CGT_OK(cg_repo_resource_create(&h, NULL, c, group, "service", service_id, bodies));
+    CGT_OK(cg_repo_resource_create(&h, c, group, "service", service_id, bodies));
     ck_assert_int_gt(h, 0); /* 0 is the root folder */
     commit(c, group, inc);
     return h;
@@ -170,7 +170,7 @@ START_TEST(resource_create_get_find_and_delete)
     char body[256];
     int k;
 
-    CGT_OK(cg_repo_resource_create(&h, NULL, c, g, "service", "svc-repo", bodies));
+    CGT_OK(cg_repo_resource_create(&h, c, g, "service", "svc-repo", bodies));
     ck_assert(c->in_tx && c->wrote);
     commit(c, g, inc);
     h2 = create(c, g, inc, "svc-repo", "{}");
@@ -231,7 +231,7 @@ START_TEST(an_aborted_create_leaves_nothing)
     cg_conn *c = session(g, &inc);
     cg_handle_list found;
 
-    CGT_OK(cg_repo_resource_create(&h, NULL, c, g, "service", "svc-abort", bodies));
+    CGT_OK(cg_repo_resource_create(&h, c, g, "service", "svc-abort", bodies));
     cg_repo_rollback(c);
     ck_assert(!c->in_tx);
     CGT_OK(cg_repo_resource_find(&found, NULL, c, g, "svc-abort"));
@@ -331,10 +331,10 @@ START_TEST(names_bind_look_up_list_and_unbind)
 
     a = create(c, g, inc, NULL, "{}");
     b = create(c, g, inc, NULL, "{}");
-    CGT_OK(cg_repo_resource_create(&folder, NULL, c, g, "folder", NULL, bodies));
-    CGT_OK(cg_repo_name_bind(NULL, c, g, CG_ROOT_FOLDER, "zeta", a));
-    CGT_OK(cg_repo_name_bind(NULL, c, g, CG_ROOT_FOLDER, "alpha", b));
-    CGT_OK(cg_repo_name_bind(NULL, c, g, folder, "inner", a));
+    CGT_OK(cg_repo_resource_create(&folder, c, g, "folder", NULL, bodies));
+    CGT_OK(cg_repo_name_bind(c, g, CG_ROOT_FOLDER, "zeta", a));
+    CGT_OK(cg_repo_name_bind(c, g, CG_ROOT_FOLDER, "alpha", b));
+    CGT_OK(cg_repo_name_bind(c, g, folder, "inner", a));
     commit(c, g, inc);
 
     CGT_OK(cg_repo_name_lookup(&target, c, g, CG_ROOT_FOLDER, "zeta"));
@@ -350,22 +350,22 @@ START_TEST(names_bind_look_up_list_and_unbind)
     commit(c, g, inc);
 
     /* taken, missing target, missing folder, not a folder */
-    CGT_EXPECT(CG_EEXISTS, cg_repo_name_bind(NULL, c, g, CG_ROOT_FOLDER, "zeta", b));
+    CGT_EXPECT(CG_EEXISTS, cg_repo_name_bind(c, g, CG_ROOT_FOLDER, "zeta", b));
     cg_repo_rollback(c);
-    CGT_EXPECT(CG_ENOTFOUND, cg_repo_name_bind(NULL, c, g, CG_ROOT_FOLDER, "ghost", b + 1000));
+    CGT_EXPECT(CG_ENOTFOUND, cg_repo_name_bind(c, g, CG_ROOT_FOLDER, "ghost", b + 1000));
     cg_repo_rollback(c);
-    CGT_EXPECT(CG_ENOTFOUND, cg_repo_name_bind(NULL, c, g, b + 1000, "x", a));
+    CGT_EXPECT(CG_ENOTFOUND, cg_repo_name_bind(c, g, b + 1000, "x", a));
     cg_repo_rollback(c);
-    CGT_EXPECT(CG_EINVALID, cg_repo_name_bind(NULL, c, g, a, "x", b));
+    CGT_EXPECT(CG_EINVALID, cg_repo_name_bind(c, g, a, "x", b));
     cg_repo_rollback(c);
     CGT_EXPECT(CG_EINVALID, cg_repo_name_list(&list, NULL, c, g, a));
     cg_repo_rollback(c);
 
-    CGT_OK(cg_repo_name_unbind(NULL, c, g, CG_ROOT_FOLDER, "zeta"));
+    CGT_OK(cg_repo_name_unbind(c, g, CG_ROOT_FOLDER, "zeta"));
     commit(c, g, inc);
     CGT_EXPECT(CG_ENOTFOUND, cg_repo_name_lookup(&target, c, g, CG_ROOT_FOLDER, "zeta"));
     cg_repo_rollback(c);
-    CGT_EXPECT(CG_ENOTFOUND, cg_repo_name_unbind(NULL, c, g, CG_ROOT_FOLDER, "zeta"));
+    CGT_EXPECT(CG_ENOTFOUND, cg_repo_name_unbind(c, g, CG_ROOT_FOLDER, "zeta"));
     cg_repo_rollback(c);
     CGT_OK(cg_repo_name_list(&list, NULL, c, g, folder));
     ck_assert_uint_eq(list.n, 1);

@@ -389,7 +389,7 @@ START_TEST(malformed_reported_and_counted)
     char *err;
     int n;
     const char *args[] = {"--json", "--stats", "3600", "--connect", NULL, NULL};
-    const char *v2 = "{\"v\":2,\"type\":\"inval\",\"group\":\"g1\"}";
+    const char *v3 = "{\"v\":3,\"type\":\"inval\",\"group\":\"g1\"}";
 
     rig_up(&r);
     args[4] = r.busd.be;
@@ -399,7 +399,7 @@ START_TEST(malformed_reported_and_counted)
     ck_assert_int_ge(zmq_send(r.pub, "g1/", 3, ZMQ_SNDMORE), 0); /* three frames */
     ck_assert_int_ge(zmq_send(r.pub, "{}", 2, ZMQ_SNDMORE), 0);
     ck_assert_int_ge(zmq_send(r.pub, "x", 1, 0), 0);
-    bt_send_raw(r.pub, "g1/", v2, strlen(v2));
+    bt_send_raw(r.pub, "g1/", v3, strlen(v3));
     bt_send_inval(r.pub, "g1", "t", 1);
     ck_assert(bt_wait_lines(w.out, "\"origin\":\"t\"", NULL, 1, 5000));
     ck_assert_int_eq(bt_wait(w.pid, 0), -1); /* still running */
@@ -409,7 +409,7 @@ START_TEST(malformed_reported_and_counted)
                   err);
     ck_assert_msg(strstr(err, "cg-watch: dropped malformed message: 3 frames"), "%s", err);
     ck_assert_msg(strstr(err, "cg-watch: dropped malformed message: bus message: field \"v\": "
-                              "unknown wire version 2"),
+                              "unknown wire version 3"),
                   "%s", err);
     ck_assert_int_eq(bt_count(err, "\n"), 3);
     free(err);

@@ -17,21 +17,23 @@
  * flight, TTL and reset treat them exactly as they treat parts:
  *
  *  - CG_ITEM_NAMES, "names": handle = a folder's handle; version = the folder's NAMES VERSION
- *    (resources.names_version, migration 0006), which every bind or unbind in the folder bumps
- *    in the same statement, and which an unregister bumps for every folder that held a name
- *    bound to the unregistered resource. The cached value is the folder's whole listing at
- *    that version; `list` is served from it, and so is `lookup` (a name absent from a cached
- *    listing is a cached "not found": the listing is versioned as a whole). A folder that is
- *    unregistered is announced with its last names version + 1, like a deleted part.
+ *    (resources.names_version, migration 0006): the event number (seq) of the last committed
+ *    call that changed the listing: a bind or unbind in the folder, an unregister of the
+ *    folder or of a resource bound in it. The outbox append sets it at commit, under the
+ *    group's row lock, so it follows commit order. The cached value is the folder's whole
+ *    listing at that version; `list` is served from it, and so is `lookup` (a name absent
+ *    from a cached listing is a cached "not found": the listing is versioned as a whole).
  *  - CG_ITEM_FIND, "find": handle = cg_service_key(service_id), a 53-bit hash of the service
- *    id; version = that key's counter (service_versions, migration 0006), which every register
- *    or unregister of a resource with that service id bumps. The counter belongs to the KEY,
- *    not to the service id, so two service ids that collide share one monotonic counter and
- *    the floor rule stays sound; the cached value carries its service id and a hit on the
- *    other id of a colliding pair is a miss. The cached value is `find`'s handle list.
+ *    id; version = the event number of the last register or unregister of a resource with a
+ *    service id of that key (service_versions, migration 0006). The version belongs to the
+ *    KEY, not to the service id, so two service ids that collide share one monotonic version
+ *    and the floor rule stays sound; the cached value carries its service id and a hit on
+ *    the other id of a colliding pair is a miss. The cached value is `find`'s handle list.
+ *
+ * A call stages these items with version 0; cg_call_commit gives them the event's number.
  *
  * A name's own row (name_bindings.version) is not a cache key: names are cached per folder
- * because an unbind deletes the row (and its version) while the folder's counter survives,
+ * because an unbind deletes the row (and its version) while the folder's version survives,
  * and because `list` needs one version for the whole folder anyway.
  */
 #define CG_ITEM_NAMES 3 /* after the three cg_part_kind values */
