@@ -914,6 +914,44 @@ START_TEST(names_not_cached_beside_an_older_core)
 }
 END_TEST
 
+START_TEST(names_follow_the_lease_and_the_ttl)
+{
+    /* A listing past its TTL is read again; past the lease, names are not served from the
+     * cache (the read goes to the repository and counts as a lease miss). */
+    cg_config *cfg = cgt_core_config(dsn, "nlt-a", "g-nlt");
+    cg_core *a;
+    cg_core_stats s0, s1;
+    int64_t s, t = -1;
+
+    cfg->ttl_ms = 50;
+    a = cgt_core_open_cfg(cfg);
+    s = create(a, NULL, "svc-nlt");
+    bind(a, CG_ROOT_FOLDER, "x", s);
+    CGT_OK(lookup(&t, a, CG_ROOT_FOLDER, "x"));
+    ck_assert_uint_eq(find_n(a, "svc-nlt"), 1);
+    cg_core_stats_get(a, &s0);
+    CGT_OK(lookup(&t, a, CG_ROOT_FOLDER, "x"));
+    ck_assert_uint_eq(find_n(a, "svc-nlt"), 1);
+    cg_core_stats_get(a, &s1);
+    ck_assert_uint_eq(s1.cache_hits, s0.cache_hits + 2);
+    usleep(120000);
+    CGT_OK(lookup(&t, a, CG_ROOT_FOLDER, "x"));
+    ck_assert_uint_eq(find_n(a, "svc-nlt"), 1);
+    cg_core_stats_get(a, &s0);
+    ck_assert_uint_ge(s0.cache_expirations, s1.cache_expirations + 2);
+
+    atomic_store(&a->fresh_until_ms, 0); /* the lease has run out */
+    cg_core_stats_get(a, &s0);
+    CGT_OK(lookup(&t, a, CG_ROOT_FOLDER, "x"));
+    ck_assert_int_eq(t, s);
+    ck_assert_uint_eq(find_n(a, "svc-nlt"), 1);
+    cg_core_stats_get(a, &s1);
+    ck_assert_uint_eq(s1.cache_hits, s0.cache_hits);
+    ck_assert_uint_eq(s1.lease_misses, s0.lease_misses + 2);
+    cg_core_close(a);
+}
+END_TEST
+
 START_TEST(late_stale_list_fill_is_refused)
 {
     /* The interleaving of late_stale_fill_is_refused, for a folder's listing:
@@ -1286,6 +1324,7 @@ int main(void)
     tcase_add_test(tc, aborted_bind_publishes_nothing);
     tcase_add_test(tc, late_stale_list_fill_is_refused);
     tcase_add_test(tc, names_not_cached_beside_an_older_core);
+    tcase_add_test(tc, names_follow_the_lease_and_the_ttl);
     tcase_add_test(tc, retry_helper_reruns_stale_calls);
     tcase_add_test(tc, fenced_incarnation_cannot_write);
     tcase_add_test(tc, a_call_from_before_a_rejoin_cannot_commit);
