@@ -952,6 +952,57 @@ START_TEST(names_follow_the_lease_and_the_ttl)
 }
 END_TEST
 
+typedef struct {
+    cg_core *core;
+    int err;
+    int64_t target;
+} lookup_arg;
+
+static void *lookup_thread(void *arg)
+{
+    lookup_arg *la = arg;
+    la->err = lookup(&la->target, la->core, CG_ROOT_FOLDER, "x");
+    return NULL;
+}
+
+START_TEST(names_load_in_single_flight)
+{
+    /* Four lookups miss the same cold listing while the repository holds the read back (a
+     * table lock): one reads, the other three wait for its result. */
+    cg_core *a = cgt_core_open(dsn, "nsf-a", "g-nsf");
+    int64_t s = create(a, NULL, NULL);
+    PGconn *locker = cgt_connect(dsn);
+    lookup_arg la[4];
+    pthread_t th[4];
+    cg_cache_stats c0, c1;
+    PGresult *r;
+    int i;
+
+    bind(a, CG_ROOT_FOLDER, "x", s);
+    cg_cache_stats_get(a->cache, &c0);
+    r = PQexec(locker, "BEGIN; LOCK TABLE name_bindings IN ACCESS EXCLUSIVE MODE");
+    ck_assert_int_eq(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    for (i = 0; i < 4; i++) {
+        la[i] = (lookup_arg){a, -99, -1};
+        ck_assert_int_eq(pthread_create(&th[i], NULL, lookup_thread, &la[i]), 0);
+    }
+    usleep(300000);
+    r = PQexec(locker, "COMMIT");
+    PQclear(r);
+    for (i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        CGT_OK(la[i].err);
+        ck_assert_int_eq(la[i].target, s);
+    }
+    cg_cache_stats_get(a->cache, &c1);
+    ck_assert_uint_eq(c1.loads, c0.loads + 1);
+    ck_assert_uint_eq(c1.load_waits, c0.load_waits + 3);
+    PQfinish(locker);
+    cg_core_close(a);
+}
+END_TEST
+
 START_TEST(late_stale_list_fill_is_refused)
 {
     /* The interleaving of late_stale_fill_is_refused, for a folder's listing:
@@ -1325,6 +1376,7 @@ int main(void)
     tcase_add_test(tc, late_stale_list_fill_is_refused);
     tcase_add_test(tc, names_not_cached_beside_an_older_core);
     tcase_add_test(tc, names_follow_the_lease_and_the_ttl);
+    tcase_add_test(tc, names_load_in_single_flight);
     tcase_add_test(tc, retry_helper_reruns_stale_calls);
     tcase_add_test(tc, fenced_incarnation_cannot_write);
     tcase_add_test(tc, a_call_from_before_a_rejoin_cannot_commit);
