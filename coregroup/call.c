@@ -34,8 +34,8 @@
  *    commit by the outbox append (which also stores it as the folder's names_version or the
  *    key's service_versions row) and by cg_call_commit to the staged items: it follows
  *    commit order and needs no row lock held for the rest of the call. So the outbox row,
- *    the bus message (wire version 2 when it has such an item), the abort's eviction and the
- *    after-commit invalidation are the parts' own code.
+ *    the bus message (wire version 2 when it has such an item and every member reads it),
+ *    the abort's eviction and the after-commit invalidation are the parts' own code.
  *  - Reads use cg_cache_load (single flight, tickets and floors against a late stale fill,
  *    TTL, reset), behind the same lease check as a part's read. A call that changed a key
  *    itself reads that key from the repository through its own transaction, which sees the

@@ -467,14 +467,62 @@ void cg_core__set_publisher(cg_core *core, void (*fn)(void *, const cg_inval_bat
     core->publish_ctx = ctx;
 }
 
+/*
+ * What the bus may carry of an event's items (invalidation/PROTOCOL.md, "Versioning": writers
+ * switch to wire version 2 only once every core of the group reads it). While every live member
+ * said it reads v2 (names_ok), all of them, written as v2 when one is a names or find item.
+ * While one may not, only what v1 can say: the part items, or when there are none the no-op
+ * item, which is exactly the outbox row's `items` column. The names items are then only in the
+ * outbox (`items_v2`), and no core of this release caches names meanwhile: each one's next
+ * reading of the members, a proof at the latest, turns names_ok off and resets its cache.
+ * Returns the items to send and sets *n; *tmp is what the caller frees.
+ */
+const cg_bus_item *cg_core__wire_items(cg_core *core, const cg_bus_item *items, size_t *n,
+                                       cg_bus_item **tmp)
+{
+    static const cg_bus_item noop = {0, CG_PART_SPECIFICATION, 1};
+    size_t i, parts = 0;
+
+    *tmp = NULL;
+    if (atomic_load(&core->names_ok))
+        return items;
+    for (i = 0; i < *n; i++)
+        parts += items[i].kind < CG_PART_COUNT;
+    if (parts == *n)
+        return items;
+    if (parts == 0) {
+        *n = 1;
+        return &noop;
+    }
+    if ((*tmp = malloc(parts * sizeof(**tmp))) == NULL)
+        return items; /* v2 as a whole: an older core drops it and catches up from the outbox */
+    for (i = 0, parts = 0; i < *n; i++)
+        if (items[i].kind < CG_PART_COUNT)
+            (*tmp)[parts++] = items[i];
+    *n = parts;
+    return *tmp;
+}
+
+static void publish_batch(cg_core *core, const cg_inval_batch *b);
+
 void cg_core__publish(cg_core *core, const cg_inval_batch *b)
 {
+    cg_inval_batch wire = *b;
+    cg_bus_item *tmp;
+
     if (core->publish_fn) {
         core->publish_fn(core->publish_ctx, b);
         return;
     }
     if (!core->publishing)
         return;
+    wire.items = cg_core__wire_items(core, b->items, &wire.n, &tmp);
+    publish_batch(core, &wire);
+    free(tmp);
+}
+
+static void publish_batch(cg_core *core, const cg_inval_batch *b)
+{
 #ifdef CG_TEST_HOOKS
     if (core->hooks.drop_every > 0 &&
         atomic_fetch_add(&core->hooks.published, 1) % (unsigned)core->hooks.drop_every ==

@@ -164,6 +164,10 @@ void cg_core__reset(cg_core *core);
  * version-1 member's binds, which raise no names version), and names are read from the
  * repository until it is true again. */
 void cg_core__names_ok(cg_core *core, int all_v2);
+/* The items of an event the bus may carry now (wire version 2 only once every member reads it);
+ * sets *n, and *tmp to what the caller frees. */
+const cg_bus_item *cg_core__wire_items(cg_core *core, const cg_bus_item *items, size_t *n,
+                                       cg_bus_item **tmp);
 
 /* ---- the apply thread (apply.c, catchup.c, poll.c) ---- */
 

@@ -126,8 +126,12 @@ static void recover(cg_core *core, cg_conn *conn, const cg_member *failed, int64
         return;
     for (start = 0, i = 1; i <= rows.n; i++) /* one message per event (its run of rows) */
         if (i == rows.n || rows.seq[i] != rows.seq[start]) {
+            size_t n = i - start;
+            cg_bus_item *tmp;
+            const cg_bus_item *wire = cg_core__wire_items(core, &rows.items[start], &n, &tmp);
             cg_bus_republish(core->bus, failed->name, failed->incarnation, rows.seq[start],
-                             at[start], &rows.items[start], i - start);
+                             at[start], wire, n);
+            free(tmp);
             atomic_fetch_add(&core->republished, 1);
             start = i;
         }

@@ -323,6 +323,82 @@ START_TEST(bind_reaches_lookup_on_another_core)
 }
 END_TEST
 
+/* The next message of `type` heard on the forwarder's back end, as text. */
+static void next_of_type(void *sub, const char *type, char *buf, size_t size)
+{
+    char want[64];
+    snprintf(want, sizeof(want), "\"type\":\"%s\"", type);
+    int64_t until = ms_now() + 5000;
+    while (ms_now() < until) {
+        zmq_msg_t m;
+        int n;
+        zmq_msg_init(&m);
+        if ((n = zmq_msg_recv(&m, sub, 0)) >= 0 && (size_t)n < size && !zmq_msg_more(&m)) {
+            memcpy(buf, zmq_msg_data(&m), (size_t)n);
+            buf[n] = '\0';
+            if (strstr(buf, want) != NULL) {
+                zmq_msg_close(&m);
+                return;
+            }
+        }
+        zmq_msg_close(&m);
+    }
+    ck_abort_msg("no %s message heard within 5 s", type);
+}
+
+START_TEST(writers_keep_v1_until_every_member_reads_v2)
+{
+    /* PROTOCOL.md, "Versioning": writers switch to wire version 2 only once every core of the
+     * group reads it. While a live member has not said so (its row stands in for an older
+     * release), a bind goes out as v1 with the no-op item; once it has, as v2 with names. */
+    forwarder f = busd_new();
+    cg_core *a = bus_core("b11-a", "bus-v1", &f, 1, 20);
+    void *ctx = zmq_ctx_new(), *sub = zmq_socket(ctx, ZMQ_SUB);
+    char ep[64], msg[4096];
+    int timeout = 200;
+    int64_t h;
+    uint64_t resets;
+    cg_core_stats st;
+
+    snprintf(ep, sizeof(ep), "tcp://127.0.0.1:%d", f.back);
+    ck_assert_int_eq(zmq_setsockopt(sub, ZMQ_RCVTIMEO, &timeout, sizeof(timeout)), 0);
+    ck_assert_int_eq(zmq_setsockopt(sub, ZMQ_SUBSCRIBE, "bus-v1/", 7), 0);
+    ck_assert_int_eq(zmq_connect(sub, ep), 0);
+    wait_hearing(a);
+    next_of_type(sub, "heartbeat", msg, sizeof(msg)); /* our subscription is live */
+    h = create(a);                                    /* a new resource invalidates nothing */
+
+    cg_core_stats_get(a, &st);
+    resets = st.cache_resets;
+    free(cgt_query1(dba, "UPDATE cores SET wire2_incarnation = NULL WHERE group_id = 'bus-v1' "
+                         "RETURNING 1"));
+    do { /* a's next proof reads the members and stops caching names */
+        usleep(10000);
+        cg_core_stats_get(a, &st);
+    } while (st.cache_resets == resets);
+    bind_root(a, "older", h);
+    next_of_type(sub, "inval", msg, sizeof(msg));
+    ck_assert_msg(strstr(msg, "\"v\":1,") == msg + 1, "not version 1: %s", msg);
+    ck_assert_msg(strstr(msg, "\"items\":[{\"h\":0,\"p\":\"specification\",\"v\":1}]") != NULL,
+                  "not the no-op item: %s", msg);
+    ck_assert_ptr_null(strstr(msg, "names"));
+    ck_assert_int_eq(root_has(a, "older"), 1); /* read from the repository */
+
+    free(cgt_query1(dba, "UPDATE cores SET wire2_incarnation = incarnation "
+                         "WHERE group_id = 'bus-v1' RETURNING 1"));
+    usleep(200000); /* several proofs: every member reads version 2 again */
+    bind_root(a, "newer", h);
+    next_of_type(sub, "inval", msg, sizeof(msg));
+    ck_assert_msg(strstr(msg, "\"v\":2,") == msg + 1, "not version 2: %s", msg);
+    ck_assert_msg(strstr(msg, "\"p\":\"names\"") != NULL, "no names item: %s", msg);
+
+    zmq_close(sub);
+    zmq_ctx_term(ctx);
+    cg_core_close(a);
+    busd_kill(&f, SIGTERM);
+}
+END_TEST
+
 START_TEST(lost_messages_are_caught_up_from_the_outbox)
 {
     forwarder f = busd_new();
@@ -747,6 +823,7 @@ int main(void)
     tcase_add_test(tc, update_reaches_the_group_and_only_the_group);
     tcase_add_test(tc, lost_messages_are_caught_up_from_the_outbox);
     tcase_add_test(tc, bind_reaches_lookup_on_another_core);
+    tcase_add_test(tc, writers_keep_v1_until_every_member_reads_v2);
     tcase_add_test(tc, core_killed_between_commit_and_publish);
     tcase_add_test(tc, forwarder_killed_and_restarted);
     tcase_add_test(tc, two_forwarders_one_killed);
