@@ -23,8 +23,9 @@
  * already own that job) and never counts a cache hit or miss. It makes no call and takes no
  * row lock; a repository that cannot be reached makes it fail, never report "consistent".
  *
- * Not here: names. The cache holds metadata parts only; when it holds name bindings too, they
- * belong in the sample and in the statement.
+ * Names and finds (coregroup/sys/item.h) are audited like parts: a cached listing against its
+ * folder's names_version, a cached find result against its service key's version, and the
+ * age of an older one from the outbox's items_v2, where their items are.
  */
 #include <assert.h>
 #include <stdlib.h>
@@ -81,19 +82,10 @@ int cg_core_audit(cg_audit_report *out, cg_core *core, size_t max_entries)
     }
     cg_cache_stats_get(core->cache, &cs);
     n = cg_cache_sample(core->cache, keys, max_entries);
-    {
-        /* parts only: cached listings and find results (call.c, "Cached names") have no row
-         * in resource_parts to compare with; they are not audited (yet) */
-        size_t j = 0;
-        for (i = 0; i < n; i++) {
-            if (keys[i].kind < 0 || keys[i].kind >= CG_PART_COUNT)
-                continue;
-            rows[j].handle = keys[i].handle;
-            rows[j].kind = keys[i].kind;
-            rows[j].cached = keys[i].version;
-            j++;
-        }
-        n = j;
+    for (i = 0; i < n; i++) {
+        rows[i].handle = keys[i].handle;
+        rows[i].kind = keys[i].kind;
+        rows[i].cached = keys[i].version;
     }
     if (n > 0 && (err = compare(core, rows, n)) < 0) /* an empty cache asks nothing */
         goto done;
@@ -109,7 +101,8 @@ int cg_core_audit(cg_audit_report *out, cg_core *core, size_t max_entries)
     for (i = 0; i < n; i++) {
         cg_audit_entry *e = &out->entries[i];
         e->handle = rows[i].handle;
-        e->part = (cg_part_kind)rows[i].kind;
+        e->part = rows[i].kind < CG_PART_COUNT ? (cg_part_kind)rows[i].kind : CG_PART_STATE;
+        e->kind = cg_item_kind_name(rows[i].kind);
         e->cached_version = rows[i].cached;
         e->repository_version = rows[i].repository;
         e->age_ms = -1;

@@ -225,25 +225,32 @@ static const struct {
     [ST_SESSION_ADVERTISE] = {"cg_session_advertise", "SELECT cg_session_advertise($1, $2, $3)"},
     /* a survivor ends the sessions of a fenced incarnation $3 of member $2 */
     [ST_FENCE_SESSIONS] = {"cg_fence_sessions", "SELECT cg_end_fenced_sessions($1, $2, $3)"},
-    /* the consistency audit: cached (handle, part, version) triples as three arrays, compared
-     * with resource_parts; for each one the repository holds a newer version of (or none), when
-     * the first newer version committed (the earliest outbox row naming the part above the
-     * cached version). The outbox is searched only for those older entries. */
-    [ST_AUDIT] = {"cg_audit",
-                  "WITH k AS (SELECT * FROM unnest($2::bigint[], $3::text[], $4::bigint[]) "
-                  "                WITH ORDINALITY AS k (handle, part, version, n)), "
-                  "     c AS (SELECT k.n, k.handle, k.part, k.version, p.version AS repo "
-                  "           FROM k LEFT JOIN resource_parts p "
-                  "             ON p.group_id = $1 AND p.handle = k.handle AND p.part = k.part), "
-                  "     a AS (SELECT c.n, min(i.committed_at) AS at "
-                  "           FROM c JOIN invalidations i ON i.group_id = $1 "
-                  "           CROSS JOIN LATERAL jsonb_to_recordset(i.items) "
-                  "                AS x (h bigint, p text, v bigint) "
-                  "           WHERE (c.repo IS NULL OR c.repo > c.version) "
-                  "             AND x.h = c.handle AND x.p = c.part AND x.v > c.version "
-                  "           GROUP BY c.n) "
-                  "SELECT c.n, c.repo, (extract(epoch FROM now() - a.at) * 1000)::bigint "
-                  "FROM c LEFT JOIN a USING (n) ORDER BY c.n"},
+    /* the consistency audit: cached (handle, kind, version) triples as three arrays, compared
+     * with resource_parts, a folder's names_version ("names") or a service key's version
+     * ("find"); for each one the repository holds a newer version of (or none), when the first
+     * newer version committed (the earliest outbox row naming the key above the cached
+     * version). The outbox is searched only for those older entries. */
+    [ST_AUDIT] =
+        {"cg_audit",
+         "WITH k AS (SELECT * FROM unnest($2::bigint[], $3::text[], $4::bigint[]) "
+         "                WITH ORDINALITY AS k (handle, part, version, n)), "
+         "     c AS (SELECT k.n, k.handle, k.part, k.version, CASE k.part "
+         "             WHEN 'names' THEN (SELECT r.names_version FROM resources r "
+         "                  WHERE r.group_id = $1 AND r.handle = k.handle) "
+         "             WHEN 'find' THEN coalesce((SELECT s.version FROM service_versions s "
+         "                  WHERE s.group_id = $1 AND s.service_key = k.handle), 0) "
+         "             ELSE (SELECT p.version FROM resource_parts p WHERE p.group_id = $1 "
+         "                  AND p.handle = k.handle AND p.part = k.part) END AS repo "
+         "           FROM k), "
+         "     a AS (SELECT c.n, min(i.committed_at) AS at "
+         "           FROM c JOIN invalidations i ON i.group_id = $1 "
+         "           CROSS JOIN LATERAL jsonb_to_recordset(coalesce(i.items_v2, i.items)) "
+         "                AS x (h bigint, p text, v bigint) "
+         "           WHERE (c.repo IS NULL OR c.repo > c.version) "
+         "             AND x.h = c.handle AND x.p = c.part AND x.v > c.version "
+         "           GROUP BY c.n) "
+         "SELECT c.n, c.repo, (extract(epoch FROM now() - a.at) * 1000)::bigint "
+         "FROM c LEFT JOIN a USING (n) ORDER BY c.n"},
 };
 
 /* ---- connections ---------------------------------------------------------------------- */
@@ -751,7 +758,7 @@ static void array_text(char *buf, size_t size, const cg_repo_audit_row *rows, si
         const char *sep = i ? "," : "";
         if (field == 1)
             len += (size_t)snprintf(buf + len, size - len, "%s%s", sep,
-                                    cg_part_kind_name(rows[i].kind));
+                                    cg_item_kind_name(rows[i].kind));
         else
             len += (size_t)snprintf(buf + len, size - len, "%s%" PRId64, sep,
                                     field == 0 ? rows[i].handle : rows[i].cached);

@@ -225,6 +225,92 @@ START_TEST(a_dropped_invalidation_is_the_one_older_entry)
 }
 END_TEST
 
+/* The entry of kind `kind` ("names" or "find") with this handle. */
+static const cg_audit_entry *named_entry(const cg_audit_report *r, int64_t h, const char *kind)
+{
+    size_t i;
+    for (i = 0; i < r->checked; i++)
+        if (r->entries[i].handle == h && strcmp(r->entries[i].kind, kind) == 0)
+            return &r->entries[i];
+    ck_abort_msg("no %s entry for %lld", kind, (long long)h);
+    return NULL;
+}
+
+static void list_and_find(cg_core *core, const char *service_id)
+{
+    cg_call *call;
+    cg_name_list l;
+    cg_handle_list f;
+    CGT_OK(cg_call_begin(&call, core));
+    CGT_OK(cg_name_list_get(&l, call, CG_ROOT_FOLDER));
+    CGT_OK(cg_resource_find(&f, call, service_id));
+    CGT_OK(cg_call_commit(call));
+    cg_name_list_dispose(&l);
+    cg_handle_list_dispose(&f);
+}
+
+START_TEST(names_and_finds_are_audited_too)
+{
+    /* A cached listing is compared with its folder's names version, a cached find result with
+     * its service key's version; a bind or a register whose invalidation was lost leaves them
+     * older, dated from the outbox's items_v2. */
+    cg_core *a = cgt_core_open_cfg(config("au-na", "au-names", 86400000));
+    cg_core *b = cgt_core_open_cfg(config("au-nb", "au-names", 86400000));
+    cg_resource_options o = CG_RESOURCE_OPTIONS_INIT;
+    cg_audit_report rep;
+    const cg_audit_entry *e;
+    cg_call *call;
+    int64_t h, h2, key = (int64_t)cg_service_key("svc-audit");
+
+    wait_hearing(a);
+    wait_hearing(b);
+    h = cgt_create(a);
+    list_and_find(b, "svc-audit"); /* b caches the root's listing and the find */
+    CGT_OK(cg_core_audit(&rep, b, 100));
+    ck_assert_uint_eq(rep.checked, 2);
+    ck_assert_uint_eq(rep.consistent, 2);
+    ck_assert_str_eq(named_entry(&rep, CG_ROOT_FOLDER, "names")->kind, "names");
+    ck_assert_int_eq(named_entry(&rep, key, "find")->cached_version, 0); /* never registered */
+    cg_audit_report_dispose(&rep);
+
+    a->hooks.drop_every = 1; /* both changes lost on the bus; b never polls */
+    CGT_OK(cg_call_begin(&call, a));
+    CGT_OK(cg_name_bind(call, CG_ROOT_FOLDER, "audited", h));
+    CGT_OK(cg_call_commit(call));
+    o.service_id = "svc-audit";
+    CGT_OK(cg_call_begin(&call, a));
+    CGT_OK(cg_resource_create(&h2, call, &o));
+    CGT_OK(cg_call_commit(call));
+    a->hooks.drop_every = 0;
+    sleep_ms(50);
+
+    CGT_OK(cg_core_audit(&rep, b, 100));
+    ck_assert_uint_eq(rep.checked, 2);
+    ck_assert_uint_eq(rep.older, 2);
+    e = named_entry(&rep, CG_ROOT_FOLDER, "names");
+    ck_assert_int_eq(e->state, CG_AUDIT_OLDER);
+    ck_assert_int_gt(e->repository_version, e->cached_version);
+    ck_assert_int_ge(e->age_ms, 40);
+    ck_assert_int_eq(e->past_bound, 0);
+    e = named_entry(&rep, key, "find");
+    ck_assert_int_eq(e->state, CG_AUDIT_OLDER);
+    ck_assert_int_eq(e->cached_version, 0);
+    ck_assert_int_gt(e->repository_version, 0);
+    ck_assert_int_ge(e->age_ms, 40);
+    cg_audit_report_dispose(&rep);
+
+    /* the writer's own entries are current */
+    list_and_find(a, "svc-audit");
+    CGT_OK(cg_core_audit(&rep, a, 100));
+    ck_assert_uint_eq(rep.consistent, rep.checked);
+    ck_assert_uint_ge(rep.checked, 2);
+    cg_audit_report_dispose(&rep);
+    (void)h2;
+    cg_core_close(a);
+    cg_core_close(b);
+}
+END_TEST
+
 START_TEST(an_entry_older_than_a_small_bound_is_past_it)
 {
     cg_core *a = cgt_core_open_cfg(config("au-w", "au-bound", 86400000));
@@ -621,6 +707,7 @@ int main(void)
     tcase_add_unchecked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, a_dropped_invalidation_is_the_one_older_entry);
+    tcase_add_test(tc, names_and_finds_are_audited_too);
     tcase_add_test(tc, an_entry_older_than_a_small_bound_is_past_it);
     suite_add_tcase(s, tc);
     tc = tcase_create("cgctl");

@@ -625,12 +625,12 @@ static cJSON *exec_audit(cgd_env *env, const cg_request *req, int *code)
             continue;
         if ((ok = (o = cJSON_CreateObject()) != NULL) != 0) {
             cJSON_AddItemToArray(arr, o);
-            ok =
-                add_int(o, "handle", e->handle) && add_str(o, "part", cg_part_kind_name(e->part)) &&
-                add_str(o, "state", e->state == CG_AUDIT_OLDER ? "older" : "newer") &&
-                add_int(o, "cached_version", e->cached_version) &&
-                add_int_or_null(o, "repository_version", e->repository_version) &&
-                add_int_or_null(o, "age_ms", e->age_ms) && add_bool(o, "past_bound", e->past_bound);
+            ok = add_int(o, "handle", e->handle) && add_str(o, "part", e->kind) &&
+                 add_str(o, "state", e->state == CG_AUDIT_OLDER ? "older" : "newer") &&
+                 add_int(o, "cached_version", e->cached_version) &&
+                 add_int_or_null(o, "repository_version", e->repository_version) &&
+                 add_int_or_null(o, "age_ms", e->age_ms) &&
+                 add_bool(o, "past_bound", e->past_bound);
         }
     }
     cg_audit_report_dispose(&rep);

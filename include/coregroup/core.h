@@ -208,8 +208,10 @@ typedef enum {
 
 /** One sampled cache entry, compared with the repository. */
 typedef struct cg_audit_entry {
-    int64_t handle;
-    cg_part_kind part;
+    int64_t handle;    /**< a resource's handle; a folder's for "names"; a service key for "find" */
+    cg_part_kind part; /**< the part, when `kind` names one */
+    const char *kind;  /**< what is cached: "specification", "description", "state", "names"
+                            (the folder's listing) or "find" (a service id's handles); static */
     int64_t cached_version;
     int64_t repository_version; /**< -1: gone (the resource was deleted) */
     cg_audit_state state;
