@@ -61,6 +61,7 @@
 #include "program.h"
 #include "proglog.h"
 #include "coregroup/sys/clock.h"
+#include "coregroup/sys/item.h"
 
 extern char **environ;
 
@@ -103,7 +104,7 @@ typedef struct {
 typedef struct {
     /* options */
     const char *group; /* NULL: every group */
-    int part;          /* a cg_part_kind, or -1 */
+    int part;          /* an item kind (coregroup/sys/item.h), or -1 */
     int json;
     double stats_s; /* 0: no stats */
     const char *exec_cmd;
@@ -620,7 +621,8 @@ static void usage(FILE *f)
             "                               for the second forwarder (up to %d)\n"
             "  -g, --group GROUP            only this group (default: every group)\n"
             "  -p, --part PART              only invalidations touching PART (specification,\n"
-            "                               description or state), and only those items\n"
+            "                               description, state, or the wire version 2 kinds\n"
+            "                               names and find), and only those items\n"
             "  -j, --json                   one JSON object per line (for jq), with lag_ms and\n"
             "                               \"gap\"/\"missed\", \"duplicate\", \"late\" flags\n"
             "  -s, --stats SECONDS          a statistics line every SECONDS and at exit\n"
@@ -685,13 +687,17 @@ int main(int argc, char **argv)
             w.group = optarg;
             break;
         case 'p': {
-            cg_part_kind kind;
-            if (cg_part_kind_parse(&kind, optarg) < 0) {
-                errline("error: ", "--part \"%s\": expected specification, description or state",
+            int kind;
+            for (kind = 0; kind < CG_ITEM_COUNT; kind++)
+                if (strcmp(optarg, cg_item_kind_name(kind)) == 0)
+                    break;
+            if (kind == CG_ITEM_COUNT) {
+                errline("error: ",
+                        "--part \"%s\": expected specification, description, state, names or find",
                         optarg);
                 return EXIT_USAGE;
             }
-            w.part = (int)kind;
+            w.part = kind;
             break;
         }
         case 'j':
