@@ -261,10 +261,13 @@ BEGIN
                                              THEN jsonb_set(e.x, '{v}', to_jsonb(seq))
                                              ELSE e.x END ORDER BY e.n)
                          FROM jsonb_array_elements(p_items_v2) WITH ORDINALITY AS e (x, n));
+        -- = ANY (ARRAY(...)): each folder by its key; IN (SELECT ...) had the planner scan
+        -- every resource of the group while the group's counter row was held
         UPDATE resources SET names_version = seq
          WHERE group_id = p_group
-           AND handle IN (SELECT (e.x ->> 'h')::bigint FROM jsonb_array_elements(p_items_v2) AS e (x)
-                           WHERE e.x ->> 'p' = 'names');
+           AND handle = ANY (ARRAY(SELECT (e.x ->> 'h')::bigint
+                                     FROM jsonb_array_elements(p_items_v2) AS e (x)
+                                    WHERE e.x ->> 'p' = 'names'));
         INSERT INTO service_versions (group_id, service_key, version)
         SELECT p_group, (e.x ->> 'h')::bigint, seq FROM jsonb_array_elements(p_items_v2) AS e (x)
          WHERE e.x ->> 'p' = 'find'
