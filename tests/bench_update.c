@@ -39,9 +39,9 @@
  *  - The writers' part must end at version 1 + commits with n = commits; commits - n is the
  *    number of lost updates. Any lost update, and any error other than CG_ESTALE (or, for
  *    the baseline, anything but zero rows updated), ends the run with exit status 1.
- * Each pair is measured ROUNDS times, alternating, and medians are reported. Ratios are time
- * per operation, library over baseline ("1.20x" = the library takes 20% longer per update);
- * the update path's target is 1.25x of pgbench pipelined.
+ * Each pair is measured --rounds times (default 3), alternating, and medians are reported. Ratios
+ * are time per operation, library over baseline ("1.20x" = the library takes 20% longer per
+ * update); the update path's target is 1.25x of pgbench pipelined.
  *
  * Not measured here: the bus (bench_bus), reads (bench_core), the daemon (bench_daemon). The
  * machines are shared and small; PostgreSQL, pgbench and the writers compete for the same
@@ -71,7 +71,7 @@
 
 #include "coregroup.h"
 
-#define ROUNDS      3
+#define ROUNDS_MAX  9
 #define NPARTS      10000 /* parts on each side of the update-path figure */
 #define MAX_WRITERS 64
 #define BODY        "{\"n\":1}"
@@ -105,6 +105,7 @@ static const char *const SCRIPT_OUTBOX =
 static const char *dsn, *group;
 static char script_pipe[4096], script_4rt[4096]; /* pgbench's scripts; "" until written */
 static long seconds = 2;
+static int rounds = 3; /* each pair measured this many times, alternating; medians */
 static int nwriters = 8;
 static FILE *human; /* stdout, or stderr under --json */
 
@@ -117,12 +118,12 @@ static double now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* The median of the ROUNDS values of v (left in round order: the JSON lists them). */
-static double median(const double *rounds)
+/* The median of the `rounds` values of per_round (left in round order: the JSON lists them). */
+static double median(const double *per_round)
 {
-    double v[ROUNDS];
-    int i, j, n = ROUNDS;
-    memcpy(v, rounds, sizeof(v));
+    double v[ROUNDS_MAX];
+    int i, j, n = rounds;
+    memcpy(v, per_round, (size_t)n * sizeof(*v));
     for (i = 1; i < n; i++)
         for (j = i; j > 0 && v[j - 1] > v[j]; j--) {
             double t = v[j];
@@ -684,17 +685,17 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "Usage: bench_update --dsn DSN --group GROUP [--seconds S] [--writers N]\n"
-            "                    [--pgbench PATH] [--json] [--help]\n"
+            "                    [--rounds R] [--pgbench PATH] [--json] [--help]\n"
             "Measures the one-part update call against pgbench sending the same statements\n"
             "(pipelined the same way, and one round trip each), and N writers (default 8, at\n"
             "most %d) on one part against raw libpq writers running the same optimistic\n"
             "protocol; checks that no update was lost. DSN: a migrated coregroup database whose\n"
             "login is mapped to GROUP. S: whole seconds per measurement (default 2); each is\n"
-            "taken %d times, alternating, and medians are printed. PATH: pgbench (default: on\n"
-            "PATH, else PostgreSQL's bin directories). --json: one JSON object on stdout, the\n"
-            "readable lines on stderr. Exit status 1 when an update was lost or a baseline did\n"
-            "not do its work, 2 on bad usage or no pgbench.\n",
-            MAX_WRITERS, ROUNDS);
+            "taken R times (1 to %d, default 3), alternating, and medians are printed. PATH:\n"
+            "pgbench (default: on PATH, else PostgreSQL's bin directories). --json: one JSON\n"
+            "object on stdout, the readable lines on stderr. Exit status 1 when an update was\n"
+            "lost or a baseline did not do its work, 2 on bad usage or no pgbench.\n",
+            MAX_WRITERS, ROUNDS_MAX);
 }
 
 /* Bad usage: one line naming the option, exit status 2. */
@@ -733,11 +734,15 @@ static void ratio_line(const char *what, double ours, const char *base_name, dou
 
 int main(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"dsn", required_argument, NULL, 'd'},     {"group", required_argument, NULL, 'g'},
-        {"seconds", required_argument, NULL, 's'}, {"writers", required_argument, NULL, 'w'},
-        {"pgbench", required_argument, NULL, 'p'}, {"json", no_argument, NULL, 'j'},
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {{"dsn", required_argument, NULL, 'd'},
+                                         {"group", required_argument, NULL, 'g'},
+                                         {"seconds", required_argument, NULL, 's'},
+                                         {"writers", required_argument, NULL, 'w'},
+                                         {"pgbench", required_argument, NULL, 'p'},
+                                         {"json", no_argument, NULL, 'j'},
+                                         {"rounds", required_argument, NULL, 'r'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
     const char *pgbench_opt = NULL;
     char *pgbench;
     int json = 0, c, r, i;
@@ -746,13 +751,13 @@ int main(int argc, char **argv)
     PGconn *raw;
     int64_t lib_h0, pgb_h0, lib_count = 0, pgb_count = 0, lib_part, raw_part;
     int64_t lib_commits = 0, raw_commits = 0, lost, raw_lost;
-    double lib[ROUNDS], pipe_tps[ROUNDS], rt4_tps[ROUNDS];
-    double w_lib[ROUNDS], w_stale[ROUNDS], w_raw[ROUNDS], w_raw_stale[ROUNDS];
+    double lib[ROUNDS_MAX], pipe_tps[ROUNDS_MAX], rt4_tps[ROUNDS_MAX];
+    double w_lib[ROUNDS_MAX], w_stale[ROUNDS_MAX], w_raw[ROUNDS_MAX], w_raw_stale[ROUNDS_MAX];
     double m_lib, m_pipe, m_rt4, m_w, m_ws, m_raw, m_raw_stale;
     writer *ws;
 
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":d:g:s:w:p:jh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":d:g:s:w:p:r:jh", opts, NULL)) != -1) {
         if (c == 'd')
             dsn = optarg;
         else if (c == 'g')
@@ -763,6 +768,8 @@ int main(int argc, char **argv)
             nwriters = (int)whole_number("--writers", optarg, 1, MAX_WRITERS);
         else if (c == 'p')
             pgbench_opt = optarg;
+        else if (c == 'r')
+            rounds = (int)whole_number("--rounds", optarg, 1, ROUNDS_MAX);
         else if (c == 'j')
             json = 1;
         else if (c == 'h') {
@@ -808,8 +815,8 @@ int main(int argc, char **argv)
     fprintf(human,
             "bench_update: group %s, %ld s per measurement, %d alternating rounds (medians), "
             "pgbench %s\n",
-            group, seconds, ROUNDS, pgbench);
-    for (r = 0; r < ROUNDS; r++) {
+            group, seconds, rounds, pgbench);
+    for (r = 0; r < rounds; r++) {
         pgbench_result p;
         int v;
         lib[r] = call_update(core, lib_h0, &lib_count);
@@ -860,7 +867,7 @@ int main(int argc, char **argv)
         must(w->pg, PQprepare(w->pg, "update", SQL_UPDATE, 5, NULL), PGRES_COMMAND_OK, "prepare");
         must(w->pg, PQprepare(w->pg, "outbox", SQL_OUTBOX, 5, NULL), PGRES_COMMAND_OK, "prepare");
     }
-    for (r = 0; r < ROUNDS; r++) {
+    for (r = 0; r < rounds; r++) {
         for (i = 0; i < nwriters; i++)
             ws[i].handle = lib_part;
         run_writers(ws, lib_writer, &lib_commits, &w_lib[r], &w_stale[r], "library");
@@ -889,18 +896,18 @@ int main(int argc, char **argv)
               *w = cJSON_AddObjectToObject(o, "one_part_writers");
         char *text;
         cJSON_AddNumberToObject(o, "seconds", (double)seconds);
-        cJSON_AddNumberToObject(o, "rounds", ROUNDS);
+        cJSON_AddNumberToObject(o, "rounds", rounds);
         cJSON_AddNumberToObject(u, "library_ops_s", m_lib);
         cJSON_AddNumberToObject(u, "pgbench_pipelined_tps", m_pipe);
         cJSON_AddNumberToObject(u, "pgbench_4rt_tps", m_rt4);
         cJSON_AddNumberToObject(u, "ratio_pipelined", m_pipe / m_lib);
         cJSON_AddNumberToObject(u, "ratio_4rt", m_rt4 / m_lib);
         cJSON_AddNumberToObject(u, "parts", NPARTS);
-        cJSON_AddItemToObject(u, "library_ops_s_rounds", cJSON_CreateDoubleArray(lib, ROUNDS));
+        cJSON_AddItemToObject(u, "library_ops_s_rounds", cJSON_CreateDoubleArray(lib, rounds));
         cJSON_AddItemToObject(u, "pgbench_pipelined_tps_rounds",
-                              cJSON_CreateDoubleArray(pipe_tps, ROUNDS));
+                              cJSON_CreateDoubleArray(pipe_tps, rounds));
         cJSON_AddItemToObject(u, "pgbench_4rt_tps_rounds",
-                              cJSON_CreateDoubleArray(rt4_tps, ROUNDS));
+                              cJSON_CreateDoubleArray(rt4_tps, rounds));
         cJSON_AddStringToObject(u, "pgbench", pgbench);
         cJSON_AddNumberToObject(w, "writers", nwriters);
         cJSON_AddNumberToObject(w, "seconds", (double)seconds);
@@ -915,9 +922,9 @@ int main(int argc, char **argv)
         cJSON_AddNumberToObject(w, "baseline_stale_s", m_raw_stale);
         cJSON_AddNumberToObject(w, "baseline_lost_updates", (double)raw_lost);
         cJSON_AddNumberToObject(w, "ratio", m_raw / m_w);
-        cJSON_AddItemToObject(w, "commits_s_rounds", cJSON_CreateDoubleArray(w_lib, ROUNDS));
+        cJSON_AddItemToObject(w, "commits_s_rounds", cJSON_CreateDoubleArray(w_lib, rounds));
         cJSON_AddItemToObject(w, "baseline_commits_s_rounds",
-                              cJSON_CreateDoubleArray(w_raw, ROUNDS));
+                              cJSON_CreateDoubleArray(w_raw, rounds));
         if ((text = cJSON_PrintUnformatted(o)) == NULL)
             fail("out of memory");
         puts(text);

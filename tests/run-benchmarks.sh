@@ -8,9 +8,10 @@
 # Installs what a fresh Debian 12 machine lacks (python3-matplotlib for the plots), builds
 # optimised into build-bench/, and runs tests/bench/bench.py, which starts its own PostgreSQL,
 # forwarder and cores, stops them all at the end, and writes results.json, results.md and PNG
-# plots to DIR (default tests/bench/results/latest). --quick takes under 2 minutes, the full
-# run under 15. Benchmarks print figures; they never pass or fail on timing. Exit status: 0
-# done, 1 a run failed or lost an update, 2 bad usage.
+# plots to DIR (default tests/bench/results; --quick: tests/bench/results/quick, not kept in
+# git). --quick takes under 2 minutes, the full run under 15. Benchmarks print figures; they
+# never pass or fail on timing. Exit status: 0 done, 1 a run failed or lost an update, 2 bad
+# usage.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . tests/bootstrap.sh

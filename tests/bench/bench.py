@@ -13,7 +13,8 @@ coregroupd daemons (each with a bench_swatch client process of --threads threads
 has a warm-up and a measured window; the processes of a run line their windows up by the wall
 clock. Everything is stopped at the end, also on failure or Ctrl-C.
 
-The results go to DIR (default tests/bench/results/latest): results.json (every figure,
+The results go to DIR (default tests/bench/results, where the last full run is committed;
+--quick writes to tests/bench/results/quick): results.json (every figure,
 the machine and the commit), results.md (the tables and what bends the curves), and PNG
 plots (python3-matplotlib): throughput.png (the headline), latency_cdf.png,
 eviction_lag.png, scaling_cores.png, scaling_writes.png.
@@ -49,8 +50,11 @@ class Failure(Exception):
     pass
 
 
+T0 = time.time()
+
+
 def log(msg):
-    print("bench: %s" % msg, flush=True)
+    print("bench: [%4.0f s] %s" % (time.time() - T0, msg), flush=True)
 
 
 def positive_int(lo, hi):
@@ -104,10 +108,11 @@ def parse_args(argv):
         epilog="Exit status: 0 done; 1 a run failed, crashed or lost an update; 2 bad usage or "
                "a missing tool.")
     p.add_argument("--quick", action="store_true",
-                   help="short windows and micro-benchmarks (under 2 minutes; a smoke run, "
-                        "not figures to quote)")
+                   help="short windows, fewer scaling points, short micro-benchmarks (under "
+                        "2 minutes once built; a smoke run, not figures to quote)")
     p.add_argument("--out", default=None,
-                   help="results directory (default tests/bench/results/latest)")
+                   help="results directory (default tests/bench/results, where the last full "
+                        "run is committed; --quick: tests/bench/results/quick)")
     p.add_argument("--build", default=os.path.join(ROOT, "build-bench"),
                    help="build directory with the programs (run-benchmarks.sh builds it)")
     p.add_argument("--cores", type=positive_int(1, 16), default=3,
@@ -116,15 +121,15 @@ def parse_args(argv):
                    help="client threads per core (default 4)")
     p.add_argument("--write-pct", type=number(0, 100), default=3.0,
                    help="writes, percent of the messages, in the Swatch runs (default 3)")
-    p.add_argument("--scale-cores", type=int_list(1, 16), default=[1, 2, 4, 8],
-                   help="core counts of the scaling curve (default 1,2,4,8)")
-    p.add_argument("--scale-writes", type=pct_list, default=[0, 1, 3, 10, 30],
-                   help="write percentages of the scaling curve (default 0,1,3,10,30: 0 is "
-                        "the read-only ceiling)")
+    p.add_argument("--scale-cores", type=int_list(1, 16), default=None,
+                   help="core counts of the scaling curve (default 1,2,4,8; --quick 1,4)")
+    p.add_argument("--scale-writes", type=pct_list, default=None,
+                   help="write percentages of the scaling curve (default 0,1,3,10,30, where 0 "
+                        "is the read-only ceiling; --quick 1,30)")
     p.add_argument("--seconds", type=number(0.5, 600), default=None,
-                   help="measured seconds per run (default 10, --quick 1)")
+                   help="measured seconds per run (default 10, --quick 0.8)")
     p.add_argument("--warmup", type=number(0, 60), default=None,
-                   help="warm-up seconds per run (default 2, --quick 0.3)")
+                   help="warm-up seconds per run (default 2, --quick 0.2)")
     p.add_argument("--prefill", choices=["yes", "no"], default=None,
                    help="load every resource, listing and find into each caching core before "
                         "the warm-up, as a core that has served for a while holds them (default "
@@ -153,13 +158,17 @@ def parse_args(argv):
             p.error("--modes: unknown mode %r (expected library, daemon)" % x)
     if not a.strategy_list or not a.mode_list or not parts:
         p.error("--strategies, --modes and --only must each name at least one")
+    if a.scale_cores is None:
+        a.scale_cores = [1, 4] if a.quick else [1, 2, 4, 8]
+    if a.scale_writes is None:
+        a.scale_writes = [1, 30] if a.quick else [0, 1, 3, 10, 30]
     if a.seconds is None:
-        a.seconds = 1.0 if a.quick else 10.0
+        a.seconds = 0.8 if a.quick else 10.0
     if a.warmup is None:
-        a.warmup = 0.3 if a.quick else 2.0
+        a.warmup = 0.2 if a.quick else 2.0
     a.prefill = (a.prefill or ("no" if a.quick else "yes")) == "yes"
     if a.out is None:
-        a.out = os.path.join(ROOT, "tests", "bench", "results", "latest")
+        a.out = os.path.join(ROOT, "tests", "bench", "results", *(["quick"] if a.quick else []))
     return a
 
 
@@ -469,7 +478,8 @@ def micro(world):
     log("micro: update path vs pgbench, 8 writers on one part")
     out = world.run_ok([world.prog("bench_update"), "--dsn", "%s user=cg_bench_upd"
                         % world.admin_dsn, "--group", "bench-upd", "--seconds",
-                        "1" if a.quick else "5", "--writers", "8", "--json"])
+                        "1" if a.quick else "3", "--rounds", "1" if a.quick else "3",
+                        "--writers", "8", "--json"])
     res["bench_update"] = json.loads(out[out.index("{"):])
     for name, argv in (
             ("bench_core", [world.prog("bench_core"), "--dsn", "%s user=cg_bench"
@@ -480,7 +490,8 @@ def micro(world):
                               % world.admin_dsn, "--coregroupd", world.prog("coregroupd"),
                               "--group", "bench-daemon", "--seconds", secs]),
             ("bench_bus", [world.prog("bench_bus"), "--dsn", "%s user=cg_bench_bus"
-                           % world.admin_dsn, "--busd", world.prog("cg-busd")])):
+                           % world.admin_dsn, "--busd", world.prog("cg-busd"),
+                           "--samples", "100" if a.quick else "400"])):
         log("micro: %s" % name)
         res[name] = world.run_ok(argv).strip().splitlines()
     return res
@@ -802,8 +813,9 @@ def main(argv):
         results["machine"] = machine(world)
         log("world up: PostgreSQL %s, forwarder on %d/%d; results to %s"
             % (world.pg_version, world.front, world.back, args.out))
-        log(world.run_ok([world.prog("bench_swatch"), "setup", "--dsn", world.dsn, "--group",
-                          GROUP]).strip())
+        if args.parts & {"swatch", "scaling"}:
+            log(world.run_ok([world.prog("bench_swatch"), "setup", "--dsn", world.dsn, "--group",
+                              GROUP]).strip())
         done = {}
 
         def mix(label, strategy, mode, cores, write_pct):
