@@ -134,6 +134,10 @@ def parse_args(argv):
                    help="load every resource, listing and find into each caching core before "
                         "the warm-up, as a core that has served for a while holds them (default "
                         "yes; --quick: no)")
+    p.add_argument("--pin", choices=["yes", "no"], default="yes",
+                   help="run PostgreSQL on the last CPU and the cores, forwarder and clients on "
+                        "the others, as if the repository had a host of its own (default yes; "
+                        "no: all share every CPU)")
     p.add_argument("--strategies", default=",".join(STRATEGIES),
                    help="cache strategies to run (default none,version-check,invalidate)")
     p.add_argument("--modes", default="library,daemon",
@@ -167,6 +171,7 @@ def parse_args(argv):
     if a.warmup is None:
         a.warmup = 0.2 if a.quick else 2.0
     a.prefill = (a.prefill or ("no" if a.quick else "yes")) == "yes"
+    a.pin = a.pin == "yes"
     if a.out is None:
         a.out = os.path.join(ROOT, "tests", "bench", "results", *(["quick"] if a.quick else []))
     return a
@@ -190,6 +195,11 @@ class World:
         self.procs = []
         self.state = os.path.join(tmp, "pg.state")
         self.env = {}
+        # --pin: the repository on the last CPU, everything else on the others, as if the
+        # repository had a host of its own (it has in production)
+        n = os.cpu_count() or 1
+        self.pin_repo = ["taskset", "-c", str(n - 1)] if args.pin and n >= 2 else []
+        self.pin_cores = ["taskset", "-c", "0-%d" % (n - 2)] if args.pin and n >= 2 else []
 
     def prog(self, name):
         for path in (os.path.join(self.bin, name), os.path.join(self.bin, "tests", name)):
@@ -199,7 +209,7 @@ class World:
                       % (name, self.bin))
 
     def start(self):
-        r = subprocess.run([os.path.join(ROOT, "tests", "pgharness.sh"), "start", self.state,
+        r = subprocess.run(self.pin_repo + [os.path.join(ROOT, "tests", "pgharness.sh"), "start", self.state,
                             os.path.join(ROOT, "migrations"), self.prog("cg-migrate")],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         if r.returncode != 0:
@@ -227,7 +237,8 @@ class World:
 
     def spawn(self, name, argv):
         f = open(self.logpath(name), "ab")
-        p = subprocess.Popen(argv, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+        p = subprocess.Popen(self.pin_cores + argv, stdout=f, stderr=subprocess.STDOUT,
+                             start_new_session=True)
         f.close()
         p.name = name
         self.procs.append(p)
@@ -351,6 +362,12 @@ def run_mix(world, label, strategy, mode, cores, threads, write_pct):
             f.write("%d\n" % start_at)
         os.rename(os.path.join(barrier, "go.tmp"), os.path.join(barrier, "go"))
         limit = time.time() + 0.2 + a.warmup + a.seconds + 60
+        # each CPU's busy share over the measured window: with --pin, the last CPU is the
+        # repository's, so the figures say which side a curve is bound by
+        time.sleep(max(0.0, start_at / 1000.0 + a.warmup - time.time()))
+        cpu0 = cpu_times()
+        time.sleep(max(0.0, start_at / 1000.0 + a.warmup + a.seconds - time.time()))
+        cpu_busy = busy_pct(cpu0, cpu_times())
         for p in procs:
             try:
                 p.wait(max(1, limit - time.time()))
@@ -374,7 +391,25 @@ def run_mix(world, label, strategy, mode, cores, threads, write_pct):
                 raise RunFailed("coregroupd %s exited %s (log %s)"
                                 % (d.name, d.returncode, world.logpath(d.name)))
     parts = [json.load(open(o)) for o in outs]
-    return merge(parts, strategy, mode, cores, threads, write_pct)
+    r = merge(parts, strategy, mode, cores, threads, write_pct)
+    r["cpu_busy_pct"] = cpu_busy
+    return r
+
+
+def cpu_times():
+    """(busy, total) jiffies per CPU, from /proc/stat."""
+    out = []
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu") and line[3].isdigit():
+                v = [int(x) for x in line.split()[1:]]
+                idle = v[3] + (v[4] if len(v) > 4 else 0)
+                out.append((sum(v) - idle, sum(v)))
+    return out
+
+
+def busy_pct(a, b):
+    return [round(100.0 * (b1 - b0) / max(1, t1 - t0), 1) for (b0, t0), (b1, t1) in zip(a, b)]
 
 
 def merge(parts, strategy, mode, cores, threads, write_pct):
@@ -799,7 +834,7 @@ def main(argv):
     world = World(args, tmp)
     results = {"settings": {"quick": args.quick, "cores": args.cores, "threads": args.threads,
                             "write_pct": args.write_pct, "seconds": args.seconds,
-                            "warmup": args.warmup, "prefill": args.prefill,
+                            "warmup": args.warmup, "prefill": args.prefill, "pin": args.pin,
                             "scale_cores": args.scale_cores,
                             "scale_writes": args.scale_writes}}
     failures = []
@@ -831,9 +866,10 @@ def main(argv):
                 return None
             done[key] = r
             log("%-8s %-13s %-7s %d cores %4g%% writes: %10.0f msg/s  read p99 %s us  "
-                "stale %d  errors %d  (%.0f s)" % (label, strategy, mode, cores, write_pct,
-                                                  r["ops_per_s"], r["read_latency_us"]["p99"],
-                                                  r["stale_errors"], r["errors"], time.time() - t))
+                "stale %d  errors %d  CPUs busy %s%%  (%.0f s)"
+                % (label, strategy, mode, cores, write_pct, r["ops_per_s"],
+                   r["read_latency_us"]["p99"], r["stale_errors"], r["errors"],
+                   "/".join("%.0f" % x for x in r["cpu_busy_pct"]), time.time() - t))
             return r
 
         if "swatch" in args.parts:
