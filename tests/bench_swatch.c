@@ -1,6 +1,6 @@
 /*
  * bench_swatch — one process of the Swatch benchmark (e-Speak design §2.7.2): a client load of
- * broker-core messages, read-mostly, against one core of a group. tests/bench/swatch.py starts
+ * broker-core messages, read-mostly, against one core of a group. tests/bench/bench.py starts
  * the repository, the forwarders, the cores and several of these, and merges what they write.
  *
  *   bench_swatch setup --dsn DSN --group G [--resources N]
@@ -1211,7 +1211,7 @@ static void usage(FILE *f)
         "Usage: bench_swatch setup --dsn DSN --group GROUP [--resources N]\n"
         "       bench_swatch run --dsn DSN --group GROUP (--core NAME --strategy S | --daemon EP)\n"
         "                        --out FILE [options]\n"
-        "One process of the Swatch benchmark (tests/bench/swatch.py runs the whole suite).\n"
+        "One process of the Swatch benchmark (tests/bench/bench.py runs the whole suite).\n"
         "Options of run:\n"
         "  --threads N          client threads (default 4)\n"
         "  --write-pct P        writes, percent of messages, 0..100 (default 3)\n"

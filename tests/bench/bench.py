@@ -565,6 +565,11 @@ def fmt(x, digits=0):
     return "{:,.{d}f}".format(x, d=digits)
 
 
+def cpu_cell(r):
+    """Each CPU's busy share over the window, "a/b%"; with --pin the last is the repository's."""
+    return "/".join("%.0f" % x for x in r.get("cpu_busy_pct", [])) + "%"
+
+
 def lat_cell(l):
     return "%s / %s / %s" % (fmt(l["p50"], 1), fmt(l["p99"], 1), fmt(l["p999"], 1)) if l["n"] else "-"
 
@@ -600,12 +605,13 @@ def write_markdown(path, results):
                                                   m["postgresql"], m["commit"], m["date"],
                                                   " --quick" if a["quick"] else ""))
     L.append("")
-    L.append("Each run: %g s warm-up, then %g s measured. The Swatch mix: %d cores of one group, "
+    L.append("Each run: %s%g s warm-up, then %g s measured. The Swatch mix: %d cores of one group, "
              "%d client threads per core, 10,000 resources with Zipf (s = 0.99) popularity; "
              "invoke 60, discover 20, connect 10, list 7, writes %g (two in three a "
              "read-modify-write of a state part, one in three a re-registration: unregister, "
              "register and bind). The operations are defined in `tests/bench_swatch.c`'s header."
-             % (a["warmup"], a["seconds"], a["cores"], a["threads"], a["write_pct"]))
+             % ("every caching core prefilled with the whole data set, then " if a.get("prefill") else "",
+                a["warmup"], a["seconds"], a["cores"], a["threads"], a["write_pct"]))
     L.append("")
     tg = results.get("targets", [])
     if tg:
@@ -621,15 +627,16 @@ def write_markdown(path, results):
         L.append("## The Swatch mix")
         L.append("")
         L.append("| strategy | mode | messages/s | vs strategy 1 | read p50 / p99 / p999 µs | "
-                 "stale errors/s | catch-ups per 1,000 events | reads older than the repository |")
-        L.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
+                 "stale errors/s | catch-ups per 1,000 events | reads older than the repository "
+                 "| CPUs busy |")
+        L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         base = {r["mode"]: r["ops_per_s"] for r in sw if r["strategy"] == "none"}
         for r in sw:
-            L.append("| %s | %s | %s | %.1fx | %s | %.1f | %.2f | %.3f%% of %d sampled, oldest %.1f ms |" % (
+            L.append("| %s | %s | %s | %.1fx | %s | %.1f | %.2f | %.3f%% of %d sampled, oldest %.1f ms | %s |" % (
                 LABEL[r["strategy"]], r["mode"], fmt(r["ops_per_s"]),
                 r["ops_per_s"] / base.get(r["mode"], r["ops_per_s"]), lat_cell(r["read_latency_us"]),
                 r["stale_errors_per_s"], r["catchups_per_1000_events"], r["reads_older_pct"],
-                r["reads_sampled"], r["oldest_read_ms"]))
+                r["reads_sampled"], r["oldest_read_ms"], cpu_cell(r)))
         L.append("")
         L.append("Latency per message type, p50 / p99 / p999 in µs:")
         L.append("")
@@ -659,11 +666,17 @@ def write_markdown(path, results):
             cells = []
             for x in xs:
                 r = next((r for r in rows if r["strategy"] == s and r[col] == x), None)
-                cells.append(fmt(r["ops_per_s"]) if r else "-")
+                cells.append("%s (%s)" % (fmt(r["ops_per_s"]), cpu_cell(r)) if r else "-")
             L.append("| %s | %s |" % (LABEL[s], " | ".join(cells)))
         L.append("")
     if results.get("notes"):
         L.append("## Where the curves bend, and why")
+        L.append("")
+        L.append("The cells of the scaling tables are messages/s (CPUs busy: %s). Why each "
+                 "curve bends, with the measurements behind it (`pg_stat_statements`, `perf`): "
+                 "[`../NOTES.md`](../NOTES.md)." % (
+                     "the cores' CPU / the repository's CPU, which has the last CPU to itself "
+                     "(--pin)" if a.get("pin") else "each CPU, all shared"))
         L.append("")
         for n in results["notes"]:
             L.append("- " + n)
@@ -809,12 +822,21 @@ def bend_notes(results):
             if len(pts) < 2:
                 continue
             gains = ["%g%s: %s/s" % (x, unit, fmt(y)) for x, y in pts]
+            busy = [r.get("cpu_busy_pct") for r in sorted(
+                (r for r in rows if r["strategy"] == s), key=lambda r: r[col])]
             best = max(pts, key=lambda p: p[1])
-            notes.append("%s, %s: %s; the peak at %g%s." % (
-                LABEL[s], "cores" if col == "cores" else "writes", ", ".join(gains), best[0], unit))
-    notes.append("This machine has %d CPUs: every process of a run (the client threads, the "
-                 "cores' threads, PostgreSQL's backends, the forwarder) shares them, so past a "
-                 "few cores a curve measures CPU contention on this machine, not the design." % cpus)
+            notes.append("%s, %s: %s; the peak at %g%s; CPUs busy %s." % (
+                LABEL[s], "cores" if col == "cores" else "writes", ", ".join(gains), best[0], unit,
+                ", ".join("/".join("%.0f" % x for x in c) + "%" for c in busy if c)))
+    if results["settings"].get("pin") and cpus >= 2:
+        notes.append("This machine has %d CPUs: the repository had the last one to itself, every "
+                     "other process of a run (the client threads, the cores' threads, the "
+                     "forwarder) shared the rest. A run whose first figure is near 100%% is bound "
+                     "by the cores' side of this machine, one whose last figure is near 100%% by "
+                     "the repository's CPU; neither near 100%% means waiting (locks)." % cpus)
+    else:
+        notes.append("This machine has %d CPUs, shared by every process of a run (the client "
+                     "threads, the cores' threads, PostgreSQL's backends, the forwarder)." % cpus)
     return notes
 
 
