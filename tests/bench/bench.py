@@ -50,6 +50,10 @@ class Failure(Exception):
     pass
 
 
+class MissingTool(Failure):
+    pass
+
+
 T0 = time.time()
 
 
@@ -205,8 +209,8 @@ class World:
         for path in (os.path.join(self.bin, name), os.path.join(self.bin, "tests", name)):
             if os.access(path, os.X_OK):
                 return path
-        raise Failure("%s not found in %s (run tests/run-benchmarks.sh, which builds it)"
-                      % (name, self.bin))
+        raise MissingTool("%s not found in %s (run tests/run-benchmarks.sh, which builds it)"
+                          % (name, self.bin))
 
     def start(self):
         r = subprocess.run(self.pin_repo + [os.path.join(ROOT, "tests", "pgharness.sh"), "start", self.state,
@@ -613,6 +617,12 @@ def write_markdown(path, results):
              % ("every caching core prefilled with the whole data set, then " if a.get("prefill") else "",
                 a["warmup"], a["seconds"], a["cores"], a["threads"], a["write_pct"]))
     L.append("")
+    if results.get("failures"):
+        L.append("**This run FAILED; its figures are not to be quoted:**")
+        L.append("")
+        for f in results["failures"]:
+            L.append("- %s" % f)
+        L.append("")
     tg = results.get("targets", [])
     if tg:
         L.append("## Targets (ratios within this run)")
@@ -933,6 +943,11 @@ def main(argv):
                 failures.append("micro-benchmarks: %s" % e)
                 log("FAILED: %s" % failures[-1])
         results["targets"] = targets(results)
+    except MissingTool as e:
+        print("bench: %s" % e, file=sys.stderr)
+        world.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+        return 2
     except Failure as e:
         failures.append(str(e))
         log("FAILED: %s" % e)
