@@ -241,9 +241,10 @@ typedef struct cg_audit_report {
 /**
  * Audit the core's cache: sample up to max_entries cached entries, spread over the cache's
  * shards (each shard locked only while its keys are copied), then compare them with the
- * repository in ONE round trip on a pool connection, with no cache lock held. Parts only are
- * checked: cached folder listings and find results (coregroup/call.c, "Cached names") are
- * skipped.
+ * repository in ONE round trip on a pool connection, with no cache lock held. Every kind of
+ * entry is checked: a part against its version, a cached folder listing against the folder's
+ * names version, a cached find result against its service key's version (coregroup/call.c,
+ * "Cached names"); cg_audit_entry.kind says which.
  *
  * An entry older than the repository is allowed by design while its newer version is younger
  * than the bound (the bus may not have delivered yet, or did so between the sample and the
