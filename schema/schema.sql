@@ -34,7 +34,7 @@ CREATE TABLE core_groups (
                 CHECK (group_id ~ '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$'),
     created_at  timestamptz NOT NULL DEFAULT now(),
     event_seq   bigint      NOT NULL DEFAULT 0 CHECK (event_seq >= 0)
-);
+) WITH (fillfactor = 10);  -- 0007: the counter row's page is pruned after a few updates
 COMMENT ON TABLE core_groups IS 'One row per core group; event_seq is the gap-free, commit-ordered number of the group''s last invalidation.';
 
 CREATE TABLE cores (

@@ -1,0 +1,2 @@
+-- 0007_hot_counter, the way back: the default fill factor.
+ALTER TABLE core_groups RESET (fillfactor);
