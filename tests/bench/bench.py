@@ -656,10 +656,13 @@ def write_markdown(path, results):
             L.append("| %s | %s | %s |" % (LABEL[r["strategy"]], r["mode"],
                                            " | ".join(lat_cell(r["latency_us"][k]) for k in OPS)))
         L.append("")
-        errs = [r for r in sw if r["errors"]]
+        errs = [r for r in sw if r["errors"] or r["gave_up"]]
         for r in errs:
-            L.append("- %s %s: %d errors, the first: `%s`" % (LABEL[r["strategy"]], r["mode"],
-                                                               r["errors"], r["first_error"][:200]))
+            L.append("- %s %s: %d errors%s; %d read-modify-writes gave up after 16 stale "
+                     "attempts (not counted as messages)" % (
+                         LABEL[r["strategy"]], r["mode"], r["errors"],
+                         (", the first: `%s`" % r["first_error"][:200]) if r["errors"] else "",
+                         r["gave_up"]))
         if errs:
             L.append("")
     for key, title, col in (("scaling_cores", "Scaling with cores (library, %g%% writes)" % a["write_pct"], "cores"),
