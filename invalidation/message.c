@@ -206,16 +206,6 @@ static int enum_field(int *out, const cJSON *obj, const place *at, const char *n
                 name, name, cg_json__excerpt(ex, s), expected);
 }
 
-/* The item kind named `name` in wire version `version`, or -1. */
-static int item_kind_parse(const char *name, int version)
-{
-    int k, n = version >= CG_BUS_WIRE_V2 ? CG_ITEM_COUNT : CG_PART_COUNT;
-    for (k = 0; k < n; k++)
-        if (strcmp(name, cg_item_kind_name(k)) == 0)
-            return k;
-    return -1;
-}
-
 /* The invalidation's "items" array, into the block allocated here (*out). */
 static int decode_items(msg_block **out, const cJSON *root, int version)
 {
@@ -257,7 +247,8 @@ static int decode_items(msg_block **out, const cJSON *root, int version)
             (err = string_field(&part, it, &at, "p")) < 0 ||
             (err = int_field(&item->version, it, &at, "v", 1, CG_BUS_INT_MAX)) < 0)
             goto done;
-        if ((kind = item_kind_parse(part, version)) < 0) {
+        if ((kind = cg_item_kind_parse(part, version >= CG_BUS_WIRE_V2 ? CG_ITEM_COUNT
+                                                                       : CG_PART_COUNT)) < 0) {
             err = drop(CG_DROP_MALFORMED,
                        "field \"items[%zu].p\": unknown part \"%s\" (expected specification, "
                        "description or state%s)",

@@ -828,16 +828,6 @@ void cg_outbox_rows_dispose(cg_outbox_rows *rows)
     rows->n = 0;
 }
 
-/* The item kind of a wire name ("state", "names", ...), or -1. */
-static int item_kind_parse(const char *name)
-{
-    int k;
-    for (k = 0; k < CG_ITEM_COUNT; k++)
-        if (strcmp(name, cg_item_kind_name(k)) == 0)
-            return k;
-    return -1;
-}
-
 /* The rows of an outbox query (seq, h, p, v[, committed µs]) into *out; when committed_us is
  * not NULL the fifth column goes there (one per item). Clears r. */
 static int outbox_rows(cg_outbox_rows *out, int64_t **committed_us, PGresult *r, const char *group)
@@ -852,7 +842,7 @@ static int outbox_rows(cg_outbox_rows *out, int64_t **committed_us, PGresult *r,
         goto done;
     }
     for (i = 0; i < n; i++) {
-        int k = item_kind_parse(PQgetvalue(r, i, 2));
+        int k = cg_item_kind_parse(PQgetvalue(r, i, 2), CG_ITEM_COUNT);
         if (k < 0) {
             err = cg_error_set(CG_ERROR, CG_ERRCLASS_REPOSITORY,
                                "outbox row %s of group \"%s\" has an unknown part \"%s\"",
@@ -976,7 +966,7 @@ int cg_repo_resource_delete(cg_bus_item **items, size_t *n_items, cg_conn *c, co
         goto done;
     }
     for (i = 0; i < n; i++) {
-        int k = item_kind_parse(PQgetvalue(r, i, 0));
+        int k = cg_item_kind_parse(PQgetvalue(r, i, 0), CG_ITEM_COUNT);
         if (k < 0)
             continue; /* the "deleted" row: the resource existed */
         (*items)[(*n_items)++] = (cg_bus_item){get_i64(r, i, 1), k, get_i64(r, i, 2)};

@@ -687,11 +687,8 @@ int main(int argc, char **argv)
             w.group = optarg;
             break;
         case 'p': {
-            int kind;
-            for (kind = 0; kind < CG_ITEM_COUNT; kind++)
-                if (strcmp(optarg, cg_item_kind_name(kind)) == 0)
-                    break;
-            if (kind == CG_ITEM_COUNT) {
+            int kind = cg_item_kind_parse(optarg, CG_ITEM_COUNT);
+            if (kind < 0) {
                 errline("error: ",
                         "--part \"%s\": expected specification, description, state, names or find",
                         optarg);

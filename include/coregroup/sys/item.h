@@ -9,6 +9,7 @@
 #define CG_SYS_ITEM_H
 
 #include <stdint.h>
+#include <string.h>
 
 /*
  * Names and service lookups (wire version 2, invalidation/PROTOCOL.md) are cached and
@@ -54,6 +55,17 @@ static inline const char *cg_item_kind_name(int kind)
     static const char *const names[CG_ITEM_COUNT] = {"specification", "description", "state",
                                                      "names", "find"};
     return kind >= 0 && kind < CG_ITEM_COUNT ? names[kind] : "?";
+}
+
+/* The item kind whose wire name is `name`, among the first `count` kinds (CG_PART_COUNT: the
+ * parts of wire version 1; CG_ITEM_COUNT: every kind), or -1. */
+static inline int cg_item_kind_parse(const char *name, int count)
+{
+    int k;
+    for (k = 0; k < count && k < CG_ITEM_COUNT; k++)
+        if (strcmp(name, cg_item_kind_name(k)) == 0)
+            return k;
+    return -1;
 }
 
 /* The cache and wire key of a service id: FNV-1a 64 of its bytes, cut to 53 bits (a bus
