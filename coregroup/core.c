@@ -503,24 +503,8 @@ const cg_bus_item *cg_core__wire_items(cg_core *core, const cg_bus_item *items, 
     return *tmp;
 }
 
-static void publish_batch(cg_core *core, const cg_inval_batch *b);
-
-void cg_core__publish(cg_core *core, const cg_inval_batch *b)
-{
-    cg_inval_batch wire = *b;
-    cg_bus_item *tmp;
-
-    if (core->publish_fn) {
-        core->publish_fn(core->publish_ctx, b);
-        return;
-    }
-    if (!core->publishing)
-        return;
-    wire.items = cg_core__wire_items(core, b->items, &wire.n, &tmp);
-    publish_batch(core, &wire);
-    free(tmp);
-}
-
+/* Put a batch, already as the bus may carry it, on the bus (test builds: dropped or held back
+ * by the hooks, as a lossy or reordering wire would). */
 static void publish_batch(cg_core *core, const cg_inval_batch *b)
 {
 #ifdef CG_TEST_HOOKS
@@ -552,6 +536,22 @@ static void publish_batch(cg_core *core, const cg_inval_batch *b)
     }
 #endif
     cg_bus_publish(core->bus, b->seq, b->committed_us, b->items, b->n);
+}
+
+void cg_core__publish(cg_core *core, const cg_inval_batch *b)
+{
+    cg_inval_batch wire = *b;
+    cg_bus_item *tmp;
+
+    if (core->publish_fn) {
+        core->publish_fn(core->publish_ctx, b);
+        return;
+    }
+    if (!core->publishing)
+        return;
+    wire.items = cg_core__wire_items(core, b->items, &wire.n, &tmp);
+    publish_batch(core, &wire);
+    free(tmp);
 }
 
 void cg_core__invalidate(cg_core *core, const cg_bus_item *items, size_t n)
