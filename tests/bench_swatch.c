@@ -775,6 +775,7 @@ static int d_rmw(worker *w, int i)
             res[i]);
         cJSON *n;
         int64_t v;
+        long count;
         int err = reply_status(w, r, "rmw get");
         if (err < 0) {
             cJSON_Delete(r);
@@ -787,12 +788,12 @@ static int d_rmw(worker *w, int i)
             cJSON_Delete(r);
             return -1;
         }
-        err = (int)n->valuedouble;
+        count = (long)n->valuedouble;
         cJSON_Delete(r);
         r = request(w,
                     "{\"v\":1,\"id\":1,\"op\":\"update\",\"handle\":%" PRId64
-                    ",\"part\":\"state\",\"expected\":%" PRId64 ",\"body\":{\"n\":%d}}",
-                    res[i], v, err + 1);
+                    ",\"part\":\"state\",\"expected\":%" PRId64 ",\"body\":{\"n\":%ld}}",
+                    res[i], v, count + 1);
         err = reply_status(w, r, "rmw update");
         cJSON_Delete(r);
         if (err != CG_ESTALE)
