@@ -2,10 +2,10 @@
  * cache.c — a core's cache of metadata parts: sharded, bounded, monotonic (DESIGN.md I4).
  *
  * Layout. The cache is split into up to 64 shards (a power of two) by the high half of a
- * 64-bit mix (splitmix64's finalizer) of (handle, kind). Each shard has its own lock (see
- * Locking), and the lock word, the table pointer, its mask and the hit counter share the
- * shard's first cache line, so a hit touches one line of shard state and no line of another
- * shard. A cache of
+ * 64-bit mix (splitmix64's finalizer) of (handle, kind). Each shard has its own lock for
+ * writers (see Locking); hits take no lock (see Lock-free hits) and read only the shard's
+ * first cache line, which holds the table pointer and is written only when a table is swapped
+ * in. A cache of
  * fewer than 64 entries has one shard (every shard gets at least MIN_PER_SHARD entries, and
  * max_entries is divided exactly: the shards' capacities add up to max_entries), so small
  * caches evict in exact CLOCK order over all their entries.
@@ -13,7 +13,8 @@
  * A shard holds:
  *  - an open-addressing table with linear probing of SLOTS, each holding the key, the cache's
  *    reference to the part, the expiry time, the CLOCK reference bit and the entry's position
- *    in the clock ring. Load stays at or below 1/2. Deletion shifts later slots back (no
+ *    in the clock ring. The table and its mask are one allocation (tab), published to hits
+ *    by one pointer. Load stays at or below 1/2. Deletion shifts later slots back (no
  *    tombstones). The table grows by doubling up to the size its capacity needs, so an
  *    empty 1,000,000-entry cache does not cost its full size up front; cg_cache_reset gives
  *    the memory back (the table starts small again).
@@ -71,41 +72,67 @@
  * read before taking the lock and only when a TTL is set). An expired entry found by a lookup
  * is dropped, counted as an expiration, and leaves its floor as a ghost.
  *
- * Locking. The shard lock is a test-and-test-and-set spinlock (an atomic exchange with
+ * Lock-free hits. A hit (cg_cache_peek) runs inside a read-side section (reclaim.h: userspace
+ * RCU) and writes nothing shared: it loads the shard's table pointer, probes the slots with
+ * atomic loads, and returns the part it found without taking a reference. Three rules make
+ * that safe while writers change the table under the shard lock:
+ *  1. Nothing a hit can reach is freed before the hit's section ends. A writer that drops the
+ *     cache's reference to a part (invalidated, evicted, expired, replaced by a newer
+ *     version), or swaps in a table (growth, reset), unlinks it under the lock and RETIRES it
+ *     after the unlock: the reference is dropped, the table freed, after a grace period. A
+ *     part therefore outlives every section that could have found it, holding the cache's own
+ *     reference; a caller that keeps a part past its section takes a reference of its own
+ *     (cg_cache_get does exactly that).
+ *  2. A hit never returns a part for another key. Writers store a slot's key and expiry before
+ *     its part (release), and the hit checks the part's own key, which never changes, so a
+ *     slot caught in the middle of a write (an entry moved back by a deletion, a new entry in
+ *     a reused slot) yields a part that is either the key's or skipped. With a TTL, the hit
+ *     reads the expiry and then the part again: a part that changed meanwhile sends it to the
+ *     locked path.
+ *  3. A hit never returns a version below a floor it could know of. A part leaves a slot, or
+ *     is replaced in it, under the lock, by a store that happens before the invalidation,
+ *     eviction or put returns; a hit that starts after that (that learnt of the new floor
+ *     through any synchronising action) loads the slot after the store, so it finds the newer
+ *     part or nothing. A hit racing with the change may return the entry as it was, which is
+ *     what a locked lookup just before the change would have returned.
+ * A probe that meets a slot in the middle of a deletion's backward shift may miss a key that
+ * is cached; peek then returns NULL, which is never taken for a miss: cg_cache_get and
+ * cg_cache_load ask again under the lock, which also drops an expired entry. The CLOCK bit is
+ * a byte of its own that a hit sets only when it is clear (a hot entry's line stays shared);
+ * the hand clears it under the lock, and a lost set only costs the entry one pass of the hand.
+ * Hits are counted per thread (counter_block), summed by cg_cache_stats_get. Everything else
+ * (floors, ghosts, tickets, single flight, CLOCK, TTL, reset, sampling) is decided under the
+ * shard lock as before.
+ *
+ * Locking. The shard lock serialises writers (and the locked path of a hit). It is a
+ * test-and-test-and-set spinlock (an atomic exchange with
  * acquire order to take it, a release store to drop it; while it is held, waiters read it and
  * pause, and after SPINS failed looks call sched_yield() in case the holder was preempted).
  * That is only sound because every critical section is short and bounded: no allocation, no
- * loader call and no free() under the lock (save cg_cache_reset out of memory, which then
- * empties the old table in place). A part reference the cache drops (an entry invalidated,
- * evicted, expired or replaced) is collected in a small per-call TRASH and released after the
- * unlock; the part has left the table by then, and a hit that found it earlier took its own
- * reference under the lock, while the cache's reference still kept the part alive. A shard
- * that must grow returns FILL_GROW: the caller drops the lock, allocates the bigger table and
+ * loader call and no free() under the lock. A part reference the cache drops, and a table it
+ * replaces, is collected in a small per-call TRASH and retired after the unlock (rule 1
+ * above); a locked hit takes its own reference under the lock. A shard that must grow returns
+ * FILL_GROW: the caller drops the lock, allocates the bigger table and
  * ring, takes the lock again and decides the fill again from scratch (what was true before
  * the unlock may not be any more); the rehash itself is under the lock, O(entries of the
- * shard), at most log2(cap / 32) times per shard between resets. cg_cache_reset swaps in a
- * table allocated before taking the lock and frees the old entries after it. Flight records
+ * shard), at most log2(cap / 32) times per shard between resets, into a table hits cannot
+ * see until it is published. cg_cache_reset swaps in a table allocated before taking the lock
+ * (out of memory: a static empty one that is never written, so the next fill allocates or is
+ * refused) and retires the old one with its parts. Flight records
  * are allocated outside the lock too (a leader-to-be drops the lock, allocates, and looks
  * again). Threads that wait for a load sleep (flight_lock above); they never spin.
  *
  * Sampling. cg_cache_sample (for the consistency audit) copies keys and versions out of one
  * shard at a time under its lock, walking that shard's table from a position that moves with
  * every call; it keeps no reference and calls nothing, so the audit talks to the repository
- * with no cache lock held and the hit path never waits for more than one shard's copy.
+ * with no cache lock held and the writers never wait for more than one shard's copy.
  *
  * Deliberately not here: no negative caching (CG_ENOTFOUND is never remembered), no
  * background expiry sweep (expired entries leave when found or when CLOCK evicts them), and
- * no lock-free reads. A seqlock-style optimistic reader would find a part pointer while
- * holding nothing that keeps the part alive, and the entry's removal may drop the last
- * reference and free it before the reader's increment lands; making that safe needs deferred
- * reclamation (epochs or hazard pointers), which is more machinery than this cache wants. So
- * a hit costs an uncontended atomic exchange and a release store for the lock, plus the
- * part's atomic reference count (up here, down in cg_part_free); bench_cache measures that
- * against a raw hash table. Most of what remains between the two is neither: removing the
- * lock from the hit path altogether (unsafely, as an experiment) closed only about a third of
- * the gap, and dropping the atomic counts too hardly more. The rest is the three calls per hit
- * across the library boundary (cg_cache_get, cg_part_version, cg_part_free), the 32-byte
- * slots (twice the raw table's footprint) and the shard, reference-bit and counter work.
+ * no lock-free writers: writes are rare next to hits (an invalidation per commit of the group)
+ * and need the floor, ghost and ticket decisions to be one step. What a hit costs against a
+ * raw hash table, and why, is measured by tests/bench_cache.c and explained in
+ * tests/bench/NOTES.md.
  */
 #include <assert.h>
 #include <pthread.h>
@@ -127,7 +154,6 @@
 #define MAX_LOAD_RUNS   3
 #define CACHE_LINE      64
 #define RING_FREE       0x80000000u /* ring[pos] is a free-list link, not a slot */
-#define SLOT_REF        0x80000000u /* in slot.pos: referenced since the hand passed */
 #define RING_NIL        0x7fffffffu /* end of the free list */
 #define MAX_ENTRIES_CAP ((int64_t)1 << 36)
 #define MAX_TTL_MS      ((int64_t)1 << 40)
@@ -145,14 +171,33 @@
 #define cpu_relax() ((void)0)
 #endif
 
-/* One table slot, 32 bytes (two per cache line, none straddling); part == NULL: empty. */
+/* One table slot, 32 bytes (two per cache line, none straddling); part == NULL: empty. Hits
+ * read handle, part, expires and ref without the lock, so writers store those with atomic
+ * stores (part last, with release order; see Lock-free hits); pos is the writers' alone. */
 typedef struct {
     int64_t handle;
     cg_part *part;   /* the cache's own reference */
     int64_t expires; /* ms on CLOCK_MONOTONIC_COARSE; 0 when the cache has no TTL */
-    int32_t kind;
-    uint32_t pos; /* position in the clock ring, | SLOT_REF: the CLOCK reference bit */
+    uint32_t pos;    /* position in the clock ring */
+    int16_t kind;
+    uint8_t ref; /* the CLOCK reference bit: set by hits, cleared by the hand */
+    uint8_t unused;
 } slot;
+
+/* A table as hits see it: published by a release store of shard.tab, retired (freed after a
+ * grace period) when a bigger one or a reset replaces it. */
+typedef struct tab {
+    uint32_t mask;
+    int release_parts; /* when retired: drop the cache's references to the parts it holds */
+    _Alignas(CACHE_LINE) slot slots[];
+} tab;
+
+/* One thread's hit counter for one cache: written by that thread only, summed on read. */
+typedef struct counter_block {
+    _Alignas(CACHE_LINE) uint64_t hits;
+    struct counter_block *next;
+    uint64_t thread; /* the owner's serial (thread_serial) */
+} counter_block;
 
 /* The floor of a key that is not cached. */
 typedef struct {
@@ -181,12 +226,16 @@ typedef struct flight {
 } flight;
 
 typedef struct {
-    /* first cache line: everything a hit touches */
+    /* first cache line, read-mostly: all a hit reads of the shard (written when a table is
+     * swapped in) */
+    _Alignas(CACHE_LINE) tab *tab;
+
+    /* the writers' state, under the shard lock */
     _Alignas(CACHE_LINE) atomic_int lock; /* the shard lock: 0 free, 1 held (see shard_lock) */
-    slot *table;
-    uint32_t mask;  /* table size - 1 */
-    uint32_t count; /* entries cached */
-    uint64_t hits;
+    slot *table;                          /* tab->slots, the writers' shorthand */
+    uint32_t mask;                        /* tab->mask */
+    uint32_t count;                       /* entries cached */
+    uint64_t hits; /* hits found under the lock (lock-free ones: counter_block) */
 
     uint64_t misses, fills, fills_refused, evictions, expirations, invalidations, resets;
     uint64_t loads, load_waits, floors_forgotten, floors_disproved;
@@ -215,22 +264,32 @@ struct cg_cache {
     uint32_t nshards; /* a power of two */
     uint32_t ninit;   /* shards whose flight_lock was initialised (for cleanup) */
     int64_t ttl_ms;
+    uint64_t id; /* never reused: names the cache in the threads' counter caches */
+
+    _Alignas(CACHE_LINE) pthread_mutex_t blocks_lock; /* the list, not the counts */
+    counter_block *blocks;                            /* one per thread that hit without the lock */
+    counter_block spill; /* for a thread whose block could not be allocated */
+    int blocks_lock_ok;
 };
+
+static atomic_ullong next_cache_id = 1; /* cg_cache.id */
 
 enum { FILL_REFUSED = 0, FILL_CACHED = 1, FILL_NEWER = 2, FILL_GROW = 3 };
 
-/* What a critical section dropped, released after the shard lock: the cache's references to
- * parts that left the table (the last one frees the part) and memory such as a table the
- * shard outgrew. No free() runs under the shard lock. */
+/* What a critical section dropped, let go after the shard lock: the cache's references to
+ * parts that left the table and tables a hit may still be reading (both retired: released
+ * after a grace period, reclaim.h), and memory no hit can reach, such as a ring (freed at
+ * once). No free() runs under the shard lock. */
 typedef struct {
     cg_part *parts[TRASH_PARTS];
     void *mem[TRASH_MEM];
-    int nparts, nmem;
+    tab *tabs[TRASH_MEM];
+    int nparts, nmem, ntabs;
 } trash;
 
 /* A bigger table and ring, allocated outside the shard lock for grow_into(). */
 typedef struct {
-    slot *table;    /* zeroed, `slots` slots; NULL: none */
+    tab *table;     /* zeroed, `slots` slots; NULL: none */
     uint32_t *ring; /* min(slots / 2, cap) positions */
     uint32_t slots;
     int failed; /* out of memory: make room by eviction instead */
@@ -296,11 +355,70 @@ static inline void shard_unlock(shard *s)
     atomic_store_explicit(&s->lock, 0, memory_order_release);
 }
 
+/* ---- tables ------------------------------------------------------------------------------- */
+
+/* Slot fields that hits read without the lock are written with these (and part with release
+ * order): plain moves on x86-64 and arm64, and no data race in the C sense. */
+#define LOAD(x)     __atomic_load_n(&(x), __ATOMIC_RELAXED)
+#define STORE(x, v) __atomic_store_n(&(x), (v), __ATOMIC_RELAXED)
+
+/* What a shard holds after a reset for which no new table could be allocated: two empty
+ * slots, shared by every such shard, never written (ring_size 0: the next fill allocates). */
+static union {
+    tab t;
+    unsigned char bytes[sizeof(tab) + 2 * sizeof(slot)];
+} empty_tab = {.t = {.mask = 1}};
+
+static void part_unref(void *p)
+{
+    cg_part_free(p);
+}
+
+/* A zeroed table of n slots (n a power of two >= 2), aligned to a cache line; NULL when out of
+ * memory. */
+static tab *tab_alloc(uint32_t n)
+{
+    size_t size = sizeof(tab) + (size_t)n * sizeof(slot);
+    tab *t = aligned_alloc(CACHE_LINE, size);
+    if (t != NULL) {
+        memset(t, 0, size);
+        t->mask = n - 1;
+    }
+    return t;
+}
+
+/* Drop the cache's reference to every part of a table nobody can reach any more. */
+static void tab_release_parts(tab *t)
+{
+    uint32_t i;
+    for (i = 0; i <= t->mask; i++)
+        cg_part_free(t->slots[i].part);
+}
+
+/* A retired table, after its grace period. */
+static void tab_retired(void *arg)
+{
+    tab *t = arg;
+    if (t->release_parts)
+        tab_release_parts(t);
+    free(t);
+}
+
+/* Make t the shard's table, for writers and (by the release store) for hits. Shard lock held,
+ * or no other user. */
+static void tab_publish(shard *s, tab *t)
+{
+    s->table = t->slots;
+    s->mask = t->mask;
+    __atomic_store_n(&s->tab, t, __ATOMIC_RELEASE);
+}
+
 /* Only the counts: the hit path should not clear the arrays. */
 static inline void trash_init(trash *t)
 {
     t->nparts = 0;
     t->nmem = 0;
+    t->ntabs = 0;
 }
 
 static inline void trash_part(trash *t, cg_part *p)
@@ -315,11 +433,19 @@ static inline void trash_mem(trash *t, void *m)
     t->mem[t->nmem++] = m;
 }
 
+static inline void trash_tab(trash *t, tab *old)
+{
+    assert(t->ntabs < TRASH_MEM);
+    t->tabs[t->ntabs++] = old;
+}
+
 /* Release what was dropped; call after shard_unlock(). */
 static inline void trash_empty(trash *t)
 {
     while (t->nparts > 0)
-        cg_part_free(t->parts[--t->nparts]);
+        cg_retire(part_unref, t->parts[--t->nparts]);
+    while (t->ntabs > 0)
+        cg_retire(tab_retired, t->tabs[--t->ntabs]);
     while (t->nmem > 0)
         free(t->mem[--t->nmem]);
 }
@@ -339,16 +465,6 @@ static inline slot *find(const shard *s, uint32_t h, int64_t handle, int kind)
 static inline uint32_t slot_hash(const slot *e)
 {
     return (uint32_t)key_hash(e->handle, e->kind);
-}
-
-/* A zeroed table of n slots (n a power of two >= 2), aligned to a cache line; NULL when out of
- * memory. */
-static slot *table_alloc(uint32_t n)
-{
-    slot *t = aligned_alloc(CACHE_LINE, (size_t)n * sizeof(slot));
-    if (t != NULL)
-        memset(t, 0, (size_t)n * sizeof(slot));
-    return t;
 }
 
 /* ---- ghosts ------------------------------------------------------------------------------- */
@@ -426,12 +542,26 @@ static void ghost_put(shard *s, uint32_t h, int64_t handle, int kind, int64_t fl
 
 /* ---- entries ------------------------------------------------------------------------------ */
 
+/* Copy the entry of slot src into slot dst, which a hit may be reading: the key and the rest
+ * first, the part last with release order, so a hit that finds the new part also finds its
+ * expiry; a hit that reads dst's old part meanwhile finds that part's key disagree with the
+ * key it looks for, or sees the part change under it (see Lock-free hits). */
+static void slot_move(slot *dst, const slot *src)
+{
+    STORE(dst->handle, src->handle);
+    STORE(dst->kind, src->kind);
+    STORE(dst->expires, src->expires);
+    STORE(dst->ref, LOAD(src->ref));
+    dst->pos = src->pos;
+    __atomic_store_n(&dst->part, src->part, __ATOMIC_RELEASE);
+}
+
 /* Take slot i out of the table and its position out of the ring (onto the free list). The
  * caller has saved what it needs of the slot; its part reference is not touched. */
 static void unlink_slot(shard *s, uint32_t i)
 {
     uint32_t j = i;
-    uint32_t pos = s->table[i].pos & ~SLOT_REF;
+    uint32_t pos = s->table[i].pos;
 
     s->ring[pos] = RING_FREE | s->free_head;
     s->free_head = pos;
@@ -444,12 +574,12 @@ static void unlink_slot(shard *s, uint32_t i)
         home = slot_hash(&s->table[j]) & s->mask;
         /* the entry at j may fill the hole at i unless its home lies cyclically in (i, j] */
         if (((j - home) & s->mask) >= ((j - i) & s->mask)) {
-            s->table[i] = s->table[j];
-            s->ring[s->table[i].pos & ~SLOT_REF] = i;
+            slot_move(&s->table[i], &s->table[j]);
+            s->ring[s->table[i].pos] = i;
             i = j;
         }
     }
-    s->table[i].part = NULL;
+    __atomic_store_n(&s->table[i].part, NULL, __ATOMIC_RELEASE);
 }
 
 /* Drop the entry in slot e, leaving max(floor, its version) as the key's ghost floor. The
@@ -482,8 +612,8 @@ static inline slot *lookup(const cg_cache *c, shard *s, uint32_t h, int64_t hand
 /* Mark a hit entry referenced for CLOCK, writing its line only when the bit changes. */
 static inline void touch(slot *e)
 {
-    if (!(e->pos & SLOT_REF))
-        e->pos |= SLOT_REF;
+    if (!LOAD(e->ref))
+        STORE(e->ref, 1);
 }
 
 /* 1 when the shard is full up to its table and may still grow: inserting a key needs a table
@@ -503,7 +633,7 @@ static void spare_prepare(spare_table *sp, uint32_t slots, uint32_t cap)
         return;
     free(sp->table);
     free(sp->ring);
-    sp->table = table_alloc(slots);
+    sp->table = tab_alloc(slots);
     sp->ring = malloc((size_t)nring * sizeof(*sp->ring));
     sp->slots = slots;
     if (sp->table == NULL || sp->ring == NULL) {
@@ -523,7 +653,8 @@ static void grow_into(shard *s, spare_table *sp, trash *t)
     uint32_t nslots = sp->slots;
     uint32_t nmask = nslots - 1;
     uint32_t nring = nslots / 2 < s->cap ? nslots / 2 : s->cap;
-    slot *nt = sp->table;
+    tab *old = s->tab;
+    slot *nt = sp->table->slots;
     uint32_t *nr = sp->ring;
     uint32_t i;
 
@@ -536,14 +667,15 @@ static void grow_into(shard *s, spare_table *sp, trash *t)
             continue;
         for (k = slot_hash(&s->table[i]) & nmask; nt[k].part != NULL; k = (k + 1) & nmask)
             ;
-        nt[k] = s->table[i];
-        nr[nt[k].pos & ~SLOT_REF] = k;
+        nt[k] = s->table[i]; /* nt is not published yet */
+        nt[k].ref = LOAD(s->table[i].ref);
+        nr[nt[k].pos] = k;
     }
-    trash_mem(t, s->table);
+    if (old != &empty_tab.t)
+        trash_tab(t, old); /* the parts moved over with the cache's references */
     trash_mem(t, s->ring);
-    s->table = nt;
+    tab_publish(s, sp->table);
     s->ring = nr;
-    s->mask = nmask;
     s->ring_size = nring;
     sp->table = NULL;
     sp->ring = NULL;
@@ -560,8 +692,8 @@ static void clock_evict(shard *s, trash *t)
         if (s->ring[p] & RING_FREE)
             continue;
         e = &s->table[s->ring[p]];
-        if (e->pos & SLOT_REF) {
-            e->pos &= ~SLOT_REF;
+        if (LOAD(e->ref)) {
+            STORE(e->ref, 0);
             continue;
         }
         drop_entry(s, e, INT64_MIN, t);
@@ -600,11 +732,12 @@ static void insert_new(shard *s, uint32_t h, cg_part *part, int64_t expires)
     while (s->table[i].part != NULL)
         i = (i + 1) & s->mask;
     e = &s->table[i];
-    e->handle = part->handle;
-    e->kind = part->kind;
-    e->part = part_ref(part);
-    e->expires = expires;
-    e->pos = pos; /* not referenced yet */
+    STORE(e->handle, part->handle);
+    STORE(e->kind, (int16_t)part->kind);
+    STORE(e->expires, expires);
+    STORE(e->ref, 0); /* not referenced yet */
+    e->pos = pos;
+    __atomic_store_n(&e->part, part_ref(part), __ATOMIC_RELEASE);
     s->ring[pos] = i;
     s->count++;
 }
@@ -626,11 +759,11 @@ static int install(const cg_cache *c, shard *s, uint32_t h, cg_part *part, int c
             goto newer;
         if (check_ticket && ticket < s->min_ticket)
             goto refused;
+        STORE(e->expires, expires);
         if (part->version > e->part->version) {
             trash_part(t, e->part);
-            e->part = part_ref(part);
+            __atomic_store_n(&e->part, part_ref(part), __ATOMIC_RELEASE);
         }
-        e->expires = expires;
         s->fills++;
         return FILL_CACHED;
     }
@@ -641,6 +774,8 @@ static int install(const cg_cache *c, shard *s, uint32_t h, cg_part *part, int c
         goto refused;
     if (wants_growth(s, sp))
         return FILL_GROW;
+    if (s->ring_size == 0)
+        goto refused; /* the empty table after a reset out of memory, and still no memory */
     /* The entry takes over the floor from the ghost (make_room cannot fail). */
     if (gi >= 0)
         ghost_remove(s, (uint32_t)gi);
@@ -695,17 +830,17 @@ static int shard_init(shard *s, uint32_t cap)
 {
     /* the table starts small and grows to the power of two >= 2 * cap (load <= 1/2) */
     uint32_t nslots = initial_slots(cap);
+    tab *t = tab_alloc(nslots);
 
     atomic_init(&s->lock, 0);
     s->cap = cap;
-    s->mask = nslots - 1;
     s->ring_size = nslots / 2 < cap ? nslots / 2 : cap;
     s->free_head = RING_NIL;
     s->gen = 1;
     s->min_ticket = 1;
-    s->table = table_alloc(nslots);
+    tab_publish(s, t != NULL ? t : &empty_tab.t);
     s->ring = malloc((size_t)s->ring_size * sizeof(*s->ring));
-    if (s->table == NULL || s->ring == NULL)
+    if (t == NULL || s->ring == NULL)
         return cg_error_nomem();
     return 0;
 }
@@ -733,6 +868,13 @@ int cg_cache_new(cg_cache **out, const cg_cache_options *opts)
     }
     c->nshards = n;
     c->ttl_ms = opts->ttl_ms;
+    c->id = atomic_fetch_add(&next_cache_id, 1);
+    if (pthread_mutex_init(&c->blocks_lock, NULL) != 0) {
+        err = cg_error_set(CG_ERROR, CG_ERRCLASS_OS, "cannot initialise a cache lock");
+        goto done;
+    }
+    c->blocks_lock_ok = 1;
+    cg_reclaim_init();
     if ((c->shards = aligned_alloc(CACHE_LINE, n * sizeof(shard))) == NULL) {
         err = cg_error_nomem();
         goto done;
@@ -783,18 +925,6 @@ static void flight_free(flight *f)
     free(f);
 }
 
-/* Free every part in a table of mask + 1 slots and mark the slots empty. */
-static void table_release(slot *table, uint32_t mask)
-{
-    uint32_t i;
-    if (table != NULL)
-        for (i = 0; i <= mask; i++)
-            if (table[i].part != NULL) {
-                cg_part_free(table[i].part);
-                table[i].part = NULL;
-            }
-}
-
 /* Forget every entry and ghost of a shard, whose table is empty (lock held or no other
  * user). */
 static void shard_forget(shard *s)
@@ -818,29 +948,114 @@ void cg_cache_free(cg_cache *c)
     for (i = 0; c->shards != NULL && i < c->nshards; i++) {
         shard *s = &c->shards[i];
         assert(s->flights == NULL); /* no other thread may be using the cache */
-        table_release(s->table, s->mask);
-        free(s->table);
+        if (s->tab != NULL && s->tab != &empty_tab.t) {
+            tab_release_parts(s->tab);
+            free(s->tab);
+        }
         free(s->ring);
         if (i < c->ninit)
             pthread_mutex_destroy(&s->flight_lock);
     }
     free(c->shards);
+    while (c->blocks != NULL) {
+        counter_block *b = c->blocks;
+        c->blocks = b->next;
+        free(b);
+    }
+    if (c->blocks_lock_ok)
+        pthread_mutex_destroy(&c->blocks_lock);
     free(c);
 }
 
 /* ---- the operations ----------------------------------------------------------------------- */
 
-/* cg_cache_get with a TTL: read the clock, and drop an expired entry. */
-static NOINLINE int get_ttl(cg_cache *c, int64_t handle, int kind, cg_part **out)
+/* ---- hits ---------------------------------------------------------------------------------- */
+
+/* Per-thread hit counters. A thread keeps, in TLS, the counter blocks of the last caches it
+ * hit (TLS_WAYS of them, by cache id): a hit adds one to its own block with a plain load and
+ * store (relaxed atomics, so the summing reader is no data race), never an atomic RMW. A
+ * thread's first hit in a cache, or one whose TLS way another cache took, finds or allocates
+ * its block under the cache's blocks_lock. Blocks live as long as the cache; ids are never
+ * reused, so a way that names a freed cache is never matched again. */
+#define TLS_WAYS 4
+#define CG_TLS   __thread __attribute__((tls_model("initial-exec")))
+
+static CG_TLS struct {
+    uint64_t id;
+    counter_block *block;
+} tls_blocks[TLS_WAYS];
+static CG_TLS uint64_t thread_serial;
+static atomic_ullong next_thread_serial = 1;
+
+static NOINLINE counter_block *thread_block(cg_cache *c)
 {
-    uint64_t h = key_hash(handle, kind);
+    counter_block *b;
+    if (thread_serial == 0)
+        thread_serial = atomic_fetch_add(&next_thread_serial, 1);
+    pthread_mutex_lock(&c->blocks_lock);
+    for (b = c->blocks; b != NULL && b->thread != thread_serial; b = b->next)
+        ;
+    if (b == NULL && (b = aligned_alloc(CACHE_LINE, sizeof(*b))) != NULL) {
+        memset(b, 0, sizeof(*b));
+        b->thread = thread_serial;
+        b->next = c->blocks;
+        c->blocks = b;
+    }
+    pthread_mutex_unlock(&c->blocks_lock);
+    if (b == NULL)
+        return &c->spill; /* out of memory: shared, and a count may be lost (never a crash) */
+    tls_blocks[c->id & (TLS_WAYS - 1)].id = c->id;
+    tls_blocks[c->id & (TLS_WAYS - 1)].block = b;
+    return b;
+}
+
+static inline void count_hit(cg_cache *c)
+{
+    uint32_t w = (uint32_t)c->id & (TLS_WAYS - 1);
+    counter_block *b = tls_blocks[w].id == c->id ? tls_blocks[w].block : thread_block(c);
+    STORE(b->hits, LOAD(b->hits) + 1);
+}
+
+/* The lock-free hit (see Lock-free hits), inside a read-side section. */
+static inline cg_part *peek(cg_cache *c, uint64_t h, int64_t handle, int kind)
+{
+    tab *t = __atomic_load_n(&shard_of(c, h)->tab, __ATOMIC_ACQUIRE);
+    uint32_t i = (uint32_t)h & t->mask, n;
+
+    for (n = 0; n <= t->mask; n++, i = (i + 1) & t->mask) {
+        slot *e = &t->slots[i];
+        cg_part *p = __atomic_load_n(&e->part, __ATOMIC_ACQUIRE);
+        if (p == NULL)
+            return NULL;
+        if (LOAD(e->handle) != handle || p->handle != handle || p->kind != kind)
+            continue;
+        if (c->ttl_ms > 0) {
+            int64_t expires = LOAD(e->expires);
+            if (__atomic_load_n(&e->part, __ATOMIC_ACQUIRE) != p || now_ms() >= expires)
+                return NULL; /* moved meanwhile, or expired: the locked path decides */
+        }
+        touch(e);
+        count_hit(c);
+        return p;
+    }
+    return NULL;
+}
+
+const cg_part *cg_cache_peek(cg_cache *c, int64_t handle, int kind)
+{
+    return peek(c, key_hash(handle, kind), handle, kind);
+}
+
+/* cg_cache_get under the shard lock, after peek() found nothing: a hit on a key a writer was
+ * moving, a miss, or an expired entry, which is dropped. */
+static NOINLINE int get_locked(cg_cache *c, uint64_t h, int64_t handle, int kind, cg_part **out)
+{
     shard *s = shard_of(c, h);
-    int64_t now = now_ms();
+    int64_t now = c->ttl_ms > 0 ? now_ms() : 0;
     trash t;
     slot *e;
     int err = CG_ENOTFOUND;
 
-    *out = NULL;
     trash_init(&t);
     shard_lock(s);
     e = lookup(c, s, (uint32_t)h, handle, kind, now, &t);
@@ -857,32 +1072,17 @@ static NOINLINE int get_ttl(cg_cache *c, int64_t handle, int kind, cg_part **out
     return err;
 }
 
-/* The hit path, kept short (a memory-bound caller overlaps its lookups only as far as the
- * instructions between them fit the CPU's window): the hash, one exchange to take the shard
- * lock, the probe, the reference, a release store. */
 int cg_cache_get(cg_cache *c, int64_t handle, int kind, cg_part **out)
 {
-    uint64_t h;
-    shard *s;
-    slot *e;
+    uint64_t h = key_hash(handle, kind);
+    cg_part *p;
 
-    if (c->ttl_ms > 0)
-        return get_ttl(c, handle, kind, out);
-    h = key_hash(handle, kind);
-    s = shard_of(c, h);
-    shard_lock(s);
-    e = find(s, (uint32_t)h, handle, kind);
-    if (e == NULL) {
-        s->misses++;
-        shard_unlock(s);
-        *out = NULL;
-        return CG_ENOTFOUND;
-    }
-    touch(e);
-    *out = part_ref(e->part);
-    s->hits++;
-    shard_unlock(s);
-    return 0;
+    *out = NULL;
+    cg_read_lock();
+    if ((p = peek(c, h, handle, kind)) != NULL)
+        *out = part_ref(p);
+    cg_read_unlock();
+    return p != NULL ? 0 : get_locked(c, h, handle, kind, out);
 }
 
 uint64_t cg_cache_ticket(cg_cache *c, int64_t handle, int kind)
@@ -982,27 +1182,27 @@ void cg_cache_reset(cg_cache *c)
     for (i = 0; i < c->nshards; i++) {
         shard *s = &c->shards[i];
         uint32_t nslots = initial_slots(s->cap);
-        slot *fresh = table_alloc(nslots), *old = NULL;
-        uint32_t old_mask = 0;
+        tab *fresh = tab_alloc(nslots), *old;
 
         shard_lock(s);
+        old = s->tab;
+        /* the ring array keeps its size, which is >= the new ring_size */
         if (fresh != NULL) {
-            old = s->table;
-            old_mask = s->mask;
-            s->table = fresh;
-            s->mask = nslots - 1;
-            /* the ring array keeps its size, which is >= the new ring_size */
+            tab_publish(s, fresh);
             s->ring_size = nslots / 2 < s->cap ? nslots / 2 : s->cap;
         } else {
-            table_release(s->table, s->mask);
+            tab_publish(s, &empty_tab.t);
+            s->ring_size = 0; /* the next fill allocates, or is refused */
         }
         shard_forget(s);
         refuse_old_tickets(s);
         if (i == 0)
             s->resets++;
         shard_unlock(s);
-        table_release(old, old_mask);
-        free(old);
+        if (old != &empty_tab.t) {
+            old->release_parts = 1; /* hits may still read them: after a grace period */
+            cg_retire(tab_retired, old);
+        }
     }
 }
 
@@ -1139,18 +1339,12 @@ int cg_cache_load(cg_cache *c, int64_t handle, int kind, cg_cache_loader load, v
 
     assert(load != NULL && out != NULL);
     *out = NULL;
-    if (c->ttl_ms == 0) { /* a hit is the common case: as cg_cache_get, nothing more */
-        slot *e;
-        shard_lock(s);
-        if ((e = find(s, (uint32_t)h, handle, kind)) != NULL) {
-            touch(e);
-            *out = part_ref(e->part);
-            s->hits++;
-            shard_unlock(s);
-            return 0;
-        }
-        shard_unlock(s); /* a miss: counted once, below */
-    }
+    cg_read_lock(); /* a hit is the common case: as cg_cache_get, nothing more */
+    if ((part = peek(c, h, handle, kind)) != NULL)
+        *out = part_ref(part);
+    cg_read_unlock();
+    if (part != NULL)
+        return 0;
     trash_init(&t);
     for (;;) {
         slot *e;
@@ -1225,6 +1419,7 @@ done:
 
 void cg_cache_stats_get(cg_cache *c, cg_cache_stats *out)
 {
+    const counter_block *b;
     uint32_t i;
     memset(out, 0, sizeof(*out));
     for (i = 0; i < c->nshards; i++) {
@@ -1245,6 +1440,11 @@ void cg_cache_stats_get(cg_cache *c, cg_cache_stats *out)
         out->floors_disproved += s->floors_disproved;
         shard_unlock(s);
     }
+    pthread_mutex_lock(&c->blocks_lock);
+    for (b = c->blocks; b != NULL; b = b->next)
+        out->hits += LOAD(b->hits);
+    out->hits += LOAD(c->spill.hits);
+    pthread_mutex_unlock(&c->blocks_lock);
 }
 
 /* ---- sampling ----------------------------------------------------------------------------- */

@@ -40,6 +40,7 @@
 #include <stdint.h>
 
 #include "coregroup/sys/part.h"
+#include "reclaim.h"
 
 typedef struct cg_cache cg_cache;
 
@@ -72,8 +73,17 @@ int cg_cache_new(cg_cache **out, const cg_cache_options *opts);
 /* Free the cache and drop its references. Accepts NULL. No other thread may use it. */
 void cg_cache_free(cg_cache *cache);
 
+/* A hit without a lock, a reference or a shared write, for a caller inside a read-side section
+ * (cg_read_lock(), reclaim.h): the cached part, which stays valid until that section ends (the
+ * caller owns nothing and frees nothing), or NULL. Counts a hit on this thread's own counter.
+ * NULL is not a definite miss and counts nothing: the key may be absent, its entry expired (left
+ * for the locked path to drop), or moved by a writer while the probe passed; cg_cache_get or
+ * cg_cache_load decide under the lock. */
+const cg_part *cg_cache_peek(cg_cache *cache, int64_t handle, int kind);
+
 /* A hit: *out gets a new reference (release with cg_part_free) and 0 is returned.
- * A miss (absent or expired): CG_ENOTFOUND, *out NULL. Counts a hit or a miss. */
+ * A miss (absent or expired): CG_ENOTFOUND, *out NULL. Counts a hit or a miss. A hit is
+ * cg_cache_peek() plus one atomic increment of the part's reference count. */
 int cg_cache_get(cg_cache *cache, int64_t handle, int kind, cg_part **out);
 
 /* A ticket to present with a later fill of the same key; take it BEFORE reading the

@@ -4,15 +4,18 @@
  * The baseline is the least a lookup can cost: an open-addressing (linear probing) table of
  * int64 keys to pointers to value structs, one thread, no lock, no reference count; a lookup
  * reads the value's version. The cache is measured on the same key sequence with every key
- * cached (max_entries above the key count), as cg_cache_get + cg_part_free, and a lookup
- * reads the part's version. Both over all keys (mostly memory-bound) and over a hot set of
- * 1,000 keys (in the CPU caches). The random key sequences are generated before timing; the
- * sums of the versions read go to an atomic sink so no lookup can be optimised away (atomic:
- * the threads of the multi-threaded runs add to it together).
- * The freshness lease's check (cg_lease_valid: a coarse clock read and one atomic load, done by
- * cg_part_get before every hit) is measured on top of the bare hit, on the same keys, the two
- * interleaved (bare, checked, checked, bare) so that neither gains from running second.
- * Figures only: there are no thresholds here.
+ * cached (max_entries above the key count), as the library's own hits are taken: a read-side
+ * section around cg_cache_peek (cg_read_lock, peek, read the version, cg_read_unlock: no
+ * lock, no reference count, no shared write), one section per lookup. The older way, with a
+ * reference (cg_cache_get + cg_part_free: two atomic operations on the part), is measured too,
+ * for comparison. A lookup reads the part's version. Both over all keys (mostly memory-bound) and
+ * over a hot set of 1,000 keys (in the CPU caches). The random key sequences are generated before
+ * timing; the sums of the versions read go to an atomic sink so no lookup can be optimised away
+ * (atomic: the threads of the multi-threaded runs add to it together). The freshness lease's check
+ * (cg_lease_valid: a coarse clock read and one atomic load, done by cg_part_get before every hit)
+ * is measured on top of the bare hit, on the same keys, the two interleaved (bare, checked,
+ * checked, bare) so that neither gains from running second. Figures only: there are no thresholds
+ * here.
  */
 #include <getopt.h>
 #include <pthread.h>
@@ -140,6 +143,7 @@ typedef struct {
     double rate;
     uint64_t misses;
     const cg_core *lease; /* non-NULL: check its lease before every hit, as cg_part_get does */
+    int with_ref;         /* cg_cache_get + cg_part_free instead of a section and a peek */
 } cache_run;
 
 static void *bench_cache_run(void *arg)
@@ -154,6 +158,14 @@ static void *bench_cache_run(void *arg)
             cg_part *p;
             if (r->lease && !cg_lease_valid(r->lease)) {
                 misses++;
+            } else if (!r->with_ref) {
+                const cg_part *q;
+                cg_read_lock();
+                if ((q = cg_cache_peek(r->cache, r->seq[i], KIND)) != NULL)
+                    sum += (uint64_t)q->version;
+                else
+                    misses++;
+                cg_read_unlock();
             } else if (cg_cache_get(r->cache, r->seq[i], KIND, &p) == 0) {
                 sum += (uint64_t)cg_part_version(p);
                 cg_part_free(p);
@@ -194,7 +206,7 @@ static void hit_and_lease(cg_cache *cache, const int64_t *seq, double seconds, c
     char what[128];
     int k;
     for (k = 0; k < 4; k++) {
-        cache_run run = {cache, seq, 0, seconds / 2, 0, 0, order[k]};
+        cache_run run = {cache, seq, 0, seconds / 2, 0, 0, order[k], 0};
         bench_cache_run(&run);
         if (order[k])
             checked += run.rate / 2;
@@ -208,6 +220,27 @@ static void hit_and_lease(cg_cache *cache, const int64_t *seq, double seconds, c
     report(what, checked, raw_rate, 0);
     printf("  the lease check costs %.1f%% of the bare hit rate (%.1f vs %.1f M/s)\n",
            100.0 * (bare - checked) / bare, checked / 1e6, bare / 1e6);
+}
+
+/* The same keys from `nthreads` threads at once (each from its own place in the sequence);
+ * the summed rate. */
+static double together(cg_cache *cache, const int64_t *seq, double seconds, int nthreads,
+                       int with_ref, uint64_t *misses)
+{
+    cache_run runs[2];
+    pthread_t tid[2];
+    double rate = 0;
+    int k;
+    for (k = 0; k < nthreads; k++) {
+        runs[k] = (cache_run){cache, seq, (size_t)k * (SEQ_LEN / 2), seconds, 0, 0, NULL, with_ref};
+        pthread_create(&tid[k], NULL, bench_cache_run, &runs[k]);
+    }
+    for (k = 0; k < nthreads; k++) {
+        pthread_join(tid[k], NULL);
+        rate += runs[k].rate;
+        *misses += runs[k].misses;
+    }
+    return rate;
 }
 
 static void usage(FILE *f)
@@ -237,8 +270,6 @@ int main(int argc, char **argv)
     cg_cache_options opts;
     cg_cache_stats st;
     int64_t *seq_all, *seq_hot;
-    cache_run runs[2];
-    pthread_t tid[2];
     double raw_rate, raw_hot;
     /* a core whose lease never runs out: only fresh_until_ms is read by the check */
     static cg_core lease_core;
@@ -331,15 +362,29 @@ int main(int argc, char **argv)
     snprintf(what, sizeof(what), "hot %ld of %ld keys", hot, n);
     hit_and_lease(cache, seq_hot, seconds, lease, raw_hot, what);
 
-    /* extra: the hot set from two threads at once (shards keep them from contending much) */
+    /* (d): the hot set from one thread, then two at once, measured back to back */
     for (k = 0; k < 2; k++) {
-        runs[k] = (cache_run){cache, seq_hot, (size_t)k * (SEQ_LEN / 2), seconds, 0, 0, NULL};
-        pthread_create(&tid[k], NULL, bench_cache_run, &runs[k]);
+        uint64_t misses = 0;
+        double one = together(cache, seq_hot, seconds, 1, k, &misses);
+        double two = together(cache, seq_hot, seconds, 2, k, &misses);
+        snprintf(what, sizeof(what), "cache hit%s, hot %ld of %ld keys, 2 threads together",
+                 k ? " with a reference (get + free)" : "", hot, n);
+        report(what, two, raw_hot, misses);
+        printf("  2 threads: %.2fx one thread's %.1f M/s\n", two / one, one / 1e6);
     }
-    for (k = 0; k < 2; k++)
-        pthread_join(tid[k], NULL);
-    snprintf(what, sizeof(what), "cache hit, hot %ld of %ld keys, 2 threads together", hot, n);
-    report(what, runs[0].rate + runs[1].rate, raw_hot, runs[0].misses + runs[1].misses);
+
+    /* extra: the hit with a reference, one thread, all keys and hot */
+    {
+        cache_run run = {cache, seq_all, 0, seconds, 0, 0, NULL, 1};
+        bench_cache_run(&run);
+        snprintf(what, sizeof(what), "cache hit with a reference (get + free), %ld keys", n);
+        report(what, run.rate, raw_rate, run.misses);
+        run = (cache_run){cache, seq_hot, 0, seconds, 0, 0, NULL, 1};
+        bench_cache_run(&run);
+        snprintf(what, sizeof(what), "cache hit with a reference (get + free), hot %ld of %ld keys",
+                 hot, n);
+        report(what, run.rate, raw_hot, run.misses);
+    }
 
     cg_cache_free(cache);
     for (k = 0; k < n; k++)

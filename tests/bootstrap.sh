@@ -12,6 +12,9 @@ CG_DEBIAN_PACKAGES+=(help2man python3 man-db groff-base)
 # The /metrics endpoint of coregroupd and cg-busd (libmicrohttpd), and the Prometheus parser that
 # tests/test_metrics.c reads their scrapes with (Debian's python3-prometheus-client).
 CG_DEBIAN_PACKAGES+=(libmicrohttpd-dev python3-prometheus-client)
+# Userspace RCU (liburcu-bp): read-side sections and deferred reclamation for the cache's
+# lock-free hits (coregroup/reclaim.h).
+CG_DEBIAN_PACKAGES+=(liburcu-dev)
 # The fault harness (tests/fault/): each core on a host of its own, a network namespace joined
 # by veth pairs to a bridge (iproute2), partitions as nftables rules; the daemons' soak under
 # valgrind memcheck (tests/run-reliability.sh).

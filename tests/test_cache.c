@@ -1105,8 +1105,10 @@ static void run_hammer(int nkeys, int nversions, long max_entries, long ttl_ms, 
         ck_assert(got == -1 ||
                   (got >= atomic_load(&hm.seen[k]) && got <= atomic_load(&hm.repo[k])));
     }
-    /* with the cache gone, every part is back to the test's own reference */
+    /* with the cache gone and its retired references released, every part is back to the
+     * test's own reference */
     cg_cache_free(hm.cache);
+    cg_reclaim_drain();
     for (k = 0; k < nkeys; k++)
         for (v = 1; v <= nversions; v++) {
             cg_part *p = made(&hm, k, v);
@@ -1139,6 +1141,226 @@ END_TEST
 START_TEST(contention_ttl)
 {
     run_hammer(64, 400, 48, 2, 0.5); /* entries keep expiring under the hits */
+}
+END_TEST
+
+/* ---- lock-free readers against every writer ------------------------------------------------ */
+
+/* Readers take hits the way the library does (a read-side section, cg_cache_peek, no
+ * reference) on six threads, while two writers commit new versions (a put of a part made for
+ * the occasion, or an invalidation), fill from a model repository with tickets, evict, and
+ * reset; with a TTL, entries also expire under the readers. The cache's reference is the only
+ * one a put part has, so every part a writer drops is really freed once its grace period has
+ * passed. A reader checks each part it finds: its key, and a body that names the key and the
+ * version (a freed and reused part fails this; under AddressSanitizer, reading a freed one at
+ * all fails the run), and a version not below the floor seen before the hit began (I4). Now
+ * and then it yields inside the section, peeks again at other keys, and checks the first part
+ * once more: a part stays whole until the section ends, however long. */
+typedef struct {
+    cg_cache *cache;
+    int nkeys;
+    pthread_mutex_t *row; /* per key: held across a commit, as the repository holds the row */
+    atomic_llong *repo;   /* the committed version of each key */
+    atomic_llong *seen;   /* as in the stress run */
+    atomic_int stop;
+    atomic_long violations, broken, hits, resets;
+    char first[256];
+    pthread_mutex_t first_lock;
+} race;
+
+static void race_fail(race *rc, atomic_long *counter, const char *what, int k, long long a,
+                      long long b)
+{
+    atomic_fetch_add(counter, 1);
+    pthread_mutex_lock(&rc->first_lock);
+    if (rc->first[0] == '\0')
+        snprintf(rc->first, sizeof(rc->first), "%s: key %d, %lld vs %lld", what, k, a, b);
+    pthread_mutex_unlock(&rc->first_lock);
+}
+
+static cg_part *race_part(int k, long long v)
+{
+    char body[64];
+    int n = snprintf(body, sizeof(body), "{\"h\":%d,\"v\":%lld}", k, v);
+    cg_part *p = cg_part__new(k, 0, v, body, (size_t)n);
+    ck_assert_ptr_nonnull(p);
+    return p;
+}
+
+/* A part a hit on key k handed out: whole, and not below `lo`. */
+static void race_check(race *rc, int k, const cg_part *p, long long lo)
+{
+    char body[64];
+    int n;
+    if (p->handle != k || p->kind != 0) {
+        race_fail(rc, &rc->broken, "a part of another key", k, (long long)p->handle, p->kind);
+        return;
+    }
+    n = snprintf(body, sizeof(body), "{\"h\":%d,\"v\":%lld}", k, (long long)p->version);
+    if (p->len != (size_t)n || memcmp(p->body, body, (size_t)n + 1) != 0)
+        race_fail(rc, &rc->broken, "a broken body (freed?)", k, (long long)p->version, 0);
+    if (p->version < lo)
+        race_fail(rc, &rc->violations, "a version below the floor", k, (long long)p->version, lo);
+}
+
+static void *race_reader(void *arg)
+{
+    race *rc = arg;
+    uint64_t x = (uint64_t)(uintptr_t)&arg ^ 0x9e3779b97f4a7c15ULL;
+    long hits = 0;
+
+    while (!atomic_load(&rc->stop)) {
+        const cg_part *p;
+        int k, j;
+        long long lo;
+
+        x ^= x << 13; /* xorshift64 */
+        x ^= x >> 7;
+        x ^= x << 17;
+        k = (int)((x >> 8) % (uint64_t)rc->nkeys);
+        lo = atomic_load(&rc->seen[k]);
+        cg_read_lock();
+        if ((p = cg_cache_peek(rc->cache, k, 0)) != NULL) {
+            race_check(rc, k, p, lo);
+            raise_to(&rc->seen[k], p->version);
+            hits++;
+            if ((x & 63) == 0) { /* hold the section a while, across other hits */
+                sched_yield();
+                for (j = 1; j <= 8; j++) {
+                    int k2 = (k + j * 7) % rc->nkeys;
+                    long long lo2 = atomic_load(&rc->seen[k2]);
+                    const cg_part *q;
+                    cg_read_lock(); /* sections nest */
+                    if ((q = cg_cache_peek(rc->cache, k2, 0)) != NULL)
+                        race_check(rc, k2, q, lo2);
+                    cg_read_unlock();
+                }
+                race_check(rc, k, p, 0);
+            }
+        }
+        cg_read_unlock();
+    }
+    atomic_fetch_add(&rc->hits, hits);
+    return NULL;
+}
+
+static void *race_writer(void *arg)
+{
+    race *rc = arg;
+    uint64_t x = (uint64_t)(uintptr_t)&arg ^ 0x2545f4914f6cdd1dULL;
+
+    while (!atomic_load(&rc->stop)) {
+        unsigned r;
+        int k;
+
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        r = (unsigned)(x >> 32) % 1000;
+        k = (int)((x >> 8) % (uint64_t)rc->nkeys);
+        if (r < 700) { /* commit: bump, then put (this core) or invalidate (another core) */
+            long long v;
+            pthread_mutex_lock(&rc->row[k]);
+            v = atomic_fetch_add(&rc->repo[k], 1) + 1;
+            if (r < 400) {
+                cg_part *p = race_part(k, v);
+                cg_cache_put(rc->cache, p);
+                cg_part_free(p); /* the cache's reference is the only one left */
+            } else {
+                cg_cache_invalidate(rc->cache, k, 0, v);
+            }
+            raise_to(&rc->seen[k], v);
+            pthread_mutex_unlock(&rc->row[k]);
+        } else if (r < 950) { /* read the repository and fill */
+            uint64_t t = cg_cache_ticket(rc->cache, k, 0);
+            long long v = atomic_load(&rc->repo[k]);
+            cg_part *p = race_part(k, v);
+            if (cg_cache_fill(rc->cache, p, t) == 1)
+                raise_to(&rc->seen[k], v);
+            cg_part_free(p);
+        } else if (r < 998) {
+            cg_cache_evict(rc->cache, k, 0);
+        } else {
+            cg_cache_reset(rc->cache);
+            atomic_fetch_add(&rc->resets, 1);
+        }
+    }
+    return NULL;
+}
+
+static void run_race(int nkeys, long max_entries, long ttl_ms, double seconds)
+{
+    enum { READERS = 6, WRITERS = 2 };
+    pthread_t tid[READERS + WRITERS];
+    race rc;
+    cg_cache_stats cs;
+    int i;
+
+    memset(&rc, 0, sizeof(rc));
+    rc.cache = new_cache(max_entries, ttl_ms);
+    rc.nkeys = nkeys;
+    rc.row = calloc((size_t)nkeys, sizeof(*rc.row));
+    rc.repo = calloc((size_t)nkeys, sizeof(*rc.repo));
+    rc.seen = calloc((size_t)nkeys, sizeof(*rc.seen));
+    ck_assert_ptr_nonnull(rc.row);
+    ck_assert_ptr_nonnull(rc.repo);
+    ck_assert_ptr_nonnull(rc.seen);
+    for (i = 0; i < nkeys; i++) {
+        pthread_mutex_init(&rc.row[i], NULL);
+        atomic_init(&rc.repo[i], 1);
+        atomic_init(&rc.seen[i], 0);
+    }
+    pthread_mutex_init(&rc.first_lock, NULL);
+    for (i = 0; i < READERS + WRITERS; i++)
+        ck_assert_int_eq(
+            pthread_create(&tid[i], NULL, i < READERS ? race_reader : race_writer, &rc), 0);
+    sleep_ms((long)(seconds * 1000));
+    atomic_store(&rc.stop, 1);
+    for (i = 0; i < READERS + WRITERS; i++)
+        pthread_join(tid[i], NULL);
+
+    ck_assert_msg(atomic_load(&rc.broken) == 0, "%ld broken parts; first: %s",
+                  atomic_load(&rc.broken), rc.first);
+    ck_assert_msg(atomic_load(&rc.violations) == 0, "%ld versions below the floor; first: %s",
+                  atomic_load(&rc.violations), rc.first);
+    cs = stats(rc.cache);
+    ck_assert_uint_gt(atomic_load(&rc.hits), 0);
+    ck_assert_uint_ge(cs.hits, (uint64_t)atomic_load(&rc.hits)); /* per-thread counts summed */
+    ck_assert_uint_gt(cs.invalidations, 0);
+    ck_assert_uint_gt(atomic_load(&rc.resets), 0);
+    ck_assert_uint_le(cs.entries, (uint64_t)max_entries);
+    if (ttl_ms > 0)
+        ck_assert_uint_gt(cs.expirations + cs.fills_refused, 0);
+    for (i = 0; i < nkeys; i++) {
+        int64_t got = cached(rc.cache, i, 0);
+        ck_assert(got == -1 ||
+                  (got >= atomic_load(&rc.seen[i]) && got <= atomic_load(&rc.repo[i])));
+    }
+    cg_reclaim_drain();
+    cg_cache_free(rc.cache);
+    for (i = 0; i < nkeys; i++)
+        pthread_mutex_destroy(&rc.row[i]);
+    pthread_mutex_destroy(&rc.first_lock);
+    free(rc.row);
+    free(rc.repo);
+    free(rc.seen);
+}
+
+START_TEST(lockfree_readers_race_one_shard)
+{
+    run_race(64, 48, 0, 0.6); /* one shard: CLOCK evictions and a growth after every reset */
+}
+END_TEST
+
+START_TEST(lockfree_readers_race_growing_tables)
+{
+    run_race(6000, 5000, 0, 0.8); /* 64 shards, each table regrowing after every reset */
+}
+END_TEST
+
+START_TEST(lockfree_readers_race_ttl)
+{
+    run_race(64, 48, 1, 0.6); /* entries expiring under the readers */
 }
 END_TEST
 
@@ -1278,6 +1500,12 @@ static Suite *cache_suite(void)
     tcase_add_test(tc, contention_one_shard);
     tcase_add_test(tc, contention_growing_tables);
     tcase_add_test(tc, contention_ttl);
+    suite_add_tcase(s, tc);
+    tc = tcase_create("lock-free");
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, lockfree_readers_race_one_shard);
+    tcase_add_test(tc, lockfree_readers_race_growing_tables);
+    tcase_add_test(tc, lockfree_readers_race_ttl);
     suite_add_tcase(s, tc);
     return s;
 }
