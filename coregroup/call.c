@@ -93,8 +93,13 @@ struct cg_call {
     cg_error failure;
     staged_write *writes;
     size_t n_writes, cap_writes;
+    staged_write *dropped; /* the writes a failure dropped: their parts stay lent out */
+    size_t n_dropped;
     touched_key *touched;
     size_t n_touched, cap_touched;
+    cg_part **kept; /* references to the parts read from the repository that the call lent */
+    size_t n_kept, cap_kept;
+    int in_section; /* a read-side section is open (cached parts lent) until the call ends */
 };
 
 /* ---- bookkeeping ---------------------------------------------------------------------- */
@@ -152,12 +157,51 @@ static const staged_write *staged(const cg_call *call, int64_t handle, int kind)
     return NULL;
 }
 
-static void drop_staged(cg_call *call)
+static void free_writes(staged_write *w, size_t n)
 {
     size_t i;
-    for (i = 0; i < call->n_writes; i++)
-        cg_part_free(call->writes[i].part);
-    call->n_writes = 0;
+    for (i = 0; i < n; i++)
+        cg_part_free(w[i].part);
+    free(w);
+}
+
+/* A failed call forgets its writes, but a part cg_part_get lent from them stays valid until
+ * the call ends: the writes are set aside, freed by call_free (a call fails at most once). */
+static void drop_staged(cg_call *call)
+{
+    assert(call->dropped == NULL);
+    call->dropped = call->writes;
+    call->n_dropped = call->n_writes;
+    call->writes = NULL;
+    call->n_writes = call->cap_writes = 0;
+}
+
+/* Lend p (a reference read from the repository) until the call ends. Takes ownership of p;
+ * out of memory, p is released and CG_ERROR returned. */
+static int lend(cg_call *call, cg_part *p, const cg_part **out)
+{
+    if (call->n_kept == call->cap_kept) {
+        size_t cap = call->cap_kept ? call->cap_kept * 2 : 4;
+        cg_part **k = realloc(call->kept, cap * sizeof(*k));
+        if (k == NULL) {
+            cg_part_free(p);
+            return cg_error_nomem();
+        }
+        call->kept = k;
+        call->cap_kept = cap;
+    }
+    call->kept[call->n_kept++] = p;
+    *out = p;
+    return 0;
+}
+
+/* Open the call's read-side section, if it has none: cached parts are lent under it. */
+static inline void enter_section(cg_call *call)
+{
+    if (!call->in_section) {
+        cg_read_lock();
+        call->in_section = 1;
+    }
 }
 
 /* End the transaction of a call that failed: roll back, drop staged writes, evict every key
@@ -350,10 +394,16 @@ int cg_call_begin(cg_call **out, cg_core *core)
 
 static void call_free(cg_call *call)
 {
+    size_t i;
     cg_core__conn_release(call->core, call->conn);
-    drop_staged(call);
-    free(call->writes);
+    free_writes(call->writes, call->n_writes);
+    free_writes(call->dropped, call->n_dropped);
     free(call->touched);
+    for (i = 0; i < call->n_kept; i++)
+        cg_part_free(call->kept[i]);
+    free(call->kept);
+    if (call->in_section)
+        cg_read_unlock(); /* on the thread that read (core.h): the lent parts may now go */
     free(call);
 }
 
@@ -588,11 +638,12 @@ static int read_past_lease(cg_part **out, load_ctx *lc)
     return read_past_lease_with(out, lc->call, lc->handle, lc->kind, load_part, lc);
 }
 
-int cg_part_get(cg_part **out, cg_call *call, int64_t handle, cg_part_kind kind)
+int cg_part_get(const cg_part **out, cg_call *call, int64_t handle, cg_part_kind kind)
 {
     cg_core *core;
     const staged_write *w;
     load_ctx lc = {call, handle, kind};
+    cg_part *p = NULL;
     int err;
 
     assert(out != NULL);
@@ -604,31 +655,41 @@ int cg_part_get(cg_part **out, cg_call *call, int64_t handle, cg_part_kind kind)
         if (w->part == NULL)
             return cg_error_set(CG_ENOTFOUND, CG_ERRCLASS_INPUT,
                                 "resource %" PRId64 " was deleted by this call", handle);
-        *out = cg_part__ref(w->part);
+        *out = w->part; /* the call's own: lent until it ends */
         return 0;
     }
     if (core->cfg->strategy == CG_CACHE_NONE)
-        return load_part(out, &lc);
-    if (core->cfg->strategy == CG_CACHE_INVALIDATE && !cg_lease_valid(core))
-        return read_past_lease(out, &lc);
-    if (core->cfg->strategy == CG_CACHE_VERSION_CHECK &&
-        cg_cache_get(core->cache, handle, kind, out) == 0) {
-        int64_t current = 0;
-        REPO(call, err,
-             cg_repo_part_version(&current, call->conn, core->cfg->group_id, handle, kind));
-        if (err == 0 && current == cg_part_version(*out))
-            return 0;
-        cg_part_free(*out);
-        *out = NULL;
-        if (err < 0)
-            return err;
-        cg_cache_invalidate(core->cache, handle, kind, current);
+        err = load_part(&p, &lc);
+    else if (core->cfg->strategy == CG_CACHE_INVALIDATE && !cg_lease_valid(core))
+        err = read_past_lease(&p, &lc);
+    else {
+        const cg_part *hit;
+        enter_section(call);
+        if ((hit = cg_cache_peek(core->cache, handle, kind)) != NULL) {
+            /* the hit path: no lock, no reference, nothing shared written */
+            int64_t current = 0;
+            if (core->cfg->strategy != CG_CACHE_VERSION_CHECK) {
+                *out = hit;
+                return 0;
+            }
+            REPO(call, err,
+                 cg_repo_part_version(&current, call->conn, core->cfg->group_id, handle, kind));
+            if (err < 0)
+                return err;
+            if (current == hit->version) {
+                *out = hit;
+                return 0;
+            }
+            cg_cache_invalidate(core->cache, handle, kind, current);
+        }
+        err = cg_cache_load(core->cache, handle, kind, load_part, &lc, &p);
     }
-    return cg_cache_load(core->cache, handle, kind, load_part, &lc, out);
+    return err < 0 ? err : lend(call, p, out);
 }
 
 int cg_part_read(cg_part **out, cg_core *core, int64_t handle, cg_part_kind kind)
 {
+    const cg_part *p;
     cg_call *call;
     int err;
     assert(out != NULL);
@@ -636,12 +697,13 @@ int cg_part_read(cg_part **out, cg_core *core, int64_t handle, cg_part_kind kind
     if ((err = cg_call_begin(&call, core)) < 0)
         return err;
     call->one_read = 1;
-    if ((err = cg_part_get(out, call, handle, kind)) < 0) {
+    if ((err = cg_part_get(&p, call, handle, kind)) < 0) {
         cg_error saved = *cg_error_last();
         cg_call_abort(call);
         *cg_error__mut() = saved;
         return err;
     }
+    *out = cg_part_ref(p); /* the caller's own, past the call */
     if ((err = cg_call_commit(call)) < 0) {
         cg_part_free(*out);
         *out = NULL;
@@ -649,9 +711,10 @@ int cg_part_read(cg_part **out, cg_core *core, int64_t handle, cg_part_kind kind
     return err;
 }
 
-int cg_part_lock(cg_part **out, cg_call *call, int64_t handle, cg_part_kind kind)
+int cg_part_lock(const cg_part **out, cg_call *call, int64_t handle, cg_part_kind kind)
 {
     cg_core *core;
+    cg_part *p = NULL;
     int err;
 
     assert(out != NULL);
@@ -662,10 +725,12 @@ int cg_part_lock(cg_part **out, cg_call *call, int64_t handle, cg_part_kind kind
     if ((err = touch(call, handle, kind)) < 0)
         return err;
     atomic_fetch_add(&core->repository_reads, 1);
-    REPO(call, err, cg_repo_part_get(out, call->conn, core->cfg->group_id, handle, kind, 1));
-    if (err == 0 && core->cfg->strategy != CG_CACHE_NONE && !staged(call, handle, kind))
-        cg_cache_put(core->cache, *out); /* the row is locked: this is the newest version */
-    return err;
+    REPO(call, err, cg_repo_part_get(&p, call->conn, core->cfg->group_id, handle, kind, 1));
+    if (err < 0)
+        return err;
+    if (core->cfg->strategy != CG_CACHE_NONE && !staged(call, handle, kind))
+        cg_cache_put(core->cache, p); /* the row is locked: this is the newest version */
+    return lend(call, p, out);
 }
 
 int cg_part_update(int64_t *new_version, cg_call *call, int64_t handle, cg_part_kind kind,

@@ -1,8 +1,8 @@
 /*
  * bench_core — the core library's figures, each against a baseline measured in the same run:
  *
- *   1. cached get: cg_part_get + cg_part_free inside one call, hits only, uniformly random keys
- *      vs a raw open-addressing hash lookup of the same keys (reading the value's version);
+ *   1. cached get: cg_part_get (the part lent by the call) inside one call, hits only, uniformly
+ * random keys vs a raw open-addressing hash lookup of the same keys (reading the value's version);
  *   2. uncached get with the "none" cache strategy, one call per get, vs a raw libpq prepared
  *      SELECT by primary key: as cg_part_read() (BEGIN, SELECT, COMMIT in one round trip)
  *      and as begin + cg_part_get + commit (BEGIN + SELECT in one round trip, then a deferred
@@ -137,11 +137,10 @@ static double cached_get(cg_core *core, const int64_t *seq, size_t nseq, volatil
     t0 = now();
     do {
         for (i = 0; i < 4096; i++, ops++) {
-            cg_part *p;
+            const cg_part *p; /* lent by the call */
             if (cg_part_get(&p, call, seq[ops % nseq], CG_PART_STATE) < 0)
                 die("cached get");
             sum += cg_part_version(p);
-            cg_part_free(p);
         }
     } while ((el = now() - t0) < seconds);
     cg_call_commit(call);
@@ -242,18 +241,19 @@ static double uncached_get(cg_core *core, const int64_t *handles, int one_read)
     double t0 = now(), el;
     do {
         cg_call *call;
-        cg_part *p;
         int64_t h = handles[mix(ops) % DB_KEYS];
         if (one_read) {
+            cg_part *p;
             if (cg_part_read(&p, core, h, CG_PART_STATE) < 0)
                 die("uncached read");
+            cg_part_free(p);
         } else {
+            const cg_part *p;
             if (cg_call_begin(&call, core) < 0 || cg_part_get(&p, call, h, CG_PART_STATE) < 0)
                 die("uncached get");
             if (cg_call_commit(call) < 0)
                 die("commit");
         }
-        cg_part_free(p);
         ops++;
     } while ((el = now() - t0) < seconds);
     return (double)ops / el;

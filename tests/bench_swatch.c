@@ -497,21 +497,20 @@ static PGconn *sample_connect(void)
 static int lib_invoke(worker *w, int i, int64_t began_us)
 {
     cg_call *call;
-    cg_part *a = NULL, *b = NULL;
+    const cg_part *a, *b; /* lent by the call */
+    int64_t version;
     int err;
     if ((err = cg_call_begin(&call, w->core)) < 0)
         return err;
     if ((err = cg_part_get(&a, call, res[i], CG_PART_STATE)) < 0 ||
         (err = cg_part_get(&b, call, res[i], CG_PART_SPECIFICATION)) < 0) {
         cg_call_abort(call);
-        cg_part_free(a);
         return err;
     }
+    version = cg_part_version(a);
     err = cg_call_commit(call);
     if (err == 0 && w->sample_conn && w->measuring && ++w->seq % (uint64_t)opt.sample_every == 0)
-        sample_read(w, res[i], cg_part_version(a), began_us);
-    cg_part_free(a);
-    cg_part_free(b);
+        sample_read(w, res[i], version, began_us);
     return err;
 }
 
@@ -588,7 +587,7 @@ static int lib_rmw(worker *w, int i)
     int attempt, err = 0;
     for (attempt = 0; attempt < MAX_RETRIES; attempt++) {
         cg_call *call;
-        cg_part *p;
+        const cg_part *p; /* lent by the call */
         char body[48];
         long n;
         if ((err = cg_call_begin(&call, w->core)) < 0)
@@ -598,14 +597,12 @@ static int lib_rmw(worker *w, int i)
             return err;
         }
         if ((n = body_n(cg_part_body(p))) < 0) {
-            cg_part_free(p);
             cg_call_abort(call);
             return cg_error_set(CG_ERROR, CG_ERRCLASS_INPUT, "state of %" PRId64 " has no n",
                                 res[i]);
         }
         snprintf(body, sizeof(body), "{\"n\":%ld}", n + 1);
         err = cg_part_update(NULL, call, res[i], CG_PART_STATE, cg_part_version(p), body);
-        cg_part_free(p);
         if (err == 0)
             err = cg_call_commit(call);
         else
@@ -958,15 +955,13 @@ static void prefill(cg_core *core, void *sock)
     if (core) {
         cg_call *call = NULL;
         for (i = 0; i < opt.resources; i++) {
-            cg_part *p;
+            const cg_part *p;
             if (i % 100 == 0 && cg_call_begin(&call, core) < 0)
                 lib_die("prefill: begin");
             if (cg_part_get(&p, call, res[i], CG_PART_STATE) < 0)
                 lib_die("prefill: get");
-            cg_part_free(p);
             if (cg_part_get(&p, call, res[i], CG_PART_SPECIFICATION) < 0)
                 lib_die("prefill: get");
-            cg_part_free(p);
             if (i < opt.resources / N_REPLICAS) {
                 cg_handle_list l;
                 service_id(buf, sizeof(buf), i);

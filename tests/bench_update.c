@@ -493,7 +493,7 @@ static void *lib_writer(void *arg)
     pthread_barrier_wait(&start_line);
     while (now() < t_end) {
         cg_call *call;
-        cg_part *p;
+        const cg_part *p; /* lent by the call */
         int64_t k, v;
         int err;
         if (cg_call_begin(&call, w->core) < 0) {
@@ -507,7 +507,6 @@ static void *lib_writer(void *arg)
         }
         k = body_n(cg_part_body(p));
         v = cg_part_version(p);
-        cg_part_free(p);
         if (k < 0) {
             snprintf(w->error, sizeof(w->error), "the part's body has no number n");
             cg_call_abort(call);

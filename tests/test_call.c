@@ -75,15 +75,14 @@ static int64_t db_count(const char *sql)
 static int64_t get_part(cg_core *core, int64_t h, int kind, char *body, size_t bodysz)
 {
     cg_call *call;
-    cg_part *p = NULL;
+    const cg_part *p = NULL; /* lent by the call: read before it ends */
     int64_t v;
     CGT_OK(cg_call_begin(&call, core));
     CGT_OK(cg_part_get(&p, call, h, (cg_part_kind)kind));
-    CGT_OK(cg_call_commit(call));
     v = cg_part_version(p);
     if (body)
         snprintf(body, bodysz, "%s", cg_part_body(p));
-    cg_part_free(p);
+    CGT_OK(cg_call_commit(call));
     return v;
 }
 
@@ -152,7 +151,7 @@ START_TEST(resources_parts_and_replicas)
 {
     cg_core *a = cgt_core_open(dsn, "crud", "g-crud");
     cg_call *call;
-    cg_part *p;
+    const cg_part *p;
     cg_resource r;
     cg_handle_list found;
     char body[256];
@@ -185,7 +184,6 @@ START_TEST(resources_parts_and_replicas)
     j = cg_part_json(p);
     ck_assert_int_eq(cJSON_GetObjectItem(j, "n")->valueint, 5);
     cJSON_Delete(j);
-    cg_part_free(p);
     CGT_OK(cg_resource_delete(call, h2));
     CGT_EXPECT(CG_ENOTFOUND, cg_part_get(&p, call, h2, CG_PART_STATE)); /* own delete */
     CGT_OK(cg_call_commit(call));
@@ -236,13 +234,12 @@ START_TEST(own_writes_are_visible_only_to_the_call)
     cg_core *a = cgt_core_open(dsn, "own-a", "g-own"), *b = cgt_core_open(dsn, "own-b", "g-own");
     int64_t h = create(a, "{\"n\":0}", NULL), v;
     cg_call *call;
-    cg_part *p;
+    const cg_part *p;
     CGT_OK(cg_call_begin(&call, a));
     CGT_OK(cg_part_update(&v, call, h, CG_PART_STATE, 1, "{\"n\":1}"));
     CGT_OK(cg_part_get(&p, call, h, CG_PART_STATE));
     ck_assert_int_eq(cg_part_version(p), 2);
     ck_assert_str_eq(cg_part_body(p), "{\"n\": 1}");
-    cg_part_free(p);
     ck_assert_int_eq(get_part(b, h, CG_PART_STATE, NULL, 0), 1); /* not committed yet */
     CGT_OK(cg_call_commit(call));
     ck_assert_int_eq(get_part(a, h, CG_PART_STATE, NULL, 0), 2);
@@ -309,7 +306,7 @@ START_TEST(stale_update_is_named_evicted_and_rolled_back)
     int64_t h = create(a, "{\"n\":0}", NULL), other = create(a, "{\"n\":0}", NULL), v;
     cg_core_stats st;
     cg_call *call;
-    cg_part *p;
+    const cg_part *p;
     const cg_error *e;
 
     ck_assert_int_eq(get_part(a, h, CG_PART_STATE, NULL, 0), 1); /* cached at version 1 */
@@ -321,7 +318,6 @@ START_TEST(stale_update_is_named_evicted_and_rolled_back)
     ck_assert_int_eq(cg_part_version(p), 1); /* the stale cached copy */
     CGT_EXPECT(CG_ESTALE,
                cg_part_update(&v, call, h, CG_PART_STATE, cg_part_version(p), "{\"n\":2}"));
-    cg_part_free(p);
     e = cg_error_last();
     ck_assert_int_eq(e->handle, h);
     ck_assert_int_eq(e->part, CG_PART_STATE);
@@ -422,7 +418,7 @@ START_TEST(outbox_numbers_and_publisher)
     cg_core *a = cgt_core_open(dsn, "ob-a", "g-ob");
     int64_t h = create(a, "{\"n\":0}", NULL), h2 = create(a, "{\"n\":0}", NULL), v;
     cg_call *call;
-    cg_part *p;
+    const cg_part *p;
     char *items;
     int i;
 
@@ -438,7 +434,6 @@ START_TEST(outbox_numbers_and_publisher)
     CGT_OK(cg_call_commit(call));
     CGT_OK(cg_call_begin(&call, a)); /* read-only: no row */
     CGT_OK(cg_part_get(&p, call, h2, CG_PART_DESCRIPTION));
-    cg_part_free(p);
     CGT_OK(cg_call_commit(call));
 
     ck_assert_int_eq(db_count("SELECT count(*) FROM invalidations WHERE group_id = 'g-ob'"), 4);
@@ -481,17 +476,15 @@ static void *commit_many(void *arg)
     int i;
     for (i = 0; i < 25; i++) {
         cg_call *call;
-        cg_part *p = NULL;
+        const cg_part *p = NULL;
         int64_t v;
         if (cg_call_begin(&call, w->core) < 0 ||
             cg_part_lock(&p, call, w->handle, CG_PART_STATE) < 0 ||
             cg_part_update(&v, call, w->handle, CG_PART_STATE, cg_part_version(p), "{}") < 0) {
             w->errors++;
-            cg_part_free(p);
             cg_call_abort(call);
             continue;
         }
-        cg_part_free(p);
         if (cg_call_commit(call) < 0)
             w->errors++;
     }
@@ -534,7 +527,7 @@ START_TEST(refresh_and_lock)
     int64_t h = create(a, "{\"n\":0}", NULL), v;
     cg_core_stats before, after;
     cg_call *call;
-    cg_part *p;
+    const cg_part *p;
 
     ck_assert_int_eq(get_part(a, h, CG_PART_STATE, NULL, 0), 1);
     update_part(b, h, CG_PART_STATE, 1, "{\"n\":7}");
@@ -543,14 +536,12 @@ START_TEST(refresh_and_lock)
     ck_assert_int_eq(cg_part_version(p), 2);
     ck_assert_str_eq(cg_part_body(p), "{\"n\": 7}");
     CGT_OK(cg_part_update(&v, call, h, CG_PART_STATE, cg_part_version(p), "{\"n\":8}"));
-    cg_part_free(p);
     CGT_OK(cg_call_commit(call));
     ck_assert_int_eq(db_version("g-lock", h, CG_PART_STATE), 3);
 
     /* the refreshed entry is served from the cache afterwards */
     CGT_OK(cg_call_begin(&call, a));
     CGT_OK(cg_part_lock(&p, call, h, CG_PART_STATE));
-    cg_part_free(p);
     CGT_OK(cg_call_commit(call));
     cg_core_stats_get(a, &before);
     ck_assert_int_eq(get_part(a, h, CG_PART_STATE, NULL, 0), 3);
@@ -1064,7 +1055,7 @@ typedef struct {
 static int increment_once(cg_call *call, void *arg)
 {
     race_arg *r = arg;
-    cg_part *p;
+    const cg_part *p;
     int64_t v;
     int err;
     if ((err = cg_part_get(&p, call, r->handle, CG_PART_STATE)) < 0)
@@ -1072,7 +1063,6 @@ static int increment_once(cg_call *call, void *arg)
     if (r->calls++ == 0)
         update_part(r->other, r->handle, CG_PART_STATE, cg_part_version(p), "{\"n\":100}");
     err = cg_part_update(&v, call, r->handle, CG_PART_STATE, cg_part_version(p), "{\"n\":101}");
-    cg_part_free(p);
     return err;
 }
 
@@ -1080,12 +1070,11 @@ static int increment_once(cg_call *call, void *arg)
 static void bump(cg_core *core, int64_t h)
 {
     cg_call *call;
-    cg_part *p;
+    const cg_part *p;
     int64_t v;
     CGT_OK(cg_call_begin(&call, core));
     CGT_OK(cg_part_lock(&p, call, h, CG_PART_STATE));
     CGT_OK(cg_part_update(&v, call, h, CG_PART_STATE, cg_part_version(p), "{\"n\":0}"));
-    cg_part_free(p);
     CGT_OK(cg_call_commit(call));
 }
 
@@ -1093,7 +1082,7 @@ static void bump(cg_core *core, int64_t h)
 static int always_stale(cg_call *call, void *arg)
 {
     race_arg *r = arg;
-    cg_part *p;
+    const cg_part *p;
     int64_t v;
     int err;
     r->calls++;
@@ -1101,7 +1090,6 @@ static int always_stale(cg_call *call, void *arg)
         return err;
     bump(r->other, r->handle);
     err = cg_part_update(&v, call, r->handle, CG_PART_STATE, cg_part_version(p), "{\"n\":1}");
-    cg_part_free(p);
     return err;
 }
 
@@ -1244,7 +1232,7 @@ START_TEST(bad_input_gets_clear_errors)
     cg_resource_options o = CG_RESOURCE_OPTIONS_INIT;
     char longname[300];
     cg_call *call;
-    cg_part *p;
+    const cg_part *p;
 
     memset(longname, 'n', sizeof(longname) - 1);
     longname[sizeof(longname) - 1] = '\0';
@@ -1299,7 +1287,7 @@ static void *own_resources(void *arg)
     int i;
     for (i = 0; i < 40; i++) {
         cg_call *call;
-        cg_part *p = NULL;
+        const cg_part *p = NULL;
         int64_t h, v;
         cg_resource_options o = CG_RESOURCE_OPTIONS_INIT;
         if (cg_call_begin(&call, t->core) < 0 || cg_resource_create(&h, call, &o) < 0 ||
@@ -1311,7 +1299,6 @@ static void *own_resources(void *arg)
         if (cg_call_begin(&call, t->core) < 0 || cg_part_get(&p, call, h, CG_PART_STATE) < 0 ||
             cg_part_version(p) != 2)
             t->failures++;
-        cg_part_free(p);
         cg_call_commit(call);
     }
     return NULL;

@@ -55,7 +55,7 @@ typedef struct {
 static int increment(cg_call *call, void *arg)
 {
     worker *w = arg;
-    cg_part *p = NULL;
+    const cg_part *p; /* lent by the call */
     cJSON *j;
     char body[64];
     int64_t v;
@@ -69,7 +69,6 @@ static int increment(cg_call *call, void *arg)
     err = cg_part_update(&v, call, w->sh->handle, CG_PART_STATE, cg_part_version(p), body);
     if (err == CG_ESTALE)
         atomic_fetch_add(&w->sh->stale, 1);
-    cg_part_free(p);
     return err;
 }
 

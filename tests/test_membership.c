@@ -159,7 +159,7 @@ START_TEST(killed_core_is_recovered_by_exactly_one)
         int64_t target = cgt_child_recv_i64(handle), nv;
         cg_core *v = member("k-v", "grp-kill");
         cg_call *call;
-        cg_part *p;
+        const cg_part *p;
         v->hooks.exit_after_commit = 2; /* kill -9 between COMMIT and publishing */
         cg_call_begin(&call, v);
         cg_part_lock(&p, call, target, CG_PART_STATE);

@@ -346,12 +346,11 @@ int64_t cgt_create(cg_core *core)
 int64_t cgt_bump(cg_core *core, int64_t h)
 {
     cg_call *call;
-    cg_part *p;
+    const cg_part *p; /* lent by the call */
     int64_t v;
     CGT_OK(cg_call_begin(&call, core));
     CGT_OK(cg_part_lock(&p, call, h, CG_PART_STATE));
     CGT_OK(cg_part_update(&v, call, h, CG_PART_STATE, cg_part_version(p), "{\"n\":1}"));
-    cg_part_free(p);
     CGT_OK(cg_call_commit(call));
     return v;
 }

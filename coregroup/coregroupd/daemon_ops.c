@@ -210,14 +210,13 @@ static int get_resource(cJSON *res, cg_call *call, int64_t handle)
         (parts = cJSON_AddObjectToObject(res, "parts")) == NULL)
         return cg_error_nomem();
     for (k = 0; k < CG_PART_COUNT; k++) {
-        cg_part *p = NULL;
+        const cg_part *p; /* lent by the call */
         cJSON *po;
         int ok;
         if ((err = cg_part_get(&p, call, handle, (cg_part_kind)k)) < 0)
             return err;
         ok = (po = cJSON_AddObjectToObject(parts, cg_part_kind_name(k))) != NULL &&
              add_int(po, "version", cg_part_version(p)) && add_raw(po, "body", cg_part_body(p));
-        cg_part_free(p);
         if (!ok)
             return cg_error_nomem();
     }
@@ -228,7 +227,7 @@ static int get_resource(cJSON *res, cg_call *call, int64_t handle)
  * Returns 0 or the library's error (its detail in cg_error_last()). */
 static int run_item(cJSON *res, cg_call *call, const cg_req_item *it)
 {
-    cg_part *p = NULL;
+    const cg_part *p = NULL; /* lent by the call */
     int64_t v = 0;
     int err = 0, ok = 1;
     size_t i;
@@ -315,7 +314,6 @@ static int run_item(cJSON *res, cg_call *call, const cg_req_item *it)
                            cg_req_op_name(it->op));
         break;
     }
-    cg_part_free(p);
     if (err == 0 && !ok)
         err = cg_error_set(CG_ERROR, CG_ERRCLASS_NOMEMORY, "out of memory");
     return err;

@@ -22,7 +22,9 @@
  * cg_call_commit() (which then returns that code).
  *
  * Thread safety: a cg_core is shared by any number of threads; a cg_call belongs to one
- * thread at a time.
+ * thread at a time, and a call that has read a part (cg_part_get, cg_part_lock) ends on the
+ * thread that read it (see cg_part_get: parts are lent under a read-side section of that
+ * thread).
  */
 #ifndef COREGROUP_CORE_H
 #define COREGROUP_CORE_H
@@ -355,10 +357,24 @@ CG_EXTERN(int) cg_resource_find(cg_handle_list *out, cg_call *call, const char *
 
 /**
  * Read a part: from the call's own uncommitted writes, else the cache, else the repository
- * (filling the cache). *out is a new reference the caller releases with cg_part_free().
- * CG_ENOTFOUND when the resource does not exist.
+ * (filling the cache). CG_ENOTFOUND when the resource does not exist.
+ *
+ * *out is LENT by the call: read it until the call ends (cg_call_commit() or
+ * cg_call_abort(), whatever their outcome, and also after an error in the call); do not free
+ * it. To keep a part past the call, take a reference with cg_part_ref() and release that
+ * with cg_part_free().
+ *
+ * A cached part is lent without a lock, a reference count or any write to memory that other
+ * threads share (so hits on the same hot parts scale with threads): from its first cached
+ * read until it ends, the call holds a read-side section (userspace RCU) of the thread that
+ * read, and no part the cache drops meanwhile is freed before that section ends. Hence:
+ *  - end the call on the thread that read (a section belongs to its thread);
+ *  - a call left open holds back the release of every part the core's cache dropped since it
+ *    began (memory, never correctness): end calls promptly, as their transactions require
+ *    anyway.
  */
-CG_EXTERN(int) cg_part_get(cg_part **out, cg_call *call, int64_t handle, cg_part_kind kind);
+CG_EXTERN(int)
+cg_part_get(const cg_part **out, cg_call *call, int64_t handle, cg_part_kind kind);
 
 /**
  * Update a part conditionally: it succeeds only if the repository still holds
@@ -379,26 +395,33 @@ cg_part_update_json(int64_t *new_version, cg_call *call, int64_t handle, cg_part
 /**
  * A whole call that reads one part: the common request of a broker core, made cheap. Served
  * from the cache when it can; else one round trip to the repository (BEGIN, SELECT and COMMIT
- * pipelined together — still one transaction), filling the cache. *out as for cg_part_get().
+ * pipelined together — still one transaction), filling the cache. Since the call is over when
+ * this returns, *out is the caller's own reference, released with cg_part_free(): one atomic
+ * increment of the part's count, which a part lent by cg_part_get() inside a call avoids.
  */
 CG_EXTERN(int) cg_part_read(cg_part **out, cg_core *core, int64_t handle, cg_part_kind kind);
 
 /**
  * Refresh-and-lock (e-Speak design §2.7.3): read the part from the repository with
  * SELECT ... FOR UPDATE, refresh the cache with it, and keep the row locked until the call
- * ends, so an update based on *out cannot be stale. *out as for cg_part_get().
+ * ends, so an update based on *out cannot be stale. *out is lent as by cg_part_get().
  */
-CG_EXTERN(int) cg_part_lock(cg_part **out, cg_call *call, int64_t handle, cg_part_kind kind);
+CG_EXTERN(int)
+cg_part_lock(const cg_part **out, cg_call *call, int64_t handle, cg_part_kind kind);
 
 CG_EXTERN(int64_t) cg_part_version(const cg_part *part);
 CG_EXTERN(int64_t) cg_part_handle(const cg_part *part);
 CG_EXTERN(cg_part_kind) cg_part_kind_of(const cg_part *part);
-/** The body as JSON text, NUL-terminated; valid while the caller holds its reference. */
+/** The body as JSON text, NUL-terminated; valid as long as the part (lent or referenced). */
 CG_EXTERN(const char *) cg_part_body(const cg_part *part);
 CG_EXTERN(size_t) cg_part_body_len(const cg_part *part);
 /** The body parsed into a new cJSON tree the caller frees with cJSON_Delete(); NULL on OOM. */
 CG_EXTERN(cJSON *) cg_part_json(const cg_part *part);
-/** Release a reference. Accepts NULL. */
+/** Take a reference to a part (lent or referenced): the caller's own, valid until released
+ *  with cg_part_free(), past the end of the call that lent the part. Returns part. */
+CG_EXTERN(cg_part *) cg_part_ref(const cg_part *part);
+/** Release a reference (from cg_part_read() or cg_part_ref()); never a part a call lent.
+ *  Accepts NULL. */
 CG_EXTERN(void) cg_part_free(cg_part *part);
 
 /* ---- names ---------------------------------------------------------------------------- */

@@ -3,7 +3,9 @@
  * metadata part, and the lists that calls return (members, handles, names).
  *
  * One allocation holds the header and the body, so reading a cached part touches one object.
- * The last cg_part_free() frees it; the cache holds one reference per cached entry.
+ * The last cg_part_free() frees it; the cache holds one reference per cached entry, dropped a
+ * grace period after the entry leaves (coregroup/reclaim.h), since hits borrow parts without
+ * taking a reference of their own.
  *
  * Why this file is in include/coregroup/sys/: the repository layer (schema/) builds these
  * values from rows and the core (coregroup/) caches and hands them out. Living below both,
@@ -59,6 +61,11 @@ cg_part *cg_part__ref(cg_part *p)
 {
     atomic_fetch_add_explicit(&p->refs, 1, memory_order_relaxed);
     return p;
+}
+
+cg_part *cg_part_ref(const cg_part *p)
+{
+    return cg_part__ref((cg_part *)p); /* only the count changes: the rest is immutable */
 }
 
 void cg_part_free(cg_part *p)
