@@ -711,6 +711,28 @@ int cg_part_read(cg_part **out, cg_core *core, int64_t handle, cg_part_kind kind
     return err;
 }
 
+int cg_part_read_cached(cg_core *core, int64_t handle, cg_part_kind kind, cg_part_visit fn,
+                        void *arg)
+{
+    const cg_part *hit;
+    int err;
+
+    assert(core != NULL && fn != NULL);
+    if ((err = check_kind(kind)) < 0 || (err = check_handle(handle)) < 0)
+        return err;
+    if (core->cfg->strategy != CG_CACHE_INVALIDATE || !cg_lease_valid(core))
+        return 1;
+    cg_read_lock();
+    if ((hit = cg_cache_peek(core->cache, handle, kind)) == NULL) {
+        cg_read_unlock();
+        return 1;
+    }
+    fn(hit, arg);
+    cg_read_unlock();
+    atomic_fetch_add(&core->calls_committed, 1); /* the call cg_part_read() would have made */
+    return 0;
+}
+
 int cg_part_lock(const cg_part **out, cg_call *call, int64_t handle, cg_part_kind kind)
 {
     cg_core *core;

@@ -229,6 +229,66 @@ START_TEST(one_read_calls)
 }
 END_TEST
 
+/* What cg_part_read_cached() hands its function: a copy taken while the part is lent. */
+typedef struct {
+    int calls;
+    int64_t version;
+    char body[64];
+} seen_part;
+
+static void copy_part(const cg_part *p, void *arg)
+{
+    seen_part *s = arg;
+    s->calls++;
+    s->version = cg_part_version(p);
+    snprintf(s->body, sizeof(s->body), "%s", cg_part_body(p));
+}
+
+/* Served only when it needs no wait: cached, within the lease, invalidation strategy. */
+START_TEST(read_cached_never_waits)
+{
+    cg_core *a = cgt_core_open(dsn, "rc-a", "g-rc");
+    cg_config *cfg = cgt_core_config(dsn, "rc-n", "g-rc");
+    cg_core *n;
+    int64_t h = create(a, "{\"n\":3}", NULL), other;
+    cg_core_stats s1, s2;
+    seen_part seen = {0, 0, ""};
+
+    other = create(a, "{}", NULL);
+    ck_assert_int_eq(get_part(a, h, CG_PART_STATE, NULL, 0), 1); /* h is cached, other not */
+    cg_core_stats_get(a, &s1);
+    /* served, counted as a call and a hit */
+    CGT_OK(cg_part_read_cached(a, h, CG_PART_STATE, copy_part, &seen));
+    ck_assert_int_eq(seen.calls, 1);
+    ck_assert_int_eq(seen.version, 1);
+    ck_assert_str_eq(seen.body, "{\"n\": 3}");
+    cg_core_stats_get(a, &s2);
+    ck_assert_uint_eq(s2.calls_committed, s1.calls_committed + 1);
+    ck_assert_uint_eq(s2.cache_hits, s1.cache_hits + 1);
+    ck_assert_uint_eq(s2.repository_reads, s1.repository_reads);
+    /* not cached: not read either, nothing called */
+    ck_assert_int_eq(cg_part_read_cached(a, other, CG_PART_STATE, copy_part, &seen), 1);
+    ck_assert_int_eq(cg_part_read_cached(a, 987654, CG_PART_STATE, copy_part, &seen), 1);
+    cg_core_stats_get(a, &s1);
+    ck_assert_uint_eq(s1.repository_reads, s2.repository_reads);
+    ck_assert_int_eq(seen.calls, 1);
+    CGT_EXPECT(CG_EINVALID, cg_part_read_cached(a, h, (cg_part_kind)9, copy_part, &seen));
+    CGT_EXPECT(CG_EINVALID, cg_part_read_cached(a, -1, CG_PART_STATE, copy_part, &seen));
+    /* past the lease the cache cannot be proved fresh: not served */
+    atomic_store(&a->fresh_until_ms, 0);
+    ck_assert_int_eq(cg_part_read_cached(a, h, CG_PART_STATE, copy_part, &seen), 1);
+    ck_assert_int_eq(seen.calls, 1);
+    /* without the invalidation strategy there is nothing to serve without a round trip */
+    cfg->strategy = CG_CACHE_VERSION_CHECK;
+    n = cgt_core_open_cfg(cfg);
+    ck_assert_int_eq(get_part(n, h, CG_PART_STATE, NULL, 0), 1); /* cached there now */
+    ck_assert_int_eq(cg_part_read_cached(n, h, CG_PART_STATE, copy_part, &seen), 1);
+    ck_assert_int_eq(seen.calls, 1);
+    cg_core_close(n);
+    cg_core_close(a);
+}
+END_TEST
+
 START_TEST(own_writes_are_visible_only_to_the_call)
 {
     cg_core *a = cgt_core_open(dsn, "own-a", "g-own"), *b = cgt_core_open(dsn, "own-b", "g-own");
@@ -1348,6 +1408,7 @@ int main(void)
     tcase_add_test(tc, resources_parts_and_replicas);
     tcase_add_test(tc, own_writes_are_visible_only_to_the_call);
     tcase_add_test(tc, one_read_calls);
+    tcase_add_test(tc, read_cached_never_waits);
     tcase_add_test(tc, names_in_folders);
     tcase_add_test(tc, refresh_and_lock);
     tcase_add_test(tc, bad_input_gets_clear_errors);

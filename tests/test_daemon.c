@@ -474,6 +474,74 @@ START_TEST(api_round_trips)
 }
 END_TEST
 
+/* A get the core can serve from its cache is answered by the broker thread (logged as
+ * worker=broker cached=1), with the very reply a worker builds; a miss and every other
+ * request still go to a worker. */
+START_TEST(cached_gets_are_answered_by_the_broker)
+{
+    daemon_t a;
+    char req[160], *reply, *log;
+    cJSON *r;
+    long long h;
+    int rc;
+
+    daemon_start(&a, "bk-a", "dt-bk", NULL);
+    reply = ctl(&rc, &a, "register --kind service --state '{\"n\":7}'");
+    ck_assert_msg(rc == 0, "%s", reply);
+    h = atoll(reply);
+    free(reply);
+
+    /* the first get loads the part (a worker), the second finds it cached */
+    snprintf(req, sizeof(req),
+             "{\"v\":1,\"id\":\"bk-0\",\"op\":\"get\",\"handle\":%lld,\"part\":\"state\"}", h);
+    reply = raw1(a.endpoint, req, strlen(req), 5000);
+    ck_assert_msg(reply && strstr(reply, "\"ok\":true"), "%s", reply ? reply : "(none)");
+    free(reply);
+    snprintf(req, sizeof(req),
+             "{\"v\":1,\"id\":\"bk-1\",\"op\":\"get\",\"handle\":%lld,"
+             "\"part\":\"state\"}",
+             h);
+    reply = raw1(a.endpoint, req, strlen(req), 5000);
+    ck_assert_ptr_nonnull(reply);
+    r = cJSON_Parse(reply);
+    ck_assert_msg(r && jok(r), "%s", reply);
+    ck_assert_str_eq(cgt_jstr(r, "id"), "bk-1");
+    ck_assert_int_eq(cgt_jint(r, "handle"), h);
+    ck_assert_str_eq(cgt_jstr(r, "part"), "state");
+    ck_assert_int_eq(cgt_jint(r, "version"), 1);
+    ck_assert_int_eq(cgt_jint(r, "body.n"), 7);
+    cJSON_Delete(r);
+    free(reply);
+    ck_assert(bt_wait_lines(a.log, "id=\"bk-1\"", "worker=broker", 1, 5000));
+    log = bt_slurp(a.log);
+    ck_assert_msg(strstr(log, "cached=1"), "%s", log);
+    free(log);
+
+    /* a part nobody has read is loaded by a worker; a missing one is not_found from a worker */
+    snprintf(req, sizeof(req),
+             "{\"v\":1,\"id\":\"bk-2\",\"op\":\"get\",\"handle\":%lld,"
+             "\"part\":\"description\"}",
+             h);
+    reply = raw1(a.endpoint, req, strlen(req), 5000);
+    ck_assert_msg(reply && strstr(reply, "\"ok\":true"), "%s", reply ? reply : "(none)");
+    free(reply);
+    snprintf(req, sizeof(req),
+             "{\"v\":1,\"id\":\"bk-3\",\"op\":\"get\",\"handle\":987654,"
+             "\"part\":\"state\"}");
+    reply = raw1(a.endpoint, req, strlen(req), 5000);
+    ck_assert_msg(reply && strstr(reply, "\"not-found\""), "%s", reply ? reply : "(none)");
+    free(reply);
+    ck_assert(bt_wait_lines(a.log, "id=\"bk-3\"", "code=not-found", 1, 5000));
+    ck_assert(bt_wait_lines(a.log, "id=\"bk-2\"", "code=ok", 1, 5000));
+    log = bt_slurp(a.log);
+    ck_assert_msg(bt_lines_with(log, "id=\"bk-2\"", "worker=broker") == 0 &&
+                      bt_lines_with(log, "id=\"bk-3\"", "worker=broker") == 0,
+                  "a miss was answered by the broker:\n%s", log);
+    free(log);
+    daemon_stop(&a);
+}
+END_TEST
+
 START_TEST(stale_update_carries_current_version)
 {
     daemon_t a;
@@ -1480,6 +1548,7 @@ int main(void)
     tcase_add_unchecked_fixture(api, setup, teardown);
     tcase_set_timeout(api, 120);
     tcase_add_test(api, api_round_trips);
+    tcase_add_test(api, cached_gets_are_answered_by_the_broker);
     tcase_add_test(api, stale_update_carries_current_version);
     tcase_add_test(api, multi_rolls_back_entirely_when_its_last_op_is_stale);
     tcase_add_test(api, two_daemons_see_each_others_updates);

@@ -47,6 +47,15 @@ int64_t cgd_mono_ms(void);
 cJSON *cgd_execute(cgd_env *env, const cg_request *req, int *code);
 
 /*
+ * A one-part "get" that the core can answer from its cache without waiting for anything
+ * (cg_part_read_cached): the reply, exactly as cgd_execute() would build it, with *code 0. NULL
+ * for any other request, or when the part is not cached, the lease has run out, the strategy
+ * is not invalidation, or memory ran out: then cgd_execute() must run it. Never blocks, so the
+ * broker thread calls it (coregroupd.c, "Cached gets").
+ */
+cJSON *cgd_execute_cached(cgd_env *env, const cg_request *req, int *code);
+
+/*
  * An error reply: {"v":V,"id":<req's id or null>,"ok":false,"error":{"code":...,"message":...}}
  * (V the request's wire version, 1 when it could not be read)
  * with `err` a library code and the message taken from cg_error_last() (req may be NULL).

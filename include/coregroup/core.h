@@ -401,6 +401,23 @@ cg_part_update_json(int64_t *new_version, cg_call *call, int64_t handle, cg_part
  */
 CG_EXTERN(int) cg_part_read(cg_part **out, cg_core *core, int64_t handle, cg_part_kind kind);
 
+/** What cg_part_read_cached() calls with the part it found (lent until fn returns). */
+typedef void (*cg_part_visit)(const cg_part *part, void *arg);
+
+/**
+ * cg_part_read() when, and only when, it can answer without waiting for anything: with the
+ * invalidation strategy, within the freshness lease, and the part in the cache. Then fn(part,
+ * arg) runs with the part lent until fn returns (a read-side section: no lock, no reference),
+ * the read counts as a committed call and a cache hit as cg_part_read()'s would, and 0 is
+ * returned. 1 when it cannot (fn is not called, nothing is read: use cg_part_read(), which may
+ * wait for the repository); CG_EINVALID for a bad handle or kind. fn must not block (it holds
+ * back the release of parts the cache drops) and must not keep the part past its return
+ * without cg_part_ref(). For a server's I/O thread: coregroupd answers cached gets with it
+ * without handing them to a worker.
+ */
+CG_EXTERN(int)
+cg_part_read_cached(cg_core *core, int64_t handle, cg_part_kind kind, cg_part_visit fn, void *arg);
+
 /**
  * Refresh-and-lock (e-Speak design §2.7.3): read the part from the repository with
  * SELECT ... FOR UPDATE, refresh the cache with it, and keep the row locked until the call
