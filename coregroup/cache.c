@@ -667,7 +667,13 @@ static void grow_into(shard *s, spare_table *sp, trash *t)
             continue;
         for (k = slot_hash(&s->table[i]) & nmask; nt[k].part != NULL; k = (k + 1) & nmask)
             ;
-        nt[k] = s->table[i]; /* nt is not published yet */
+        /* nt is not published yet: plain stores; the ref byte, which hits set, is read
+         * atomically (hence no struct copy) */
+        nt[k].handle = s->table[i].handle;
+        nt[k].part = s->table[i].part;
+        nt[k].expires = s->table[i].expires;
+        nt[k].pos = s->table[i].pos;
+        nt[k].kind = s->table[i].kind;
         nt[k].ref = LOAD(s->table[i].ref);
         nr[nt[k].pos] = k;
     }

@@ -3,18 +3,26 @@
  * grace period (reclaim.h has the rules).
  *
  * The queue is a growable array of (fn, arg) under one mutex. A writer appends and wakes the
- * reclaimer only when it sleeps; the reclaimer swaps the whole array for an empty one, waits
- * for one grace period with no lock held, runs every entry, and counts a generation, which
- * cg_reclaim_drain() waits for. The reclaimer blocks every signal (the programs' signals are
- * for their own threads) and is detached: at exit, pending objects are still reachable from
- * the queue, and the process's memory goes with it.
+ * reclaimer when it sleeps or a batch is full; the reclaimer lets a batch gather (BATCH,
+ * BATCH_WAIT_MS), swaps the whole array for an empty one, waits for one grace period with no
+ * lock held, runs every entry, and counts a generation, which cg_reclaim_drain() waits for. The
+ * reclaimer blocks every signal (the programs' signals are for their own threads) and is detached:
+ * at exit, pending objects are still reachable from the queue, and the process's memory goes with
+ * it.
  */
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
 
 #include "reclaim.h"
+
+/* A grace period costs an expedited membarrier: an interrupt on every CPU that runs a thread
+ * of the process. The reclaimer lets up to BATCH objects gather for at most BATCH_WAIT_MS, so
+ * there are at most 1000 / BATCH_WAIT_MS of them per second whatever the rate of writes. */
+#define BATCH         256
+#define BATCH_WAIT_MS 10
 
 typedef struct {
     void (*fn)(void *);
@@ -27,6 +35,7 @@ static pthread_cond_t rq_done = PTHREAD_COND_INITIALIZER; /* drainers wait for a
 static retired *rq;
 static size_t rq_n, rq_cap;
 static int rq_started;    /* the reclaimer thread runs (in this process) */
+static int rq_urgent;     /* cg_reclaim_drain() waits: no batching delay */
 static int rq_idle;       /* it waits on rq_wake */
 static uint64_t rq_taken; /* batches taken by the reclaimer */
 static uint64_t rq_freed; /* batches it has run */
@@ -58,6 +67,17 @@ static void *reclaimer(void *unused)
             pthread_cond_wait(&rq_wake, &rq_lock);
             rq_idle = 0;
         }
+        if (rq_n < BATCH && !rq_urgent) { /* let a batch gather: one grace period for all */
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += BATCH_WAIT_MS * 1000000L;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&rq_wake, &rq_lock, &until);
+        }
+        rq_urgent = 0;
         batch = rq;
         n = rq_n;
         rq = NULL;
@@ -148,7 +168,7 @@ void cg_retire(void (*fn)(void *), void *arg)
     rq[rq_n].fn = fn;
     rq[rq_n].arg = arg;
     rq_n++;
-    if (rq_idle)
+    if (rq_idle || rq_n == BATCH)
         pthread_cond_signal(&rq_wake);
     pthread_mutex_unlock(&rq_lock);
     return;
@@ -168,8 +188,8 @@ void cg_reclaim_drain(void)
     uint64_t want;
     pthread_mutex_lock(&rq_lock);
     want = rq_taken + (rq_n > 0);
-    if (rq_n > 0 && rq_idle)
-        pthread_cond_signal(&rq_wake);
+    rq_urgent = 1;
+    pthread_cond_signal(&rq_wake);
     while (rq_started && rq_freed < want)
         pthread_cond_wait(&rq_done, &rq_lock);
     pthread_mutex_unlock(&rq_lock);

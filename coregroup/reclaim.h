@@ -16,9 +16,10 @@
  *    holds one across its repository round trips, call.c): that only delays reclamation.
  *  - cg_retire(fn, arg) runs fn(arg) after a grace period. A writer unlinks an object under its
  *    own lock, then retires it; it never waits. One reclaimer thread per process (started on
- *    first use, restarted after fork) takes every pending object, waits for one grace period
- *    (synchronize_rcu, membarrier-expedited) and runs them all, so the cost of a grace period
- *    is shared by everything retired meanwhile. Nothing is retired twice by construction of
+ *    first use, restarted after fork) lets a batch gather (up to 256 objects or 10 ms), takes
+ *    every pending object, waits for one grace period (synchronize_rcu, membarrier-expedited:
+ *    an interrupt on each CPU running a thread of the process) and runs them all, so the cost
+ *    of a grace period is shared by everything retired meanwhile. Nothing is retired twice by construction of
  *    the callers (an unlinked table; one cache reference to a part per retire).
  *  - Out of memory for the queue, the caller reclaims inline (synchronize_rcu, then fn) unless
  *    it is itself inside a section, where that would wait for itself: the object is then kept
