@@ -454,12 +454,12 @@ static void reply_bad_envelope(broker *b, zmq_msg_t *frames, int n, int total)
  * before. The broker never waits here: a miss is not loaded, it is handed on. 1 when
  * answered, 0 when a worker must take it.
  */
-/* 1 when the text has "get" (quoted) anywhere: a get request must. */
-static int mentions_get(const char *data, size_t len)
+/* 1 when the text holds `quoted` (a string with its quotes) anywhere. */
+static int mentions(const char *data, size_t len, const char *quoted)
 {
-    size_t i;
-    for (i = 0; i + 5 <= len; i++)
-        if (data[i] == '"' && memcmp(data + i, "\"get\"", 5) == 0)
+    size_t i, n = strlen(quoted);
+    for (i = 0; i + n <= len; i++)
+        if (data[i] == '"' && memcmp(data + i, quoted, n) == 0)
             return 1;
     return 0;
 }
@@ -474,7 +474,9 @@ static int answer_cached(broker *b, zmq_msg_t *frames, int n)
     char *text, idb[320];
     int code = 0, i;
 
-    if (!mentions_get(data, len)) /* cheap: most requests that are not gets */
+    /* cheap, and never wrong the other way: a one-part get says "get" and not "multi" (a
+     * multi of gets is one call, run by a worker) */
+    if (!mentions(data, len, "\"get\"") || mentions(data, len, "\"multi\""))
         return 0;
     if (cg_request_decode(&req, data, len) == 0)
         reply = cgd_execute_cached(b->env, &req, &code);
