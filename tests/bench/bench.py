@@ -527,7 +527,8 @@ def micro(world):
             ("bench_cache", [world.prog("bench_cache"), "--seconds", secs]),
             ("bench_daemon", [world.prog("bench_daemon"), "--dsn", "%s user=cg_bench_daemon"
                               % world.admin_dsn, "--coregroupd", world.prog("coregroupd"),
-                              "--group", "bench-daemon", "--seconds", secs]),
+                              "--group", "bench-daemon", "--seconds", secs,
+                              "--rounds", "1" if a.quick else "3"]),
             ("bench_bus", [world.prog("bench_bus"), "--dsn", "%s user=cg_bench_bus"
                            % world.admin_dsn, "--busd", world.prog("cg-busd"),
                            "--samples", "100" if a.quick else "400"])):
