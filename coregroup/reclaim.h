@@ -19,8 +19,9 @@
  *    first use, restarted after fork) lets a batch gather (up to 256 objects or 10 ms), takes
  *    every pending object, waits for one grace period (synchronize_rcu, membarrier-expedited:
  *    an interrupt on each CPU running a thread of the process) and runs them all, so the cost
- *    of a grace period is shared by everything retired meanwhile. Nothing is retired twice by construction of
- *    the callers (an unlinked table; one cache reference to a part per retire).
+ *    of a grace period is shared by everything retired meanwhile. Nothing is retired twice,
+ *    by construction of the callers (a table is unlinked once; each retire of a part drops
+ *    one cache reference of its own).
  *  - Out of memory for the queue, the caller reclaims inline (synchronize_rcu, then fn) unless
  *    it is itself inside a section, where that would wait for itself: the object is then kept
  *    (a leak counted in cg_reclaim_leaked(), never a use after free).
