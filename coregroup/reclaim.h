@@ -35,7 +35,15 @@
 #ifndef CG_RECLAIM_H
 #define CG_RECLAIM_H
 
-#define _LGPL_SOURCE /* liburcu's read side inlined: its small functions, as liburcu intends */
+/* liburcu's read side is inlined (_LGPL_SOURCE: its small functions, as liburcu intends),
+ * except under UndefinedBehaviorSanitizer (CG_URCU_OUT_OF_LINE, set by CMake's CG_SANITIZE and
+ * the fuzz build). liburcu-bp 0.13 hands each thread a reader record at a 32-byte offset in
+ * its registry arena, while the record's type declares 128-byte alignment, and
+ * -fsanitize=alignment reports every inlined access to it. Out of line, the same accesses
+ * happen inside the (uninstrumented) library. The two forms do the same thing. */
+#ifndef CG_URCU_OUT_OF_LINE
+#define _LGPL_SOURCE
+#endif
 #include <urcu-bp.h>
 #undef _LGPL_SOURCE
 
