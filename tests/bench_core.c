@@ -27,23 +27,12 @@
 
 #include "coregroup.h"
 #include "core_internal.h"
+#include "benchstat.h"
 #include "coregroup/sys/part.h"
 
 static double seconds = 1.0;
 static long nkeys = 1000000;
 static int rounds = 3; /* each pair measured this many times, alternating; medians reported */
-
-static double median(double *v, int n)
-{
-    int i, j;
-    for (i = 1; i < n; i++)
-        for (j = i; j > 0 && v[j - 1] > v[j]; j--) {
-            double t = v[j];
-            v[j] = v[j - 1];
-            v[j - 1] = t;
-        }
-    return v[n / 2];
-}
 
 static double now(void)
 {
@@ -431,7 +420,8 @@ int main(int argc, char **argv)
     {
         char what[64];
         snprintf(what, sizeof(what), "cached get, %ld keys", nkeys);
-        ratio_line(what, median(ours, rounds), "raw hash lookup", median(base, rounds));
+        ratio_line(what, cg_bench_median(ours, rounds), "raw hash lookup",
+                   cg_bench_median(base, rounds));
     }
     cg_core_close(cached);
 
@@ -447,10 +437,10 @@ int main(int argc, char **argv)
         ours[r] = uncached_get(uncached, handles, 1);
         ours2[r] = uncached_get(uncached, handles, 0);
     }
-    ratio_line("uncached cg_part_read", median(ours, rounds), "raw libpq SELECT by key",
-               median(base, rounds));
-    ratio_line("uncached begin+get+commit", median(ours2, rounds), "raw libpq SELECT by key",
-               median(base, rounds));
+    ratio_line("uncached cg_part_read", cg_bench_median(ours, rounds), "raw libpq SELECT by key",
+               cg_bench_median(base, rounds));
+    ratio_line("uncached begin+get+commit", cg_bench_median(ours2, rounds),
+               "raw libpq SELECT by key", cg_bench_median(base, rounds));
     cg_core_close(uncached);
 
     /* 3. update call */
@@ -467,10 +457,10 @@ int main(int argc, char **argv)
         base2[r] = raw_update(raw, "bench", "bench-writer", cg_core_incarnation(writer), handles,
                               versions, 1);
     }
-    ratio_line("one-part update call", median(ours, rounds), "raw libpq, same pipelining",
-               median(base, rounds));
-    ratio_line("one-part update call", median(ours, rounds), "raw libpq, 4 round trips",
-               median(base2, rounds));
+    ratio_line("one-part update call", cg_bench_median(ours, rounds), "raw libpq, same pipelining",
+               cg_bench_median(base, rounds));
+    ratio_line("one-part update call", cg_bench_median(ours, rounds), "raw libpq, 4 round trips",
+               cg_bench_median(base2, rounds));
     cg_core_close(writer);
     cg_config_free(cfg);
     PQfinish(raw);

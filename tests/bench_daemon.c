@@ -47,6 +47,7 @@
 #include <cjson/cJSON.h>
 #include <zmq.h>
 
+#include "benchstat.h"
 #include "coregroup.h"
 
 #define MAX_THREADS 16
@@ -225,19 +226,6 @@ static int cmp_float(const void *a, const void *b)
 }
 
 /* Run nthreads workers for `seconds`: ops/s; p50/p99 latencies (µs) for the daemon. */
-/* The median of n figures (sorted in place; n >= 1). */
-static double median(double *v, int n)
-{
-    int i, j;
-    for (i = 1; i < n; i++)
-        for (j = i; j > 0 && v[j - 1] > v[j]; j--) {
-            double t = v[j];
-            v[j] = v[j - 1];
-            v[j - 1] = t;
-        }
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 static double measure(worker *proto, int64_t *own, int64_t *versions, double *p50, double *p99)
 {
     pthread_t th[MAX_THREADS];
@@ -501,8 +489,8 @@ int main(int argc, char **argv)
         }
         pct_r[r] = e_r[r] > 0 ? 100.0 * d_r[r] / e_r[r] : 0.0;
     }
-    d_get = median(d_r, rounds);
-    e_get = median(e_r, rounds);
+    d_get = cg_bench_median(d_r, rounds);
+    e_get = cg_bench_median(e_r, rounds);
     proto.update = 1;
     d_upd = measure(&proto, own, versions, &u50, &u99);
     {
@@ -550,7 +538,7 @@ int main(int argc, char **argv)
     printf("%-16s %d threads: zmq echo   %10.0f req/s (p50 %6.0f us, p99 %6.0f us)   "
            "the transport's floor: coregroupd's get reaches %.0f%% of it (median of %d "
            "alternating rounds; by round:",
-           "echo (baseline)", nthreads, e_get, e50, e99, median(pct_r, rounds), rounds);
+           "echo (baseline)", nthreads, e_get, e50, e99, cg_bench_median(pct_r, rounds), rounds);
     for (r = 0; r < rounds; r++)
         printf(" %.0f%%", pct_r[r]);
     printf(")\n");

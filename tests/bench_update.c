@@ -69,6 +69,7 @@
 #include <cjson/cJSON.h>
 #include <libpq-fe.h>
 
+#include "benchstat.h"
 #include "coregroup.h"
 
 #define ROUNDS_MAX  9
@@ -122,15 +123,8 @@ static double now(void)
 static double median(const double *per_round)
 {
     double v[ROUNDS_MAX];
-    int i, j, n = rounds;
-    memcpy(v, per_round, (size_t)n * sizeof(*v));
-    for (i = 1; i < n; i++)
-        for (j = i; j > 0 && v[j - 1] > v[j]; j--) {
-            double t = v[j];
-            v[j] = v[j - 1];
-            v[j - 1] = t;
-        }
-    return v[n / 2];
+    memcpy(v, per_round, (size_t)rounds * sizeof(*v));
+    return cg_bench_median(v, rounds);
 }
 
 static _Noreturn void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
