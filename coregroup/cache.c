@@ -232,8 +232,6 @@ typedef struct {
 
     /* the writers' state, under the shard lock */
     _Alignas(CACHE_LINE) atomic_int lock; /* the shard lock: 0 free, 1 held (see shard_lock) */
-    slot *table;                          /* tab->slots, the writers' shorthand */
-    uint32_t mask;                        /* tab->mask */
     uint32_t count;                       /* entries cached */
     uint64_t hits; /* hits found under the lock (lock-free ones: counter_block) */
 
@@ -408,8 +406,6 @@ static void tab_retired(void *arg)
  * or no other user. */
 static void tab_publish(shard *s, tab *t)
 {
-    s->table = t->slots;
-    s->mask = t->mask;
     __atomic_store_n(&s->tab, t, __ATOMIC_RELEASE);
 }
 
@@ -452,9 +448,9 @@ static inline void trash_empty(trash *t)
 
 static inline slot *find(const shard *s, uint32_t h, int64_t handle, int kind)
 {
-    uint32_t i = h & s->mask;
-    for (;; i = (i + 1) & s->mask) {
-        slot *e = &s->table[i];
+    uint32_t i = h & s->tab->mask;
+    for (;; i = (i + 1) & s->tab->mask) {
+        slot *e = &s->tab->slots[i];
         if (e->part == NULL)
             return NULL;
         if (e->handle == handle && e->kind == kind)
@@ -561,25 +557,25 @@ static void slot_move(slot *dst, const slot *src)
 static void unlink_slot(shard *s, uint32_t i)
 {
     uint32_t j = i;
-    uint32_t pos = s->table[i].pos;
+    uint32_t pos = s->tab->slots[i].pos;
 
     s->ring[pos] = RING_FREE | s->free_head;
     s->free_head = pos;
     s->count--;
     for (;;) {
         uint32_t home;
-        j = (j + 1) & s->mask;
-        if (s->table[j].part == NULL)
+        j = (j + 1) & s->tab->mask;
+        if (s->tab->slots[j].part == NULL)
             break;
-        home = slot_hash(&s->table[j]) & s->mask;
+        home = slot_hash(&s->tab->slots[j]) & s->tab->mask;
         /* the entry at j may fill the hole at i unless its home lies cyclically in (i, j] */
-        if (((j - home) & s->mask) >= ((j - i) & s->mask)) {
-            slot_move(&s->table[i], &s->table[j]);
-            s->ring[s->table[i].pos] = i;
+        if (((j - home) & s->tab->mask) >= ((j - i) & s->tab->mask)) {
+            slot_move(&s->tab->slots[i], &s->tab->slots[j]);
+            s->ring[s->tab->slots[i].pos] = i;
             i = j;
         }
     }
-    __atomic_store_n(&s->table[i].part, NULL, __ATOMIC_RELEASE);
+    __atomic_store_n(&s->tab->slots[i].part, NULL, __ATOMIC_RELEASE);
 }
 
 /* Drop the entry in slot e, leaving max(floor, its version) as the key's ghost floor. The
@@ -591,7 +587,7 @@ static void drop_entry(shard *s, slot *e, int64_t floor, trash *t)
     int kind = e->kind;
     uint32_t h = slot_hash(e);
 
-    unlink_slot(s, (uint32_t)(e - s->table));
+    unlink_slot(s, (uint32_t)(e - s->tab->slots));
     ghost_put(s, h, handle, kind, part->version > floor ? part->version : floor);
     trash_part(t, part);
 }
@@ -621,7 +617,7 @@ static inline void touch(slot *e)
 static inline int wants_growth(const shard *s, const spare_table *sp)
 {
     return s->free_head == RING_NIL && s->ring_top >= s->ring_size && s->ring_size < s->cap &&
-           !sp->failed && !(sp->table != NULL && sp->slots == (s->mask + 1) * 2);
+           !sp->failed && !(sp->table != NULL && sp->slots == (s->tab->mask + 1) * 2);
 }
 
 /* Allocate (outside the shard lock) a spare of `slots` slots for a shard of capacity `cap`,
@@ -658,23 +654,23 @@ static void grow_into(shard *s, spare_table *sp, trash *t)
     uint32_t *nr = sp->ring;
     uint32_t i;
 
-    assert(nslots == (s->mask + 1) * 2 && s->ring_top <= nring);
+    assert(nslots == (old->mask + 1) * 2 && s->ring_top <= nring);
     /* positions on the free list keep their links; the others are rewritten below */
     memcpy(nr, s->ring, (size_t)s->ring_top * sizeof(*nr));
-    for (i = 0; i <= s->mask; i++) {
+    for (i = 0; i <= old->mask; i++) {
         uint32_t k;
-        if (s->table[i].part == NULL)
+        if (old->slots[i].part == NULL)
             continue;
-        for (k = slot_hash(&s->table[i]) & nmask; nt[k].part != NULL; k = (k + 1) & nmask)
+        for (k = slot_hash(&old->slots[i]) & nmask; nt[k].part != NULL; k = (k + 1) & nmask)
             ;
         /* nt is not published yet: plain stores; the ref byte, which hits set, is read
          * atomically (hence no struct copy) */
-        nt[k].handle = s->table[i].handle;
-        nt[k].part = s->table[i].part;
-        nt[k].expires = s->table[i].expires;
-        nt[k].pos = s->table[i].pos;
-        nt[k].kind = s->table[i].kind;
-        nt[k].ref = LOAD(s->table[i].ref);
+        nt[k].handle = old->slots[i].handle;
+        nt[k].part = old->slots[i].part;
+        nt[k].expires = old->slots[i].expires;
+        nt[k].pos = old->slots[i].pos;
+        nt[k].kind = old->slots[i].kind;
+        nt[k].ref = LOAD(old->slots[i].ref);
         nr[nt[k].pos] = k;
     }
     if (old != &empty_tab.t)
@@ -697,7 +693,7 @@ static void clock_evict(shard *s, trash *t)
         s->hand = p + 1 >= s->ring_top ? 0 : p + 1;
         if (s->ring[p] & RING_FREE)
             continue;
-        e = &s->table[s->ring[p]];
+        e = &s->tab->slots[s->ring[p]];
         if (LOAD(e->ref)) {
             STORE(e->ref, 0);
             continue;
@@ -725,7 +721,7 @@ static void make_room(shard *s, spare_table *sp, trash *t)
 /* Insert a key that is not in the table; make_room() was called. */
 static void insert_new(shard *s, uint32_t h, cg_part *part, int64_t expires)
 {
-    uint32_t i = h & s->mask;
+    uint32_t i = h & s->tab->mask;
     uint32_t pos;
     slot *e;
 
@@ -735,9 +731,9 @@ static void insert_new(shard *s, uint32_t h, cg_part *part, int64_t expires)
     } else {
         pos = s->ring_top++;
     }
-    while (s->table[i].part != NULL)
-        i = (i + 1) & s->mask;
-    e = &s->table[i];
+    while (s->tab->slots[i].part != NULL)
+        i = (i + 1) & s->tab->mask;
+    e = &s->tab->slots[i];
     STORE(e->handle, part->handle);
     STORE(e->kind, (int16_t)part->kind);
     STORE(e->expires, expires);
@@ -807,7 +803,7 @@ static int install_grow(const cg_cache *c, shard *s, uint32_t h, cg_part *part, 
     int r;
 
     while ((r = install(c, s, h, part, check_ticket, ticket, now, &sp, t)) == FILL_GROW) {
-        uint32_t slots = (s->mask + 1) * 2;
+        uint32_t slots = (s->tab->mask + 1) * 2;
         shard_unlock(s);
         trash_empty(t);
         spare_prepare(&sp, slots, s->cap); /* cap does not change after cg_cache_new */
@@ -1469,9 +1465,9 @@ static size_t shard_sample(const cg_cache *c, shard *s, uint32_t start, size_t s
     uint32_t i, n;
 
     shard_lock(s);
-    n = s->mask + 1;
+    n = s->tab->mask + 1;
     for (i = 0; i < n && got < want; i++) {
-        const slot *e = &s->table[(start + i) & s->mask];
+        const slot *e = &s->tab->slots[(start + i) & s->tab->mask];
         if (e->part == NULL || (c->ttl_ms > 0 && now >= e->expires))
             continue;
         if (seen++ < skip)
