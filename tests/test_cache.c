@@ -794,6 +794,14 @@ typedef struct {
     int key;
 } stress_load_ctx;
 
+/* One step of xorshift64: the stress threads' own cheap random numbers. */
+static void xorshift(uint64_t *x)
+{
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+}
+
 static void raise_to(atomic_llong *a, long long v)
 {
     long long cur = atomic_load(a);
@@ -831,9 +839,7 @@ static void *stress_thread(void *arg)
         long long lo;
         cg_part *p = NULL;
 
-        x ^= x << 13; /* xorshift64 */
-        x ^= x >> 7;
-        x ^= x << 17;
+        xorshift(&x);
         r = (unsigned)(x >> 32) % 1000;
         k = (int)((x >> 8) % (uint64_t)st->nkeys);
         lo = atomic_load(&st->seen[k]);
@@ -1016,9 +1022,7 @@ static void *hammer_thread(void *arg)
         long long lo;
         cg_part *p = NULL;
 
-        x ^= x << 13; /* xorshift64 */
-        x ^= x >> 7;
-        x ^= x << 17;
+        xorshift(&x);
         r = (unsigned)(x >> 32) % 1000;
         k = (int)((x >> 8) % (uint64_t)hm->nkeys);
         lo = atomic_load(&hm->seen[k]);
@@ -1214,9 +1218,7 @@ static void *race_reader(void *arg)
         int k, j;
         long long lo;
 
-        x ^= x << 13; /* xorshift64 */
-        x ^= x >> 7;
-        x ^= x << 17;
+        xorshift(&x);
         k = (int)((x >> 8) % (uint64_t)rc->nkeys);
         lo = atomic_load(&rc->seen[k]);
         cg_read_lock();
@@ -1253,9 +1255,7 @@ static void *race_writer(void *arg)
         unsigned r;
         int k;
 
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        xorshift(&x);
         r = (unsigned)(x >> 32) % 1000;
         k = (int)((x >> 8) % (uint64_t)rc->nkeys);
         if (r < 700) { /* commit: bump, then put (this core) or invalidate (another core) */

@@ -474,13 +474,22 @@ START_TEST(api_round_trips)
 }
 END_TEST
 
+/* The reply (a new string, NULL on timeout) to a one-part get with this id, sent by hand. */
+static char *get_by_hand(const daemon_t *d, const char *id, long long h, const char *part)
+{
+    char req[192];
+    snprintf(req, sizeof(req),
+             "{\"v\":1,\"id\":\"%s\",\"op\":\"get\",\"handle\":%lld,\"part\":\"%s\"}", id, h, part);
+    return raw1(d->endpoint, req, strlen(req), 5000);
+}
+
 /* A get the core can serve from its cache is answered by the broker thread (logged as
  * worker=broker cached=1), with the very reply a worker builds; a miss and every other
  * request still go to a worker. */
 START_TEST(cached_gets_are_answered_by_the_broker)
 {
     daemon_t a;
-    char req[160], *reply, *log;
+    char *reply, *log;
     cJSON *r;
     long long h;
     int rc;
@@ -492,16 +501,10 @@ START_TEST(cached_gets_are_answered_by_the_broker)
     free(reply);
 
     /* the first get loads the part (a worker), the second finds it cached */
-    snprintf(req, sizeof(req),
-             "{\"v\":1,\"id\":\"bk-0\",\"op\":\"get\",\"handle\":%lld,\"part\":\"state\"}", h);
-    reply = raw1(a.endpoint, req, strlen(req), 5000);
+    reply = get_by_hand(&a, "bk-0", h, "state");
     ck_assert_msg(reply && strstr(reply, "\"ok\":true"), "%s", reply ? reply : "(none)");
     free(reply);
-    snprintf(req, sizeof(req),
-             "{\"v\":1,\"id\":\"bk-1\",\"op\":\"get\",\"handle\":%lld,"
-             "\"part\":\"state\"}",
-             h);
-    reply = raw1(a.endpoint, req, strlen(req), 5000);
+    reply = get_by_hand(&a, "bk-1", h, "state");
     ck_assert_ptr_nonnull(reply);
     r = cJSON_Parse(reply);
     ck_assert_msg(r && jok(r), "%s", reply);
@@ -518,17 +521,10 @@ START_TEST(cached_gets_are_answered_by_the_broker)
     free(log);
 
     /* a part nobody has read is loaded by a worker; a missing one is not_found from a worker */
-    snprintf(req, sizeof(req),
-             "{\"v\":1,\"id\":\"bk-2\",\"op\":\"get\",\"handle\":%lld,"
-             "\"part\":\"description\"}",
-             h);
-    reply = raw1(a.endpoint, req, strlen(req), 5000);
+    reply = get_by_hand(&a, "bk-2", h, "description");
     ck_assert_msg(reply && strstr(reply, "\"ok\":true"), "%s", reply ? reply : "(none)");
     free(reply);
-    snprintf(req, sizeof(req),
-             "{\"v\":1,\"id\":\"bk-3\",\"op\":\"get\",\"handle\":987654,"
-             "\"part\":\"state\"}");
-    reply = raw1(a.endpoint, req, strlen(req), 5000);
+    reply = get_by_hand(&a, "bk-3", 987654, "state");
     ck_assert_msg(reply && strstr(reply, "\"not-found\""), "%s", reply ? reply : "(none)");
     free(reply);
     ck_assert(bt_wait_lines(a.log, "id=\"bk-3\"", "code=not-found", 1, 5000));
