@@ -414,6 +414,7 @@ typedef struct {
     void *front, *back;
     int idle[MAX_WORKERS], n_idle; /* worker indexes ready for a request */
     int in_flight;
+    int n_started; /* workers whose thread runs: each sends "ready" once, then only replies */
     cgd_env *env;
 } broker;
 
@@ -578,7 +579,16 @@ static void watch_conflicts(const broker *b, uint64_t *next_log)
     *next_log = st.bus_conflicts + CONFLICT_LOG_N;
 }
 
-/* Serve until a stop, then drain in-flight requests. 0, or EXIT_RUNTIME on a ZeroMQ error. */
+/*
+ * Serve until a stop, then drain in-flight requests. 0, or EXIT_RUNTIME on a ZeroMQ error.
+ *
+ * What each pass polls. Every ZeroMQ socket in a zmq_poll() costs system calls of its own on
+ * each pass (its state is asked before and after the wait), and on a small machine a cached
+ * get through the broker is mostly system calls. So a socket is polled only while something
+ * can arrive on it: the workers' socket while a request is in flight or a started worker has
+ * not yet said "ready" (nothing else ever comes from it), the front while a worker is idle.
+ * The self-pipe is always polled.
+ */
 static int serve(broker *b, const char **why)
 {
     int stopping = 0, logged_wait = 0;
@@ -586,10 +596,8 @@ static int serve(broker *b, const char **why)
     uint64_t next_conflict_log = 1;
 
     for (;;) {
-        zmq_pollitem_t items[3] = {{b->back, 0, ZMQ_POLLIN, 0},
-                                   {NULL, sig_fd, ZMQ_POLLIN, 0},
-                                   {b->front, 0, ZMQ_POLLIN, 0}};
-        int nitems = !stopping && b->n_idle > 0 ? 3 : 2, i, r;
+        zmq_pollitem_t items[3] = {{NULL, sig_fd, ZMQ_POLLIN, 0}};
+        int nitems = 1, at_back = -1, at_front = -1, i, r;
         long timeout = stopping ? 1000 : -1;
 
         if (!stopping && (cg_prog__stop_signal || atomic_load(&stop_requested))) {
@@ -620,17 +628,25 @@ static int serve(broker *b, const char **why)
             if (timeout < 0 || next_wd - now < timeout)
                 timeout = (long)(next_wd - now);
         }
+        if (b->in_flight > 0 || b->n_idle < b->n_started) {
+            at_back = nitems++;
+            items[at_back] = (zmq_pollitem_t){b->back, 0, ZMQ_POLLIN, 0};
+        }
+        if (!stopping && b->n_idle > 0) {
+            at_front = nitems++;
+            items[at_front] = (zmq_pollitem_t){b->front, 0, ZMQ_POLLIN, 0};
+        }
         if (zmq_poll(items, nitems, timeout) < 0) {
             if (errno == EINTR)
                 continue;
             logev(L_ERROR, "poll-failed", "message=\"%s\"", zmq_strerror(errno));
             return EXIT_RUNTIME;
         }
-        if (items[1].revents & ZMQ_POLLIN)
+        if (items[0].revents & ZMQ_POLLIN)
             cg_prog__drain();
         /* zmq_poll reports a socket readable while it holds a message: a socket it did not
          * report is not asked (each ask costs the socket a command check) */
-        for (i = 0; i < 1024 && (items[0].revents & ZMQ_POLLIN); i++)
+        for (i = 0; i < 1024 && at_back >= 0 && (items[at_back].revents & ZMQ_POLLIN); i++)
             if ((r = from_back(b)) <= 0) {
                 if (r < 0 && errno != EINTR) {
                     logev(L_ERROR, "receive-failed", "socket=workers message=\"%s\"",
@@ -643,7 +659,7 @@ static int serve(broker *b, const char **why)
             logev(L_INFO, "draining", "in_flight=%d", b->in_flight);
             logged_wait = 1;
         }
-        if (nitems == 3 && (items[2].revents & ZMQ_POLLIN) && !cg_prog__stop_signal &&
+        if (at_front >= 0 && (items[at_front].revents & ZMQ_POLLIN) && !cg_prog__stop_signal &&
             !atomic_load(&stop_requested))
             while (b->n_idle > 0)
                 if ((r = from_front(b)) <= 0) {
@@ -918,6 +934,7 @@ int main(int argc, char **argv)
                 break;
             }
             workers[i].started = 1;
+            b.n_started++;
         }
         if (rc == 0 && (wd_ms = cg_notify__watchdog_ms()) > 0) {
             if (pthread_create(&prober, NULL, prober_main, core) != 0) {
