@@ -9,16 +9,20 @@
  *      stale): through coregroupd vs begin + cg_part_update + commit in-process.
  *
  * Prints requests (calls) per second for both, the overhead ratio, and the daemon's p50/p99
- * request latency. A third figure is the floor of the transport: the same get requests sent
- * to a bare ROUTER thread that echoes them (no decoding, no worker, no call), so the overhead
- * can be split into what ZeroMQ round trips cost and what the daemon adds. The daemon runs with
+ * request latency. The floor of the transport is measured twice: the same get requests sent to
+ * a bare ROUTER that echoes them (no decoding, no worker, no call), once as a thread of this
+ * process (its clients and its server share one ZeroMQ context and I/O thread) and once as a
+ * process of its own, as coregroupd is (a context and an I/O thread on each side, and the
+ * wake-ups between them). The first is ZeroMQ's own floor on loopback; the second is the
+ * floor for any server in another process, and the one the daemon is judged by: what is left
+ * between it and the daemon is what the daemon adds. The daemon runs with
  * [daemon] workers = the thread count and pool_size the same, log_level warn, no bus (a single
  * core: no invalidation traffic to measure here).
  *
- * The get through coregroupd and the echo are measured in --rounds rounds (default 3) that
- * alternate, the order swapped every round, and each figure is the median of its rounds: the
- * two are compared as a ratio, and this machine's throughput drifts by more than the margins
- * that ratio is judged by.
+ * The get through coregroupd and the two echoes are measured in --rounds rounds (default 3),
+ * one after the other, the order rotated every round, and each figure is the median of its
+ * rounds: they are compared as ratios, and this machine's throughput drifts by more than the
+ * margins those ratios are judged by.
  *
  * Usage: bench_daemon --dsn DSN --coregroupd PATH [--group G] [--seconds S] [--threads N]
  *        [--rounds R]
@@ -39,6 +43,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -58,7 +63,7 @@
 static double seconds = 2.0;
 static int nthreads = 4;
 static const char *dsn, *daemon_bin;
-static char endpoint[64], group[64], echo_ep[64];
+static char endpoint[64], group[64], echo_ep[64], echo_proc_ep[64];
 static void *zctx;
 
 static double now(void)
@@ -122,6 +127,29 @@ static void *echo_main(void *arg)
     return NULL;
 }
 
+/* The echo as a process of its own (forked before this process has a ZeroMQ context, which a
+ * fork must not inherit): a fresh context with one I/O thread, as coregroupd has. */
+static pid_t start_echo_process(const char *ep)
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        die("fork", strerror(errno));
+    if (pid == 0) {
+        void *c, *s;
+        int zero = 0;
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* gone with this process, even when it dies */
+        c = zmq_ctx_new();
+        s = zmq_socket(c, ZMQ_ROUTER);
+        zmq_setsockopt(s, ZMQ_LINGER, &zero, sizeof(zero));
+        if (zmq_bind(s, ep) < 0)
+            _exit(3);
+        echo_main(s); /* closes s at "stop" */
+        zmq_ctx_term(c);
+        _exit(0);
+    }
+    return pid;
+}
+
 /* One request on `s`; the reply in buf (NUL-terminated), its length; dies on no answer. */
 static int ask(void *s, const char *req, char *buf, size_t bufsz)
 {
@@ -141,7 +169,7 @@ static int ask(void *s, const char *req, char *buf, size_t bufsz)
 typedef struct {
     int index;
     int daemon; /* 1: through coregroupd (or the echo thread), 0: the library in-process */
-    int echo;   /* 1: to the echo thread */
+    int echo;   /* 1: to the echo thread, 2: to the echo process */
     int update; /* 1: update, 0: cached get */
     cg_core *core;
     const int64_t *keys; /* get: GET_KEYS handles */
@@ -157,7 +185,10 @@ typedef struct {
 static void *run(void *arg)
 {
     worker *w = arg;
-    void *s = w->echo ? dealer_to(echo_ep) : w->daemon ? dealer() : NULL;
+    void *s = w->echo == 2 ? dealer_to(echo_proc_ep)
+              : w->echo    ? dealer_to(echo_ep)
+              : w->daemon  ? dealer()
+                           : NULL;
     char req[256], buf[4096];
     uint64_t i = 0;
 
@@ -395,8 +426,9 @@ int main(int argc, char **argv)
                                          {"rounds", required_argument, NULL, 'r'},
                                          {NULL, 0, NULL, 0}};
     int64_t keys[GET_KEYS], own[MAX_THREADS], versions[MAX_THREADS];
-    double d_get, d_upd, l_get, l_upd, e_get, g50, g99, u50, u99, x50, x99, e50, e99;
-    double d_r[MAX_ROUNDS], e_r[MAX_ROUNDS], pct_r[MAX_ROUNDS];
+    double d_get, d_upd, l_get, l_upd, e_get, p_get, g50, g99, u50, u99, x50, x99, e50, e99, p50,
+        p99;
+    double d_r[MAX_ROUNDS], e_r[MAX_ROUNDS], p_r[MAX_ROUNDS], pct_r[MAX_ROUNDS], pctp_r[MAX_ROUNDS];
     void *echo_srv;
     pthread_t echo_th;
     int rounds = 3, r;
@@ -404,7 +436,7 @@ int main(int argc, char **argv)
     worker proto;
     cg_config *cfg = NULL;
     cg_core *core = NULL;
-    pid_t pid;
+    pid_t pid, echo_pid;
     int c, i, st;
 
     snprintf(group, sizeof(group), "bench-daemon");
@@ -445,10 +477,12 @@ int main(int argc, char **argv)
     if ((dir = mkdtemp(tmpl)) == NULL)
         die("mkdtemp", strerror(errno));
     snprintf(endpoint, sizeof(endpoint), "tcp://127.0.0.1:%d", free_port());
+    snprintf(echo_proc_ep, sizeof(echo_proc_ep), "tcp://127.0.0.1:%d", free_port());
+    echo_pid = start_echo_process(echo_proc_ep);
     zctx = zmq_ctx_new();
 
-    /* the transport's floor: the same get requests, echoed by a bare ROUTER thread, measured
-     * in rounds alternating with the daemon's gets (below) */
+    /* the transport's floors: the same get requests, echoed by a bare ROUTER thread here and by
+     * the echo process, measured in rounds with the daemon's gets (below) */
     {
         int zero = 0;
         echo_srv = zmq_socket(zctx, ZMQ_ROUTER);
@@ -473,24 +507,35 @@ int main(int argc, char **argv)
         measure(&proto, NULL, NULL, &x50, &x99);
         seconds = save;
     }
-    /* daemon and echo alternate, the order swapped each round, so neither gains from the
-     * machine's moods; each figure is the median of its rounds */
+    /* the daemon and the two echoes take turns, the order rotated each round, so none gains
+     * from the machine's moods; each figure is the median of its rounds */
     for (r = 0; r < rounds; r++) {
         worker echo;
         int k;
         memset(&echo, 0, sizeof(echo));
-        echo.daemon = echo.echo = 1;
+        echo.daemon = 1;
         echo.keys = keys;
-        for (k = 0; k < 2; k++) {
-            if ((k == 0) == (r % 2 == 0))
+        for (k = 0; k < 3; k++) {
+            switch ((r + k) % 3) {
+            case 0:
                 d_r[r] = measure(&proto, NULL, NULL, &g50, &g99);
-            else
+                break;
+            case 1:
+                echo.echo = 1;
                 e_r[r] = measure(&echo, NULL, NULL, &e50, &e99);
+                break;
+            default:
+                echo.echo = 2;
+                p_r[r] = measure(&echo, NULL, NULL, &p50, &p99);
+                break;
+            }
         }
         pct_r[r] = e_r[r] > 0 ? 100.0 * d_r[r] / e_r[r] : 0.0;
+        pctp_r[r] = p_r[r] > 0 ? 100.0 * d_r[r] / p_r[r] : 0.0;
     }
     d_get = cg_bench_median(d_r, rounds);
     e_get = cg_bench_median(e_r, rounds);
+    p_get = cg_bench_median(p_r, rounds);
     proto.update = 1;
     d_upd = measure(&proto, own, versions, &u50, &u99);
     {
@@ -502,10 +547,13 @@ int main(int argc, char **argv)
     waitpid(pid, &st, 0);
 
     {
-        void *s = dealer_to(echo_ep);
+        void *s = dealer_to(echo_ep), *t = dealer_to(echo_proc_ep);
         zmq_send(s, "stop", 4, 0);
+        zmq_send(t, "stop", 4, 0);
         pthread_join(echo_th, NULL);
+        waitpid(echo_pid, &st, 0);
         zmq_close(s);
+        zmq_close(t);
     }
 
     /* the same operations in-process (the same group, database and resources) */
@@ -536,9 +584,17 @@ int main(int argc, char **argv)
     print_pair("get (cached)", d_get, l_get, g50, g99);
     print_pair("update", d_upd, l_upd, u50, u99);
     printf("%-16s %d threads: zmq echo   %10.0f req/s (p50 %6.0f us, p99 %6.0f us)   "
-           "the transport's floor: coregroupd's get reaches %.0f%% of it (median of %d "
-           "alternating rounds; by round:",
-           "echo (baseline)", nthreads, e_get, e50, e99, cg_bench_median(pct_r, rounds), rounds);
+           "the transport's floor for a server in another process: coregroupd's get reaches "
+           "%.0f%% of it (median of %d rounds; by round:",
+           "echo (process)", nthreads, p_get, p50, p99, cg_bench_median(pctp_r, rounds), rounds);
+    for (r = 0; r < rounds; r++)
+        printf(" %.0f%%", pctp_r[r]);
+    printf(")\n");
+    printf("%-16s %d threads: zmq echo   %10.0f req/s (p50 %6.0f us, p99 %6.0f us)   "
+           "ZeroMQ's own floor, clients and server on one I/O thread: coregroupd's get reaches "
+           "%.0f%% of it, the echo process %.0f%% (by round:",
+           "echo (thread)", nthreads, e_get, e50, e99, cg_bench_median(pct_r, rounds),
+           e_get > 0 ? 100.0 * p_get / e_get : 0.0);
     for (r = 0; r < rounds; r++)
         printf(" %.0f%%", pct_r[r]);
     printf(")\n");
