@@ -592,12 +592,11 @@ int main(int argc, char **argv)
     printf(")\n");
     printf("%-16s %d threads: zmq echo   %10.0f req/s (p50 %6.0f us, p99 %6.0f us)   "
            "ZeroMQ's own floor, clients and server on one I/O thread: coregroupd's get reaches "
-           "%.0f%% of it, the echo process %.0f%% (by round:",
-           "echo (thread)", nthreads, e_get, e50, e99, cg_bench_median(pct_r, rounds),
-           e_get > 0 ? 100.0 * p_get / e_get : 0.0);
+           "%.0f%% of it (by round:",
+           "echo (thread)", nthreads, e_get, e50, e99, cg_bench_median(pct_r, rounds));
     for (r = 0; r < rounds; r++)
         printf(" %.0f%%", pct_r[r]);
-    printf(")\n");
+    printf("), the echo process %.0f%%\n", e_get > 0 ? 100.0 * p_get / e_get : 0.0);
     zmq_ctx_term(zctx);
     {
         char cmd[600];
