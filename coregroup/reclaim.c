@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "coregroup/sys/clock.h"
 #include "reclaim.h"
 
 /* A grace period costs an expedited membarrier: an interrupt on every CPU that runs a thread
@@ -68,13 +69,7 @@ static void *reclaimer(void *unused)
             rq_idle = 0;
         }
         if (rq_n < BATCH && !rq_urgent) { /* let a batch gather: one grace period for all */
-            struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_nsec += BATCH_WAIT_MS * 1000000L;
-            if (until.tv_nsec >= 1000000000L) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000L;
-            }
+            struct timespec until = cg_clock_deadline(BATCH_WAIT_MS);
             pthread_cond_timedwait(&rq_wake, &rq_lock, &until);
         }
         rq_urgent = 0;
