@@ -556,26 +556,27 @@ static void slot_move(slot *dst, const slot *src)
  * caller has saved what it needs of the slot; its part reference is not touched. */
 static void unlink_slot(shard *s, uint32_t i)
 {
-    uint32_t j = i;
-    uint32_t pos = s->tab->slots[i].pos;
+    slot *table = s->tab->slots;
+    uint32_t mask = s->tab->mask, j = i;
+    uint32_t pos = table[i].pos;
 
     s->ring[pos] = RING_FREE | s->free_head;
     s->free_head = pos;
     s->count--;
     for (;;) {
         uint32_t home;
-        j = (j + 1) & s->tab->mask;
-        if (s->tab->slots[j].part == NULL)
+        j = (j + 1) & mask;
+        if (table[j].part == NULL)
             break;
-        home = slot_hash(&s->tab->slots[j]) & s->tab->mask;
+        home = slot_hash(&table[j]) & mask;
         /* the entry at j may fill the hole at i unless its home lies cyclically in (i, j] */
-        if (((j - home) & s->tab->mask) >= ((j - i) & s->tab->mask)) {
-            slot_move(&s->tab->slots[i], &s->tab->slots[j]);
-            s->ring[s->tab->slots[i].pos] = i;
+        if (((j - home) & mask) >= ((j - i) & mask)) {
+            slot_move(&table[i], &table[j]);
+            s->ring[table[i].pos] = i;
             i = j;
         }
     }
-    __atomic_store_n(&s->tab->slots[i].part, NULL, __ATOMIC_RELEASE);
+    __atomic_store_n(&table[i].part, NULL, __ATOMIC_RELEASE);
 }
 
 /* Drop the entry in slot e, leaving max(floor, its version) as the key's ghost floor. The
